@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from finetune_mcp.kernels import linear_entropy_ce
-from finetune_mcp.kernels.reference import ChunkedEntropyCE
+from finetune_mcp.kernels.torch_entropy_ce import ChunkedEntropyCE
 from finetune_mcp.kernels.weights import WeightSpec
 
 SHAPES = {"qwen3-4b": (2560, 151936), "llama3-8b": (4096, 128256)}
@@ -102,7 +102,7 @@ def ours(case: Case) -> torch.Tensor:
 
 
 def ours_with(config) -> Callable[[Case], torch.Tensor]:
-    from finetune_mcp.kernels.entropy_ce import fused_linear_entropy_ce
+    from finetune_mcp.kernels.triton_entropy_ce import fused_linear_entropy_ce
 
     def run(case: Case) -> torch.Tensor:
         return fused_linear_entropy_ce(case.x, case.w, case.y, spec=WeightSpec(), config=config)[0]
@@ -351,7 +351,7 @@ def diagnose(case: Case, iters: int = 10) -> None:
 
 def epilogue_sweep(case: Case) -> None:
     """GPU time of the epilogue kernel alone (profiler), per launch shape, at the default chunk."""
-    from finetune_mcp.kernels.entropy_ce import EpilogueConfig
+    from finetune_mcp.kernels.triton_entropy_ce import EpilogueConfig
 
     for block_v, warps in ((8192, 16), (4096, 8), (2048, 4), (1024, 2)):
         cfg = EpilogueConfig(block_v=block_v, num_warps=warps)
@@ -362,7 +362,7 @@ def epilogue_sweep(case: Case) -> None:
 
 
 def sweep(case: Case, warmup: int, iters: int) -> list[tuple[str, float]]:
-    from finetune_mcp.kernels.entropy_ce import EpilogueConfig
+    from finetune_mcp.kernels.triton_entropy_ce import EpilogueConfig
 
     out = []
     for chunk in (512, 768, 896, 1024):

@@ -20,7 +20,7 @@ if not torch.cuda.is_available():
 @pytest.fixture(scope="session")
 def kernel():
     """The entropy_ce module, interpreted on a CPU machine even if something imported it compiled before."""
-    mod = importlib.import_module("finetune_mcp.kernels.entropy_ce")
+    mod = importlib.import_module("finetune_mcp.kernels.triton_entropy_ce")
     if not torch.cuda.is_available() and not mod._INTERPRETED:
         os.environ["TRITON_INTERPRET"] = "1"
         mod = importlib.reload(mod)

@@ -41,7 +41,7 @@ GB = 1024**3
 NF4_BYTES_PER_PARAM = 4.127 / 8  # 4-bit weights + fp8 absmax per 64 + fp32 absmax per 256 blocks
 CUDA_CONTEXT_BYTES = 1.0 * GB  # CUDA context + cuBLAS/cuDNN workspaces: typically 0.5-1 GB; the upper end
 FRAGMENTATION = 0.10
-LOSS_BLOCK_BYTES = 256 * 1024**2  # one [chunk, V] fp32 block: 2^26 elements (kernels.reference.default_chunk)
+LOSS_BLOCK_BYTES = 256 * 1024**2  # one [chunk, V] fp32 block: 2^26 elements (kernels.torch_entropy_ce.default_chunk)
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "int8": 1, "uint8": 1}
 QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe", "gemma3", "gemma3_text"})  # per-head RMSNorm on q and k
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from finetune_mcp.kernels import linear_entropy_ce
-from finetune_mcp.kernels.reference import ChunkedEntropyCE
+from finetune_mcp.kernels.torch_entropy_ce import ChunkedEntropyCE
 from finetune_mcp.kernels.weights import BUILTIN_WEIGHT_FNS, WeightSpec
 
 # Vocabulary block 256 against V = 1003: four blocks, the last one partial; chunks of 16 tokens.

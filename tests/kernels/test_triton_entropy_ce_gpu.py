@@ -1,6 +1,6 @@
 """Full-size heads on the device (`pytest -m gpu tests/kernels`): numerics against an fp32 reference
 from the same bf16 inputs, and the extra memory. The small-shape oracle comparisons in
-test_entropy_ce.py also run compiled there."""
+test_triton_entropy_ce.py also run compiled there."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from finetune_mcp.kernels import linear_entropy_ce
-from finetune_mcp.kernels.reference import ChunkedEntropyCE
+from finetune_mcp.kernels.torch_entropy_ce import ChunkedEntropyCE
 from finetune_mcp.kernels.weights import WeightSpec
 
 pytestmark = [
