@@ -1,8 +1,9 @@
-"""Fixtures shared by every test area: the offline tiny model (built once per session)."""
+"""Fixtures shared by every test area: the offline tiny model and its tokenizer (built once per session)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,20 @@ def tiny_model_dir(tmp_path_factory):
     from finetune_mcp.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from finetune_mcp.testing import build_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-tokenizer")
+    build_tokenizer(path)
+    return path
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_tokenizer_dir: Path):
+    """A fresh copy per test, so a test may change its chat template or special tokens."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from finetune_mcp.cli import app
-from finetune_mcp.pipeline import metric_names as M
-from finetune_mcp.pipeline.rundir import RunDirectory
+from finetune_mcp.runs import metric_names as M
+from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.testing import write_dataset
 
 runner = CliRunner()
@@ -66,7 +66,7 @@ def test_train_both_modes_loss_falls_tags_written_adapter_generates(tiny_model_d
     spec = json.loads(run.spec.read_text())
     assert spec["enable_entropy_weighting"] is (weighting == "--entropy-weight")
 
-    from finetune_mcp.pipeline.inference import generate_replies, load_adapter
+    from finetune_mcp.train.inference import generate_replies, load_adapter
 
     model, tokenizer = load_adapter(run.adapter)
     replies = generate_replies(model, tokenizer, ["what color is the sky?"], max_new_tokens=4)

@@ -18,8 +18,8 @@ from rich.console import Console
 from finetune_mcp.cli_progress import run_with_progress
 from finetune_mcp.config import EnhancedTrainingConfig, Settings, build_config
 from finetune_mcp.errors import ConfigError, FinetuneError
-from finetune_mcp.pipeline import metric_names as M
-from finetune_mcp.pipeline.rundir import RunDirectory
+from finetune_mcp.runs import metric_names as M
+from finetune_mcp.runs.rundir import RunDirectory
 
 app = typer.Typer(
     name="finetune-mcp",
@@ -120,8 +120,8 @@ def enhance(
     run_dir: Annotated[Path | None, typer.Option(help="Where to write (default: a new folder under runs/).")] = None,
 ) -> None:
     """Student–teacher dataset enhancement in this process; prints the enhanced dataset's path."""
-    from finetune_mcp.pipeline.student_teacher import run_enhancement
-    from finetune_mcp.pipeline.student_teacher_config import enhance_config_from
+    from finetune_mcp.enhance.config import enhance_config_from
+    from finetune_mcp.enhance.workflow import run_enhancement
 
     config = enhance_config_from(config_file, model=model, dataset=dataset, teacher=teacher,
                                  teacher_base_url=teacher_base_url, teacher_api_key_env=teacher_api_key_env,
@@ -137,22 +137,9 @@ def enhance(
 @worker_app.command("run")
 def worker_run(spec: Annotated[Path, typer.Argument(help="spec.json inside the job's run directory.")]) -> None:
     """Run the job described by SPEC; its run directory is SPEC's folder. Exit 0 on success, 1 on failure."""
-    from finetune_mcp.pipeline.session import bind_rank_to_launcher, run_worker, spec_kind
+    from finetune_mcp.kinds import worker_main
 
-    kind = spec_kind(spec)  # enhance_dataset and evaluate_model jobs share this worker
-    if kind == "enhance":
-        from finetune_mcp.pipeline.student_teacher import run_enhancement
-        from finetune_mcp.pipeline.student_teacher_config import load_enhance_spec
-
-        raise typer.Exit(run_worker(spec, load_enhance_spec, run_enhancement))
-    if kind == "evaluate":
-        from finetune_mcp.pipeline.evaluate import load_evaluation_spec, run_evaluation
-
-        raise typer.Exit(run_worker(spec, load_evaluation_spec, run_evaluation))
-    from finetune_mcp.pipeline.run import run_training
-
-    bind_rank_to_launcher()
-    raise typer.Exit(run_worker(spec, EnhancedTrainingConfig.from_file, run_training))
+    raise typer.Exit(worker_main(spec))
 
 
 @worker_app.command("serve")
@@ -169,7 +156,7 @@ def worker_serve(
     )] = 900.0,
 ) -> None:
     """Serve one job over HTTP (RunPod pods run this); needs FINETUNE_MCP_WORKER_TOKEN in the environment."""
-    from finetune_mcp.worker_http import serve
+    from finetune_mcp.jobs.backends.runpod.pod_server import serve
 
     serve(host, port, workdir, idle_timeout)
 
@@ -330,7 +317,7 @@ CompareWith = Annotated[str | None, typer.Option(
 @friendly_errors
 def card(job: JobOrRunDir, compare_with: CompareWith = None) -> None:
     """Write the model card (card/README.md + PNG plots) of a succeeded run; prints the README path."""
-    from finetune_mcp.pipeline.card import write_model_card
+    from finetune_mcp.report.card import write_model_card
 
     run = _finished_run(job, "a model card")
     readme, plots = write_model_card(run, _finished_run(compare_with, "the comparison"))
@@ -349,7 +336,7 @@ def screenshot(
     allow_matplotlib: Annotated[bool, typer.Option(help="Without Chromium, draw with matplotlib instead.")] = False,
 ) -> None:
     """Screenshot the run's TensorBoard page (real TensorBoard, headless Chromium); prints the PNG path."""
-    from finetune_mcp.pipeline.screenshot import take_screenshot
+    from finetune_mcp.report.screenshot import take_screenshot
 
     if view not in ("scalars", "histograms"):
         raise ConfigError(f"must be scalars or histograms (got {view!r})", field="view")
@@ -371,7 +358,7 @@ def deploy(
     """Upload a succeeded run to the Hugging Face Hub in one commit: adapter (or merged model), card,
     plots, metrics. The token comes from HF_TOKEN or `hf auth login` (no flag: it would stay in your
     shell history)."""
-    from finetune_mcp.pipeline.deploy import deploy_run
+    from finetune_mcp.report.deploy import deploy_run
 
     run = _finished_run(job, "a deployment")
     result = deploy_run(run, repo, private=not public, merge=merge,

@@ -1,7 +1,7 @@
 """A progress bar for in-process training, fed by the run's own events.jsonl.
 
 Why read events instead of hooking the trainer: the bar then shows exactly what the job manager
-and MCP clients see, and the pipeline stays free of any terminal code.
+and MCP clients see, and the workers stay free of any terminal code.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from finetune_mcp.config import EnhancedTrainingConfig
-from finetune_mcp.pipeline import metric_names as M
-from finetune_mcp.pipeline.rundir import RunDirectory
+from finetune_mcp.runs import metric_names as M
+from finetune_mcp.runs.rundir import RunDirectory
 
 
 def run_with_progress(
     config: EnhancedTrainingConfig, run_dir: Path, *, label: str = "training", console: Console | None = None
 ) -> dict[str, Any]:
     """Run `run_training` in a thread while drawing a bar from events.jsonl; re-raise its error."""
-    from finetune_mcp.pipeline.run import run_training
+    from finetune_mcp.train.workflow import run_training
 
     run = RunDirectory(run_dir).create()
     outcome: dict[str, Any] = {}

@@ -204,7 +204,7 @@ class EnhancedTrainingConfig(BaseModel):
         20000, ge=100, le=10_000_000, description="Token entropies kept per epoch for box plots and the card."
     )
 
-    # Reranking (task="rerank"; see pipeline/rerank.py)
+    # Reranking (task="rerank"; see train/rerank/prompt.py)
     rerank_loss: Literal["pointwise", "listwise"] = Field(
         "pointwise", description="pointwise: yes/no cross-entropy per (query, document); listwise: softmax over the "
         "yes-vs-no log-odds of one query's documents, cross-entropy on the relevant one.",

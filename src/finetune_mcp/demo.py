@@ -52,8 +52,8 @@ def demo_configs(model_dir: Path, dataset: Path) -> list[tuple[str, EnhancedTrai
 
 
 def heldout_accuracy(model: Any, tokenizer: Any, examples: list[dict[str, str]]) -> float:
-    from finetune_mcp.pipeline.inference import generate_replies
     from finetune_mcp.testing import answer_is_correct
+    from finetune_mcp.train.inference import generate_replies
 
     replies = generate_replies(model, tokenizer, [e["question"] for e in examples], max_new_tokens=6)
     return sum(answer_is_correct(r, e["answer"]) for r, e in zip(replies, examples, strict=True)) / len(examples)
@@ -61,9 +61,9 @@ def heldout_accuracy(model: Any, tokenizer: Any, examples: list[dict[str, str]])
 
 def run_demo(home: Path, train=None) -> DemoReport:
     """Build, train both arms, evaluate. `train(config, run_dir) -> result` defaults to run_training."""
-    from finetune_mcp.pipeline.inference import load_adapter, load_base
-    from finetune_mcp.pipeline.run import run_training
     from finetune_mcp.testing import build_tiny_model, heldout_examples, write_dataset
+    from finetune_mcp.train.inference import load_adapter, load_base
+    from finetune_mcp.train.workflow import run_training
 
     train = train or run_training
     root = home / "demo"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from finetune_mcp.config import EnhancedTrainingConfig, Settings, build_config
-from finetune_mcp.jobs.backends.base import Placement
 from finetune_mcp.jobs.backends.local import LocalBackend, process_group_alive
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import JobStore
 
 SCRIPTED_WORKER = Path(__file__).with_name("scripted_worker.py")

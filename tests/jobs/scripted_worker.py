@@ -49,7 +49,7 @@ def main() -> int:
         print(f"step {step}", flush=True)
     if mode == "error":
         print("Traceback (most recent call last):\nRuntimeError: CUDA out of memory", file=sys.stderr, flush=True)
-        event(run_dir, type="error", message="CUDA out of memory", error_type="RuntimeError")
+        event(run_dir, type="error", message="CUDA out of memory", error_type="RuntimeError", work="training")
         return 1
     event(run_dir, type="end", status="succeeded", step=steps, total_steps=steps)
     return 0

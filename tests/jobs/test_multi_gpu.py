@@ -7,9 +7,8 @@ import sys
 import pytest
 
 from finetune_mcp.errors import BackendError
-from finetune_mcp.jobs.backends.base import Placement
-from finetune_mcp.jobs.gpu import GpuInfo
-from finetune_mcp.jobs.multi_gpu import distributed_command, gpu_indices, slot_parts, spread
+from finetune_mcp.jobs.multi_gpu import distributed_command, spread
+from finetune_mcp.jobs.placement import GpuInfo, Placement, gpu_indices, slot_parts
 
 GPUS = [GpuInfo(0, "H200", 139.0, 130.0), GpuInfo(1, "H200", 139.0, 120.0), GpuInfo(2, "H200", 139.0, 5.0)]
 

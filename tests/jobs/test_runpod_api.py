@@ -10,8 +10,8 @@ import pytest
 
 from finetune_mcp.config import Settings
 from finetune_mcp.errors import BackendError, ConfigError
-from finetune_mcp.jobs.backends.runpod import RunPodBackend
-from finetune_mcp.jobs.backends.runpod_api import RunPodAPI, RunPodSettings, TransientAPIError
+from finetune_mcp.jobs.backends.runpod.api import RunPodAPI, RunPodSettings, TransientAPIError
+from finetune_mcp.jobs.backends.runpod.backend import RunPodBackend
 from finetune_mcp.jobs.store import JobState
 from standins.runpod_api import RunPodStandIn
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from finetune_mcp import kinds
 from finetune_mcp.config import Settings, build_config
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.store import Job, JobState, JobStore
@@ -55,7 +56,7 @@ async def supervising(home: Path, rp: RunPodStandIn) -> AsyncIterator[JobManager
 
 
 async def start(manager: JobManager, model: Path, dataset: Path, **fields: object) -> Job:
-    return await manager.start(build_config(training_spec(model, dataset, **fields)), target="runpod")
+    return await kinds.start_job(manager, "train", build_config(training_spec(model, dataset, **fields)), target="runpod")
 
 
 async def until(manager: JobManager, job_id: str, predicate, timeout: float = 60.0) -> Job:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_mcp.pipeline.rundir import RunDirectory
+from finetune_mcp.runs.rundir import RunDirectory
 
 WEIGHTED_ID = "ft-00000000e1e1"
 PLAIN_ID = "ft-00000000ba5e"
@@ -42,8 +42,8 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     key = tmp_path_factory.getbasetemp()
     if key not in _CACHE:
         from finetune_mcp.config import build_config
-        from finetune_mcp.pipeline.run import run_training
         from finetune_mcp.testing import build_tiny_model, write_dataset
+        from finetune_mcp.train.workflow import run_training
 
         base = tmp_path_factory.mktemp("finished-runs")
         model = build_tiny_model(base / "tiny-model")

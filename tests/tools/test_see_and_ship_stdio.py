@@ -16,7 +16,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 from PIL import Image
 
-from finetune_mcp.pipeline.screenshot import find_chromium
+from finetune_mcp.report.screenshot import find_chromium
 from standins.finished_runs import TinyRuns, tiny_config, tiny_runs
 from standins.hub import HubStandIn
 

@@ -16,8 +16,8 @@ from fastmcp import Client
 from PIL import Image
 
 from finetune_mcp.jobs.store import Job, JobState, JobStore
-from finetune_mcp.pipeline.rundir import RunDirectory
-from finetune_mcp.pipeline.screenshot import find_chromium
+from finetune_mcp.report.screenshot import find_chromium
+from finetune_mcp.runs.rundir import RunDirectory
 from standins.finished_runs import PLAIN_ID, WEIGHTED_ID, TinyRuns, copy_run, tiny_runs
 
 pytestmark = pytest.mark.slow

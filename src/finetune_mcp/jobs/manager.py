@@ -1,4 +1,4 @@
-"""The job manager: start, queue, supervise, cancel and settle fine-tuning jobs.
+"""The job manager: start, queue, supervise, cancel and settle jobs of every kind.
 
 Every process (the MCP server, a second server, the CLI) may start, cancel and read jobs: those
 only touch SQLite (`JobStore`) and, for cancel, the worker's process group or pod through its stored
@@ -29,16 +29,16 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
-from finetune_mcp.config import EnhancedTrainingConfig, Settings
+from finetune_mcp.config import Settings
 from finetune_mcp.errors import BackendError, ConfigError, FinetuneError, JobError
-from finetune_mcp.jobs.backends.base import Backend, Placement, PollResult
-from finetune_mcp.jobs.multi_gpu import gpu_indices, slot_parts
-from finetune_mcp.jobs.run_records import check_run_dir, claim_run_dir, clean_metrics, last_ending, log_tail, mark_ended
+from finetune_mcp.jobs.backends.base import Backend, PollResult
+from finetune_mcp.jobs.placement import Placement, gpu_indices, slot_parts
+from finetune_mcp.jobs.records import check_run_dir, claim_run_dir, clean_metrics, last_ending, log_tail, mark_ended
 from finetune_mcp.jobs.store import (
     ACTIVE_STATES,
     Clock,
@@ -49,20 +49,31 @@ from finetune_mcp.jobs.store import (
     new_job_id,
     validate_job_id,
 )
-from finetune_mcp.pipeline.rundir import RunDirectory
-from finetune_mcp.pipeline.student_teacher_config import StudentTeacherConfig
+from finetune_mcp.runs.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("auto", "local", "runpod")
-Placer = Callable[[EnhancedTrainingConfig, str, Settings], Placement]
-Preflight = Callable[[EnhancedTrainingConfig, Settings], EnhancedTrainingConfig]
+
+
+class JobSpec(Protocol):
+    """What the manager needs of any kind's spec (a pydantic model): where it runs, and itself as JSON."""
+
+    run_dir: str | None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any: ...
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]: ...
+
+
+Placer = Callable[[Any, str, Settings], Placement]
+Preflight = Callable[[Any, Settings], Any]
 ProgressCallback = Callable[[Job], Awaitable[None]]
 
 # Backends are imported the first time a job needs one: the runpod SDK is not loaded at start-up.
 BACKEND_CLASSES = {
     "local": ("finetune_mcp.jobs.backends.local", "LocalBackend"),
-    "runpod": ("finetune_mcp.jobs.backends.runpod", "RunPodBackend"),
+    "runpod": ("finetune_mcp.jobs.backends.runpod.backend", "RunPodBackend"),
 }
 MAX_POLL_FAILURES = 30
 SHUTDOWN_STOP_S = 120.0  # bound on stopping remote workers when the server exits
@@ -90,8 +101,8 @@ class JobManager:
         self.clock = clock
         self.store = store or JobStore(self.settings.db_path, clock=clock)
         self._backends: dict[str, Backend] = dict(backends or {})
-        self._placer = placer or default_placer
-        self._preflight = preflight or default_preflight
+        self._placer = placer  # None: each job's kind places it (see start)
+        self._preflight = preflight
         self.poll_interval_s = poll_interval_s
         self.cancel_grace_s = _env_number("FINETUNE_MCP_CANCEL_GRACE_S", cancel_grace_s, 10.0, minimum=0)
         self.max_cpu_jobs = int(_env_number("FINETUNE_MCP_MAX_CPU_JOBS", max_cpu_jobs, 1, minimum=1))
@@ -145,18 +156,22 @@ class JobManager:
 
     # -- commands --------------------------------------------------------------------------------
 
-    async def start(self, config: EnhancedTrainingConfig | StudentTeacherConfig, target: str = "auto", *,
+    async def start(self, config: JobSpec, target: str = "auto", *,
                     preflight: Preflight | None = None, placer: Placer | None = None) -> Job:
         """Validate everything that can fail early, then queue the job. On any error nothing is
-        left behind: no row, no run directory. `preflight` / `placer` replace the manager's own for
-        this job: other kinds of job (a `StudentTeacherConfig`, spec.json `"kind": "enhance"`) check
-        and place their own config, and then run, queue, cancel and settle like training."""
+        left behind: no row, no run directory. `preflight` / `placer` are the job kind's own (the
+        registry in `kinds.py` passes them: `kinds.start_job`); the manager's constructor may
+        replace them for every job (tests do). Every kind then runs, queues, cancels and settles
+        the same way."""
+        preflight, placer = self._preflight or preflight, self._placer or placer
+        if preflight is None or placer is None:
+            raise TypeError("JobManager.start needs the job kind's preflight and placer; use kinds.start_job")
         if target not in TARGETS:
             raise ConfigError(f"must be one of {', '.join(TARGETS)} (got {target!r})", field="target")
         if config.run_dir:  # cheap checks first: a busy folder is refused before the slow ones
             check_run_dir(Path(config.run_dir).expanduser().resolve())
-        config = await anyio.to_thread.run_sync(preflight or self._preflight, config, self.settings)
-        placement = await anyio.to_thread.run_sync(placer or self._placer, config, target, self.settings)
+        config = await anyio.to_thread.run_sync(preflight, config, self.settings)
+        placement = await anyio.to_thread.run_sync(placer, config, target, self.settings)
         job_id = new_job_id()
         root = Path(config.run_dir).expanduser().resolve() if config.run_dir else self.settings.runs_dir / job_id
         config = config.model_copy(update={"run_dir": str(root)})
@@ -495,7 +510,7 @@ class JobManager:
                 return JobState.SUCCEEDED, None
             return JobState.FAILED, f"the worker reported success but {poll.detail}" + log_tail(run_dir)
         if ending and ending.get("type") == "error":
-            work = {"enhance": "enhancement", "evaluate": "evaluation"}.get(job.config.get("kind"), "training")
+            work = ending.get("work") or "the job"  # the worker names its kind's work ("training")
             return JobState.FAILED, f"{work} failed at {where}: {ending.get('message')}" + log_tail(run_dir)
         detail = poll.detail or "the worker stopped"
         return JobState.FAILED, f"{detail} at {where} without reporting an end" + log_tail(run_dir)
@@ -557,19 +572,6 @@ class JobManager:
         if self._wake is None:
             self._wake = anyio.Event()
         return self._wake
-
-
-def default_placer(config: EnhancedTrainingConfig, target: str, settings: Settings) -> Placement:
-    """Where a job runs: the GPU router decides (local GPUs by NVML, memory estimate, RUNPOD_API_KEY)."""
-    from finetune_mcp.jobs.gpu import place_job
-
-    return place_job(config, target, settings)
-
-
-def default_preflight(config: EnhancedTrainingConfig, settings: Settings) -> EnhancedTrainingConfig:
-    from finetune_mcp.jobs.preflight import check_start
-
-    return check_start(config, settings)
 
 
 def _env_number(name: str, given: float | None, default: float, *, minimum: float) -> float:

@@ -13,22 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from finetune_mcp.errors import BackendError
-from finetune_mcp.jobs.backends.base import Placement
-from finetune_mcp.jobs.gpu import GpuInfo
-
-
-def slot_parts(slot: str) -> list[str]:
-    """`gpu:0,1` → [`gpu:0`, `gpu:1`]; any other slot is its own single part."""
-    if slot.startswith("gpu:") and "," in slot:
-        return [f"gpu:{index}" for index in slot.removeprefix("gpu:").split(",")]
-    return [slot]
-
-
-def gpu_indices(placement: Placement) -> list[int]:
-    """The local GPUs a placement owns, in order (empty for CPU and remote jobs)."""
-    if placement.backend != "local" or placement.gpu_index is None:
-        return []
-    return list(placement.details.get("gpu_indices") or [placement.gpu_index])
+from finetune_mcp.jobs.placement import GpuInfo, Placement
 
 
 def spread(placement: Placement, num_gpus: int | str, gpus: Sequence[GpuInfo]) -> Placement:

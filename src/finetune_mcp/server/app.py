@@ -47,7 +47,7 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
     """Own the JobManager for the server's life: supervise jobs in the background, close on exit.
     Workers are separate process groups and keep running when the server stops."""
     from finetune_mcp.jobs.manager import JobManager
-    from finetune_mcp.pipeline.tensorboard_server import TensorBoardServer
+    from finetune_mcp.report.tensorboard_server import TensorBoardServer
     from finetune_mcp.tools.tensorboard import TENSORBOARD_KEY
 
     manager = JobManager()

@@ -1,7 +1,7 @@
 """The MCP tools, one module per area. Each module exposes `register(mcp: FastMCP) -> None`.
 
 A tool is thin: validate its arguments (typed, with `Field` descriptions the agent reads), make one
-call into `jobs/` or `pipeline/`, shape a typed result. It raises `FinetuneError`s as they come: the
+call into `jobs/` or a capability package (`train/`, `report/`, ...), shape a typed result. It raises `FinetuneError`s as they come: the
 server turns them into MCP tool errors in one place (`server.app.FinetuneErrorMiddleware`).
 
 The job manager lives in the server's lifespan; a tool reaches it with `get_manager()`:

@@ -10,9 +10,9 @@ from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from finetune_mcp.errors import JobError
-from finetune_mcp.pipeline.card import write_model_card
-from finetune_mcp.pipeline.rundir import RunDirectory
+from finetune_mcp import kinds
+from finetune_mcp.report.card import write_model_card
+from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
 
 if TYPE_CHECKING:
@@ -32,15 +32,7 @@ class ModelCardResult(BaseModel):
 
 def succeeded_run(manager: JobManager, job_id: str, purpose: str) -> RunDirectory:
     """The run directory of a training job that succeeded; a JobError naming what is wrong otherwise."""
-    job = manager.get(job_id)
-    kind = job.config.get("kind", "train")
-    if kind != "train":  # enhance and evaluate jobs produce data and metrics, not an adapter
-        raise JobError(f"job {job_id} is an {kind} job; {purpose} needs a training job (start_finetune); "
-                       "pick one from list_jobs", job_id=job_id)
-    if job.state.value != "succeeded":
-        raise JobError(f"job {job_id} is {job.state.value}; {purpose} needs a succeeded job; "
-                       "wait_for_job until it succeeds (or pick one from list_jobs(state='succeeded'))",
-                       job_id=job_id)
+    kinds.succeeded_job(manager, job_id, purpose)
     return manager.run_dir(job_id)
 
 

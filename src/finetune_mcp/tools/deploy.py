@@ -11,7 +11,7 @@ from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, SecretStr
 
-from finetune_mcp.pipeline.deploy import deploy_run, validate_repo_id
+from finetune_mcp.report.deploy import deploy_run, validate_repo_id
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.card import succeeded_run
 

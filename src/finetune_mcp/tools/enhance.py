@@ -14,6 +14,7 @@ from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
+from finetune_mcp import kinds
 from finetune_mcp.errors import JobError
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.training import JobView, job_view
@@ -70,9 +71,8 @@ def register(mcp: FastMCP) -> None:
         dataset="data/qa.jsonl", teacher="gpt-4o-mini", model="unsloth/Qwen3-4B", max_examples=200)
         → {"job_id": "ft-5c0ffee12345", "state": "queued", "output": ".../enhance/enhanced.jsonl", ...}.
         """
-        from finetune_mcp.jobs.enhance_start import check_enhance_start, place_enhance_job
-        from finetune_mcp.pipeline.student_teacher_config import build_enhance_config
-        from finetune_mcp.pipeline.student_teacher_outputs import ENHANCE_DIR, weight_formula
+        from finetune_mcp.enhance.config import build_enhance_config
+        from finetune_mcp.enhance.outputs import ENHANCE_DIR, weight_formula
 
         manager = get_manager()
         data: dict[str, Any] = dict(config_overrides or {})
@@ -90,12 +90,12 @@ def register(mcp: FastMCP) -> None:
             data["max_examples"] = max_examples
         if resume_from is not None:
             earlier = manager.get(resume_from)
-            if earlier.config.get("kind") != "enhance":
+            if kinds.kind_of(earlier).name != "enhance":
                 raise JobError(f"{resume_from} is not an enhance_dataset job; pass the id of one (see list_jobs)",
                                job_id=resume_from)
             data["resume_from"] = str(Path(earlier.run_dir) / ENHANCE_DIR / "progress.jsonl")
         config = build_enhance_config(data)
-        job = await manager.start(config, target, preflight=check_enhance_start, placer=place_enhance_job)
+        job = await kinds.start_job(manager, "enhance", config, target)
         out = Path(job.run_dir) / ENHANCE_DIR
         return EnhanceStartResult(**job_view(manager, job).model_dump(), output=str(out / "enhanced.jsonl"),
                                   summary_path=str(out / "summary.json"), judge=config.judge_name,

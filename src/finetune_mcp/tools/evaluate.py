@@ -16,6 +16,7 @@ from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import Field, ValidationError
 
+from finetune_mcp import kinds
 from finetune_mcp.config import format_validation_error
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.tools import get_manager
@@ -36,8 +37,8 @@ class EvaluateStartResult(JobView):
 def evaluation_data(job_id: str | None, model: str | None, dataset: str | None, metrics: list[str] | None,
                     split: str, job_config: dict[str, Any] | None, adapter: str | None) -> dict[str, Any]:
     """The EvaluationSpec fields for a request (pure: the tool and the tests share it)."""
-    from finetune_mcp.pipeline.evaluate import TASK_METRICS, metrics_task
-    from finetune_mcp.pipeline.ranking_metrics import DEFAULT_METRICS
+    from finetune_mcp.train.evaluation import TASK_METRICS, metrics_task
+    from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS
 
     data: dict[str, Any] = {"kind": "evaluate", "source_job": job_id, "adapter": adapter}
     if job_config is not None:
@@ -98,7 +99,7 @@ def register(mcp: FastMCP) -> None:
         {"job_id": "ft-0b1c2d3e4f5a", "kind": "evaluate", "state": "queued", ...}; later get_job →
         {"metrics": {"rank/eval/mrr@10": 0.91, "rank/eval/ndcg@10": 0.93, ...}}.
         """
-        from finetune_mcp.pipeline.evaluate import EvaluationSpec
+        from finetune_mcp.train.evaluation import EvaluationSpec
 
         manager = get_manager()
         if (job_id is None) == (model is None):
@@ -106,13 +107,7 @@ def register(mcp: FastMCP) -> None:
                               "folder or adapter folder)", field="job_id")
         job_config = adapter = None
         if job_id is not None:
-            job = manager.get(job_id)
-            if job.config.get("kind", "train") != "train":
-                raise JobError(f"{job_id} is a {job.config.get('kind')} job, not a fine-tuning run; pass the id of a "
-                               "start_finetune job", job_id=job_id)
-            if job.state.value != "succeeded":
-                raise JobError(f"job {job_id} is {job.state.value}; evaluating its adapter needs a succeeded job; "
-                               "wait_for_job until it succeeds", job_id=job_id)
+            job = kinds.succeeded_job(manager, job_id, "evaluating its adapter")
             adapter_dir = Path(job.run_dir) / "adapter"
             if not (adapter_dir / "adapter_config.json").is_file():
                 raise JobError(f"job {job_id} left no adapter in {adapter_dir}; evaluate another job", job_id=job_id)
@@ -133,7 +128,7 @@ def register(mcp: FastMCP) -> None:
             spec = EvaluationSpec.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc).replace("training config", "evaluation")) from None
-        job = await manager.start(spec, "local")
+        job = await kinds.start_job(manager, "evaluate", spec, "local")
         evaluated = spec.model + (f" + adapter {spec.adapter}" if spec.adapter else "")
         return EvaluateStartResult(**job_view(manager, job).model_dump(), evaluated=evaluated,
                                    metrics_asked=spec.metrics, split=spec.split)

@@ -43,7 +43,7 @@ def report(model: str | None, load_in_4bit: bool | None) -> GpuReport:
     """Blocking: NVML and (maybe) a config.json download under a deadline; run it in a thread."""
     import os
 
-    from finetune_mcp.jobs.gpu import decide_target, detect_local_gpus, estimate_for
+    from finetune_mcp.jobs.router import decide_target, detect_local_gpus, estimate_for
 
     gpus = detect_local_gpus()
     key_set = bool(os.environ.get("RUNPOD_API_KEY"))

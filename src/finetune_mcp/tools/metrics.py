@@ -3,22 +3,22 @@
 Sources, both in the run directory: events.jsonl (per logging step: loss, unweighted CE, weighted
 loss, mean entropy, high-entropy share; eval metrics) and entropy/epoch_<k>.json (a sample of token
 entropies, their weights, the threshold and the top high-entropy tokens, per epoch). Works while the
-job runs (partial series) and after it ended; metric names are those of `pipeline.metric_names`.
+job runs (partial series) and after it ended; metric names are those of `runs.metric_names`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Annotated, Any
 
 from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from finetune_mcp.pipeline import metric_names as M
-from finetune_mcp.pipeline.rundir import RunDirectory
+from finetune_mcp.runs import metric_names as M
+from finetune_mcp.runs.facts import entropy_epochs
+from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
 
 MAX_POINTS = 50
@@ -31,7 +31,6 @@ SERIES_KEYS = {
     "entropy_mean": M.ENTROPY_MEAN,
     "high_entropy_share": M.HIGH_ENTROPY_SHARE,
 }
-_EPOCH_FILE = re.compile(r"epoch_(\d+)\.json")
 
 
 class SeriesPoint(BaseModel):
@@ -85,7 +84,7 @@ def entropy_metrics(run_dir: RunDirectory, *, job_id: str, state: str, entropy_w
     for event in events:
         if event.get("type") in ("progress", "eval") and isinstance(event.get("metrics"), dict):
             latest.update({k: v for k, v in event["metrics"].items() if _finite(v)})
-    epochs = _epoch_files(run_dir)
+    epochs = entropy_epochs(run_dir)
     newest = epochs[-1] if epochs else None
     eval_summary = None
     if (run_dir.entropy / "eval.json").is_file():
@@ -140,19 +139,6 @@ def _histogram(epoch: dict[str, Any]) -> Histogram | None:
         bin_edges=[round(low + i * width, 6) for i in range(HISTOGRAM_BINS + 1)],
         counts=counts, threshold=epoch.get("threshold"), tokens_sampled=len(sample),
     )
-
-
-def _epoch_files(run_dir: RunDirectory) -> list[dict[str, Any]]:
-    if not run_dir.entropy.is_dir():
-        return []
-    found = []
-    for path in run_dir.entropy.iterdir():
-        match = _EPOCH_FILE.fullmatch(path.name)
-        if match:
-            data = _read(path)
-            if isinstance(data, dict):
-                found.append((int(match.group(1)), data))
-    return [data for _, data in sorted(found, key=lambda item: item[0])]
 
 
 def _read(path) -> Any:

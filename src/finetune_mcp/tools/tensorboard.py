@@ -18,9 +18,9 @@ from fastmcp.utilities.types import Image
 from mcp_types import TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from finetune_mcp.pipeline import metric_names as M
-from finetune_mcp.pipeline.screenshot import take_screenshot
-from finetune_mcp.pipeline.tensorboard_server import TensorBoardServer
+from finetune_mcp.report.screenshot import take_screenshot
+from finetune_mcp.report.tensorboard_server import TensorBoardServer
+from finetune_mcp.runs import metric_names as M
 from finetune_mcp.tools import get_manager
 
 TENSORBOARD_KEY = "tensorboard"

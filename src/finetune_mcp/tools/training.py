@@ -11,10 +11,11 @@ from fastmcp import Context, FastMCP
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from finetune_mcp import kinds
 from finetune_mcp.config import build_config
-from finetune_mcp.jobs.backends.base import Placement
 from finetune_mcp.jobs.manager import JobManager
-from finetune_mcp.jobs.store import Job, JobState
+from finetune_mcp.jobs.placement import Placement
+from finetune_mcp.jobs.store import Job
 from finetune_mcp.tools import get_manager
 
 JobId = Annotated[str, Field(description="Job id from start_finetune or list_jobs, e.g. 'ft-3f9a0c1b2d4e'.",
@@ -75,7 +76,7 @@ def job_view(manager: JobManager, job: Job) -> JobView:
             worker = {}
     position = manager.queue_position(job)
     return JobView(
-        job_id=job.id, kind=job.config.get("kind", "train"), state=job.state.value, hint=_hint(job, position),
+        job_id=job.id, kind=kinds.kind_of(job).name, state=job.state.value, hint=kinds.hint(job, position),
         model=job.config.get("model", ""), dataset=job.config.get("dataset", ""),
         entropy_weighting=bool(job.config.get("enable_entropy_weighting")),
         target=job.target, backend=job.backend, device=job.device,
@@ -88,34 +89,6 @@ def job_view(manager: JobManager, job: Job) -> JobView:
         elapsed_s=round(end - job.started_at, 1) if job.started_at else None,
         cost_usd=job.cost_usd, worker=worker,
     )
-
-
-def _hint(job: Job, position: int | None) -> str:
-    follow = f"follow it with wait_for_job('{job.id}', timeout_s=120) or get_job"
-    if job.config.get("kind") == "enhance" and job.state in (JobState.RUNNING, JobState.SUCCEEDED):
-        output = f"{job.run_dir}/enhance/enhanced.jsonl"
-        if job.state is JobState.RUNNING:
-            return f"enhancing the dataset; {follow}, or cancel_job to stop it (finished examples are kept)"
-        return (f"done: train on it with start_finetune(model='{job.config.get('model')}', dataset='{output}'); "
-                f"numbers in {job.run_dir}/enhance/summary.json")
-    if job.config.get("kind") == "evaluate" and job.state in (JobState.RUNNING, JobState.SUCCEEDED):
-        if job.state is JobState.RUNNING:
-            return f"scoring (step = batches done); {follow}, or cancel_job to stop it"
-        return f"done: the results are in `metrics` ({job.run_dir}/result.json has the details)"
-    match job.state:
-        case JobState.QUEUED:
-            return f"waiting for slot {job.slot} (position {position}); {follow}"
-        case JobState.PROVISIONING:
-            return f"getting a machine on {job.backend}; {follow}"
-        case JobState.RUNNING:
-            return f"training; {follow}, or cancel_job to stop it"
-        case JobState.SUCCEEDED:
-            return ("done: read get_entropy_metrics, tensorboard_screenshot or generate_model_card; "
-                    "deploy_to_hf only if the user asks to publish")
-        case JobState.FAILED:
-            return "failed: read `error`, fix the cause, start a new job"
-        case _:
-            return f"cancelled; the partial run is kept in {job.run_dir}"
 
 
 def _iso(ts: float | None) -> str | None:
@@ -180,7 +153,7 @@ def register(mcp: FastMCP) -> None:
                  if k in data]
         data["enable_entropy_weighting"] = asked[-1] if asked and not entropy_weighting else entropy_weighting
         config = build_config(data)
-        job = await manager.start(config, target)
+        job = await kinds.start_job(manager, "train", config, target)
         view = job_view(manager, job)
         return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields)
 

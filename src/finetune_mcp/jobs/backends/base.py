@@ -23,7 +23,7 @@ env vars), never through spec.json, the handle, logs or exceptions.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -32,47 +32,6 @@ if TYPE_CHECKING:
 
 Handle = dict[str, Any]
 SaveHandle = Callable[[Handle], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a job will run, decided once at `start_finetune` and stored with the job.
-
-    `backend` names an entry of the manager's backends ("local", "runpod"). `device` is what the
-    worker trains on. `gpu_index` is the local GPU the job owns (the local backend sets
-    CUDA_VISIBLE_DEVICES to it); None for CPU and remote jobs. `reason` is shown to the agent
-    ("no local GPU; RunPod A40 fits 4-bit Qwen3-4B"). `details` carries backend-specific choices
-    (e.g. RunPod gpu type, cloud, price per hour) as JSON-able values.
-    """
-
-    backend: str
-    device: str = "cpu"
-    gpu_index: int | None = None
-    reason: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def slot(self) -> str:
-        """The queue slot: one job at a time per local GPU, a configurable number on CPU/remote."""
-        if self.backend != "local":
-            return self.backend
-        if self.gpu_index is None:
-            return "cpu"
-        indices = self.details.get("gpu_indices") or [self.gpu_index]  # several under DDP: "gpu:0,1"
-        return "gpu:" + ",".join(str(i) for i in indices)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend, "device": self.device, "gpu_index": self.gpu_index,
-            "reason": self.reason, "details": dict(self.details),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Placement:
-        return cls(
-            backend=data["backend"], device=data.get("device", "cpu"), gpu_index=data.get("gpu_index"),
-            reason=data.get("reason", ""), details=dict(data.get("details") or {}),
-        )
 
 
 @dataclass(frozen=True)

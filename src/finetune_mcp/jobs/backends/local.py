@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from finetune_mcp.errors import BackendError
-from finetune_mcp.jobs.backends.base import Handle, Placement, PollResult, SaveHandle
-from finetune_mcp.jobs.multi_gpu import distributed_command, gpu_indices
+from finetune_mcp.jobs.backends.base import Handle, PollResult, SaveHandle
+from finetune_mcp.jobs.multi_gpu import distributed_command
+from finetune_mcp.jobs.placement import Placement, gpu_indices
 
 if TYPE_CHECKING:
     from finetune_mcp.config import Settings

@@ -1,0 +1,193 @@
+"""The manager's side of the worker's HTTP mode (`finetune_mcp.jobs.backends.runpod.pod_server`), through RunPod's proxy.
+
+Keeps the job's LOCAL run directory current: the worker's events.jsonl and train.log are pulled by
+byte offset and appended locally (the offsets live in `<run_dir>/.runpod.json`, so a restarted
+server continues where the last one stopped and the manager's own lines in events.jsonl never
+shift them), and the final artifacts arrive as a tar extracted into the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from finetune_mcp.errors import BackendError
+from finetune_mcp.runs.rundir import RunDirectory
+
+UPLOAD_CHUNK = 16 * 1024 * 1024  # one request per 16 MiB: far inside the proxy's 100 s limit
+SKIP_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
+SIDECAR = ".runpod.json"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class WorkerUnreachable(Exception):
+    """The worker did not answer (connection error, timeout, or the proxy's 404/5xx for a pod port
+    with nothing listening)."""
+
+
+class WorkerClient:
+    """HTTP calls to one job's worker. Every request carries the job's bearer token."""
+
+    def __init__(self, url: str, token: str, run_dir: Path, *, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self.run = RunDirectory(run_dir)
+        self.timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+
+    def __repr__(self) -> str:
+        return f"WorkerClient({self.url})"
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self._headers, **kwargs.pop("headers", {})}
+        try:
+            async with httpx.AsyncClient(timeout=kwargs.pop("timeout", self.timeout)) as client:
+                response = await client.request(method, self.url + path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code == 401:
+            raise BackendError(f"the worker at {self.url} refused this job's token; the pod is not this job's worker "
+                               "— cancel the job and start it again")
+        if (response.status_code == 404 and response.headers.get("content-type") != "application/json") \
+                or response.status_code >= 500:
+            raise WorkerUnreachable(f"HTTP {response.status_code} from {self.url}")
+        if response.status_code >= 400:
+            raise BackendError(f"the worker answered {method} {path} with {response.status_code}: "
+                               f"{response.text[:300]}; this is a bug in finetune-mcp — please report it")
+        return response
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        return (await self._request("GET", "/status", timeout=httpx.Timeout(10.0))).json()
+
+    async def upload(self, local: Path, remote: str) -> None:
+        """One file, in chunks; a chunk that fails in transit is sent again (the offset makes it idempotent)."""
+        size = local.stat().st_size
+        offset = 0
+        with local.open("rb") as fh:
+            while True:
+                data = fh.read(UPLOAD_CHUNK)
+                for attempt in range(4):
+                    try:
+                        await self._request("PUT", "/files/" + quote(remote), content=data,
+                                            headers={"X-Offset": str(offset)}, timeout=httpx.Timeout(90.0))
+                        break
+                    except WorkerUnreachable:
+                        if attempt == 3:
+                            raise
+                        await anyio.sleep(2**attempt)
+                offset += len(data)
+                if offset >= size:
+                    return
+
+    async def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None) -> None:
+        headers = {"X-HF-Token": hf_token} if hf_token else {}
+        await self._request("POST", "/start", json={"job_id": job_id, "spec": spec, "inputs": inputs}, headers=headers)
+
+    async def cancel(self, timeout_s: float) -> None:
+        await self._request("POST", "/cancel", timeout=httpx.Timeout(max(timeout_s, 1.0) + 5))
+
+    # -- keeping the local run dir current -------------------------------------------------------
+    def sidecar(self) -> dict[str, Any]:
+        return read_sidecar(self.run.root)
+
+    def update_sidecar(self, **values: Any) -> dict[str, Any]:
+        return update_sidecar(self.run.root, **values)
+
+    async def pull(self, *, wait_s: float = 0.0, drain: bool = False) -> str:
+        """Append the worker's new events and log bytes locally; returns the worker's job state.
+        `drain`: repeat until nothing new (used once the worker has ended)."""
+        state = "unknown"
+        while True:
+            new = 0
+            for name, local in (("events", self.run.events), ("log", self.run.log)):
+                offset = int(self.sidecar().get(f"{name}_offset", 0))
+                response = await self._request("GET", f"/{name}", params={"offset": offset, "wait": wait_s if
+                                               name == "events" else 0})
+                state = response.headers.get("X-Job-State", state)
+                body = response.content
+                if body:
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    with local.open("ab") as fh:
+                        fh.write(body)
+                    self.update_sidecar(**{f"{name}_offset": int(response.headers.get("X-Next-Offset",
+                                                                                       offset + len(body)))})
+                    new += len(body)
+            if not drain or not new:
+                return state
+            wait_s = 0.0
+
+    async def download_artifacts(self, timeout_s: float = 600.0) -> list[str]:
+        """The worker's run dir (less checkpoints/, events.jsonl, spec.json) into the local run dir."""
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.run.root, prefix=".artifacts-", suffix=".tar") as tmp:
+            try:
+                async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client, \
+                        client.stream("GET", self.url + "/artifacts", headers=self._headers) as response:
+                    if response.status_code != 200:
+                        raise WorkerUnreachable(f"HTTP {response.status_code} while downloading artifacts")
+                    async for chunk in response.aiter_bytes(1024 * 1024):
+                        tmp.write(chunk)
+            except httpx.TransportError as exc:
+                raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from None
+            tmp.flush()
+            return await anyio.to_thread.run_sync(_extract, Path(tmp.name), self.run.root)
+
+
+def read_sidecar(run_dir: Path) -> dict[str, Any]:
+    """What this backend remembers about a job beside the handle: stream offsets, collected,
+    terminated_at, cost_per_hr. A missing or damaged file means "nothing yet"."""
+    try:
+        return json.loads((Path(run_dir) / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def update_sidecar(run_dir: Path, **values: Any) -> dict[str, Any]:
+    data = {**read_sidecar(run_dir), **values}
+    RunDirectory(Path(run_dir)).write_json(Path(run_dir) / SIDECAR, data)
+    return data
+
+
+def _extract(tar_path: Path, dest: Path) -> list[str]:
+    """Extract with the 'data' filter: no absolute paths, no `..`, no links out, no devices."""
+    with tarfile.open(tar_path) as tar:
+        members = [m for m in tar.getmembers() if m.name.split("/")[0] not in ("events.jsonl", "spec.json", SIDECAR)]
+        tar.extractall(dest, members=members, filter="data")
+    return sorted({m.name.split("/")[0] for m in members})
+
+
+def local_inputs(spec: dict[str, Any]) -> tuple[list[tuple[Path, str]], dict[str, str]]:
+    """Files to upload and how the spec's fields point at them on the pod.
+
+    A local model folder goes to inputs/model/, a local dataset file or folder to inputs/dataset/;
+    Hub ids are left alone (the pod downloads them).
+    """
+    files: list[tuple[Path, str]] = []
+    fields: dict[str, str] = {}
+    model = Path(str(spec.get("model", ""))).expanduser()
+    if spec.get("model") and model.is_dir():
+        files += [(p, f"inputs/model/{rel}") for p, rel in _walk(model)]
+        fields["model"] = "inputs/model"
+    dataset = Path(str(spec.get("dataset", ""))).expanduser()
+    if spec.get("dataset") and dataset.exists():
+        if dataset.is_dir():
+            files += [(p, f"inputs/dataset/{dataset.name}/{rel}") for p, rel in _walk(dataset)]
+        else:
+            files.append((dataset, f"inputs/dataset/{dataset.name}"))
+        fields["dataset"] = f"inputs/dataset/{dataset.name}"
+    return files, fields
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, str]]:
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part in SKIP_DIRS for part in rel.parts):
+            yield path, rel.as_posix()

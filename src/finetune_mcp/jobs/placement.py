@@ -1,0 +1,80 @@
+"""Where a job runs, as data: `Placement` (decided once at start, stored with the job), `GpuInfo`
+(a local GPU as NVML reports it) and the queue slots a placement holds.
+
+The ground floor of `jobs/`: the router decides placements, the manager counts slots, backends
+launch on them; none of them needs the others to name one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job will run, decided once at `start_finetune` and stored with the job.
+
+
+    `backend` names an entry of the manager's backends ("local", "runpod"). `device` is what the
+    worker trains on. `gpu_index` is the local GPU the job owns (the local backend sets
+    CUDA_VISIBLE_DEVICES to it); None for CPU and remote jobs. `reason` is shown to the agent
+    ("no local GPU; RunPod A40 fits 4-bit Qwen3-4B"). `details` carries backend-specific choices
+    (e.g. RunPod gpu type, cloud, price per hour) as JSON-able values.
+    """
+
+
+    backend: str
+    device: str = "cpu"
+    gpu_index: int | None = None
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+    @property
+    def slot(self) -> str:
+        """The queue slot: one job at a time per local GPU, a configurable number on CPU/remote."""
+        if self.backend != "local":
+            return self.backend
+        if self.gpu_index is None:
+            return "cpu"
+        indices = self.details.get("gpu_indices") or [self.gpu_index]  # several under DDP: "gpu:0,1"
+        return "gpu:" + ",".join(str(i) for i in indices)
+
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "device": self.device, "gpu_index": self.gpu_index,
+            "reason": self.reason, "details": dict(self.details),
+        }
+
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Placement:
+        return cls(
+            backend=data["backend"], device=data.get("device", "cpu"), gpu_index=data.get("gpu_index"),
+            reason=data.get("reason", ""), details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    total_gb: float
+    free_gb: float
+
+
+def slot_parts(slot: str) -> list[str]:
+    """`gpu:0,1` → [`gpu:0`, `gpu:1`]; any other slot is its own single part."""
+    if slot.startswith("gpu:") and "," in slot:
+        return [f"gpu:{index}" for index in slot.removeprefix("gpu:").split(",")]
+    return [slot]
+
+
+def gpu_indices(placement: Placement) -> list[int]:
+    """The local GPUs a placement owns, in order (empty for CPU and remote jobs)."""
+    if placement.backend != "local" or placement.gpu_index is None:
+        return []
+    return list(placement.details.get("gpu_indices") or [placement.gpu_index])

@@ -1,0 +1,159 @@
+"""The job-kind registry: the one place that knows which kinds of job exist and what each needs.
+
+A job kind (train, enhance, evaluate, ...) is a spec model, a start check (`preflight`, in the
+server: fails in a second with the fix, before any worker exists), a placement (`place`: where
+its worker runs), a worker body (`run`, in the worker process), the word messages use for it
+(`label`), what a succeeded job of it leaves behind (`produces`) and the hints an agent reads
+while it runs and when it is done. Every consumer asks here: the CLI's `worker run`, the tools
+that start jobs (`start_job`), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
+check of the tools that build on a job (`succeeded_job`). The job manager never sees a kind: it
+receives the preflight and placement callables with the spec (see `jobs.manager.JobManager.start`).
+
+Adding a kind: write its capability module (spec model, checks, worker body), add one `JobKind`
+entry to `KINDS`, and a tool that calls `start_job`. Everything imported here is light (no torch):
+heavy imports live inside the worker bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finetune_mcp.config import EnhancedTrainingConfig, Settings
+from finetune_mcp.enhance.config import load_enhance_spec
+from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
+from finetune_mcp.enhance.workflow import run_enhancement
+from finetune_mcp.errors import JobError
+from finetune_mcp.jobs.placement import Placement
+from finetune_mcp.jobs.router import place_job
+from finetune_mcp.jobs.store import Job, JobState
+from finetune_mcp.runs.session import bind_rank_to_launcher, run_worker, spec_kind
+from finetune_mcp.train.evaluation import load_evaluation_spec, run_evaluation
+from finetune_mcp.train.preflight import check_start
+from finetune_mcp.train.workflow import run_training
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from finetune_mcp.jobs.manager import JobManager
+
+DEFAULT_KIND = "train"  # training specs predate kinds and carry no "kind" field
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """Everything the house needs to know about one kind of job."""
+
+    name: str
+    label: str  # "training": messages say "training failed at step 3/10: ..."
+    produces: str  # what a succeeded job leaves in its run directory, for messages
+    load_spec: Callable[[Path], BaseModel]  # worker side: spec.json → the spec model
+    preflight: Callable[[Any, Settings], Any]  # server side: the spec, checked and made absolute
+    place: Callable[[Any, str, Settings], Placement]
+    run: Callable[[Any, Path], object]  # the worker body: (spec, run_dir)
+    running_hint: Callable[[Job, str], str] | None = None  # (job, "follow it with ...") → hint
+    done_hint: Callable[[Job], str] | None = None
+    before_worker: Callable[[], None] | None = None  # process set-up in the worker (DDP ranks)
+
+
+def _train_done(job: Job) -> str:
+    return ("done: read get_entropy_metrics, tensorboard_screenshot or "
+            "generate_model_card; deploy_to_hf only if the user asks to publish")
+
+
+def _enhance_running(job: Job, follow: str) -> str:
+    return f"enhancing the dataset; {follow}, or cancel_job to stop it (finished examples are kept)"
+
+
+def _enhance_done(job: Job) -> str:
+    output = f"{job.run_dir}/enhance/enhanced.jsonl"
+    return (f"done: train on it with start_finetune(model='{job.config.get('model')}', dataset='{output}'); "
+            f"numbers in {job.run_dir}/enhance/summary.json")
+
+
+def _evaluate_running(job: Job, follow: str) -> str:
+    return f"scoring (step = batches done); {follow}, or cancel_job to stop it"
+
+
+def _evaluate_done(job: Job) -> str:
+    return f"done: the results are in `metrics` ({job.run_dir}/result.json has the details)"
+
+
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
+    JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
+            EnhancedTrainingConfig.from_file, check_start, place_job, run_training,
+            done_hint=_train_done, before_worker=bind_rank_to_launcher),
+    JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
+            load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement,
+            running_hint=_enhance_running, done_hint=_enhance_done),
+    JobKind("evaluate", "evaluation", "metrics (result.json)",
+            load_evaluation_spec, check_start, place_job, run_evaluation,
+            running_hint=_evaluate_running, done_hint=_evaluate_done),
+)}
+
+
+def get_kind(name: str | None) -> JobKind:
+    """The kind called `name` (None: a training spec); a JobError naming the known kinds otherwise."""
+    kind = KINDS.get(name or DEFAULT_KIND)
+    if kind is None:
+        raise JobError(f"unknown job kind {name!r}; known kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def kind_of(job: Job) -> JobKind:
+    """The kind of a stored job (its spec's `kind`; training specs have none)."""
+    return get_kind(job.config.get("kind"))
+
+
+async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "auto") -> Job:
+    """Check, place and queue a job of `kind` (the tools' one way to start any job)."""
+    entry = get_kind(kind)
+    return await manager.start(spec, target, preflight=entry.preflight, placer=entry.place)
+
+
+def worker_main(spec_path: Path) -> int:
+    """`finetune-mcp worker run SPEC`: run the body of the kind SPEC names; 0 on success, 1 on failure."""
+    kind = get_kind(spec_kind(spec_path))
+    if kind.before_worker is not None:
+        kind.before_worker()
+    return run_worker(spec_path, kind.load_spec, kind.run, kind.label)
+
+
+def succeeded_job(manager: JobManager, job_id: str, purpose: str, kind: str = DEFAULT_KIND) -> Job:
+    """The job `job_id` if it is a succeeded job of `kind`; else a JobError that names what is wrong
+    and what to pass instead (`purpose`: "a model card", "evaluating its adapter", ...)."""
+    job = manager.get(job_id)
+    actual = kind_of(job)
+    if actual.name != kind:
+        wanted = get_kind(kind)
+        raise JobError(f"job {job_id} is an {actual.name} job ({actual.produces}); {purpose} needs a "
+                       f"{wanted.label} job, which leaves {wanted.produces}; pick one from list_jobs",
+                       job_id=job_id)
+    if job.state is not JobState.SUCCEEDED:
+        raise JobError(f"job {job_id} is {job.state.value}; {purpose} needs a succeeded job; "
+                       "wait_for_job until it succeeds (or pick one from list_jobs(state='succeeded'))",
+                       job_id=job_id)
+    return job
+
+
+def hint(job: Job, position: int | None) -> str:
+    """What the agent should do next with `job`, by its state and kind."""
+    kind = kind_of(job)
+    follow = f"follow it with wait_for_job('{job.id}', timeout_s=120) or get_job"
+    match job.state:
+        case JobState.QUEUED:
+            return f"waiting for slot {job.slot} (position {position}); {follow}"
+        case JobState.PROVISIONING:
+            return f"getting a machine on {job.backend}; {follow}"
+        case JobState.RUNNING:
+            if kind.running_hint is not None:
+                return kind.running_hint(job, follow)
+            return f"{kind.label}; {follow}, or cancel_job to stop it"
+        case JobState.SUCCEEDED:
+            return kind.done_hint(job) if kind.done_hint else f"done: {kind.produces} in {job.run_dir}"
+        case JobState.FAILED:
+            return "failed: read `error`, fix the cause, start a new job"
+        case _:
+            return f"cancelled; the partial run is kept in {job.run_dir}"

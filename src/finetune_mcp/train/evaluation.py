@@ -1,0 +1,209 @@
+"""`run_evaluation(spec, run_dir)`: the worker side of an `evaluate_model` job.
+
+An evaluation is a job like training (queued, placed, killable, same run directory and events),
+so its spec extends the training config: the manager's checks, the GPU placement, the RunPod
+upload and the job views all read the same `model` / `dataset` / data-reading fields. The fields
+that only training uses are ignored here.
+
+What it measures, on the dataset's query groups (rerank) or examples (sft):
+  rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`ranking_metrics`), from the
+          model's P(yes) in the Qwen3-Reranker prompt
+  sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats)
+Results: result.json, an `eval` event whose metrics get_job shows (`rank/eval/mrr@10`, ...,
+`eval/loss`, ...), and progress events (step = batches scored) while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from finetune_mcp.config import EnhancedTrainingConfig, format_validation_error
+from finetune_mcp.errors import ConfigError
+from finetune_mcp.runs import metric_names as M
+from finetune_mcp.runs.rundir import RunDirectory
+from finetune_mcp.runs.session import library_versions, worker_session
+from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS, check_metric_names, rank_tag
+
+log = logging.getLogger("finetune_mcp.evaluate")
+
+TASK_METRICS = ("loss", "perplexity", "entropy")
+_TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M.EVAL_ENTROPY_MEAN}
+
+
+class EvaluationSpec(EnhancedTrainingConfig):
+    """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    adapter: str | None = Field(None, description="LoRA adapter folder (a run's adapter/) applied to `model`.")
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=20)
+    split: Literal["all", "validation"] = Field(
+        "all", description="all: every row; validation: the held-out part of the seeded split (as in training).")
+    source_job: str | None = Field(None, description="The job whose adapter is evaluated, if any.")
+    eval_batch_size: int = Field(16, ge=1, le=1024, description="Prompts (rerank) or examples (sft) per batch "
+                                 "(16, as training's before/after scoring: same batches, same scores).")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        names = [m.strip().lower() for m in value]
+        ranking = [m for m in names if m not in TASK_METRICS]
+        if ranking:
+            try:
+                check_metric_names(ranking)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("metrics: ")) from None
+        return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> EvaluationSpec:
+        task_metrics = [m for m in self.metrics if m in TASK_METRICS]
+        if self.task == "rerank" and task_metrics:
+            raise ValueError(f"{task_metrics} are metrics of task='sft' data; for ranking data use mrr@k, ndcg@k, "
+                             "recall@k, precision@k, map or accuracy")
+        if self.task == "sft" and len(task_metrics) < len(self.metrics):
+            raise ValueError(f"ranking metrics need task='rerank' (ranking data); for task='sft' use "
+                             f"{', '.join(TASK_METRICS)}")
+        return self
+
+
+def metrics_task(metrics: list[str] | None) -> str:
+    """The task a metric list implies: sft for loss/perplexity/entropy, rerank otherwise (the default)."""
+    return "sft" if metrics and all(m.strip().lower() in TASK_METRICS for m in metrics) else "rerank"
+
+
+def load_evaluation_spec(spec_path: Path) -> EvaluationSpec:
+    """An evaluate_model job's spec.json; a ConfigError that says what is wrong otherwise."""
+    try:
+        return EvaluationSpec.model_validate(json.loads(spec_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        message = format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise ConfigError(message.replace("training config", "evaluation")) from None
+
+
+def run_evaluation(spec: EvaluationSpec, run_dir: str | Path) -> dict[str, Any]:
+    """Load, score, write result.json and the events; returns the result."""
+    with worker_session(RunDirectory(Path(run_dir)), spec, "evaluation") as run:
+        return _evaluate(spec, run)
+
+
+def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
+    from finetune_mcp.data.loader import load_examples
+
+    started = time.time()
+    data = load_examples(spec)
+    rows = data.validation if spec.split == "validation" else data.train + data.validation
+    if not rows:
+        from finetune_mcp.errors import DatasetError
+
+        raise DatasetError("the validation split is empty; use split='all' or a larger validation_split",
+                           path=data.source)
+    model, tokenizer, device = _load(spec)
+    log.info("evaluating %s%s on %d %s of %s (%s) on %s", spec.model, f" + {spec.adapter}" if spec.adapter else "",
+             len(rows), "queries" if spec.task == "rerank" else "examples", data.source, spec.split, device)
+
+    def progress(done: int, total: int) -> None:
+        run.write_event("progress", step=done, total_steps=total, eta_s=_eta(started, done, total))
+
+    if spec.task == "rerank":
+        values, extra = _rank(spec, model, tokenizer, rows, progress)
+        tagged = {rank_tag("eval", k): v for k, v in values.items()}
+    else:
+        values, extra = _task_metrics(spec, model, tokenizer, rows, progress)
+        tagged = {_TASK_TAGS[k]: v for k, v in values.items()}
+    run.write_event("eval", step=0, metrics=tagged, phase="evaluate")
+    result = {
+        "status": "succeeded",
+        "kind": "evaluate",
+        "task": spec.task,
+        "metrics": values,
+        "tagged_metrics": tagged,
+        "model": spec.model,
+        "adapter": spec.adapter,
+        "source_job": spec.source_job,
+        "dataset": {"source": data.source, "format": data.format, "split": spec.split},
+        "num_examples": len(rows),
+        **extra,
+        "device": device,
+        "runtime_s": round(time.time() - started, 2),
+        "versions": library_versions(),
+    }
+    run.write_json(run.result, result)
+    run.write_event("end", status="succeeded", metrics=tagged)
+    log.info("done in %.1fs: %s", result["runtime_s"], ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return result
+
+
+def _load(spec: EvaluationSpec) -> tuple[Any, Any, str]:
+    """Model (+ adapter) in eval mode on the GPU when there is one (bf16), else the CPU (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune_mcp.train.model import _check_model_reachable, _ensure_pad_token
+
+    _check_model_reachable(spec.model)
+    cuda = torch.cuda.is_available()
+    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype).to("cuda" if cuda else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.model)
+    if spec.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.adapter)
+    _ensure_pad_token(tokenizer)
+    return model.eval(), tokenizer, torch.cuda.get_device_name(0) if cuda else "cpu"
+
+
+def _rank(spec, model, tokenizer, groups, progress) -> tuple[dict[str, float], dict[str, Any]]:
+    from finetune_mcp.train.rerank.metrics import ScoredGroup, compute_metrics
+    from finetune_mcp.train.rerank.prompt import RerankPrompt, score_groups
+
+    prompt = RerankPrompt(tokenizer, spec.max_seq_length, spec.rerank_instruction)
+    scores = score_groups(model, prompt, groups, batch_size=spec.eval_batch_size, on_batch=progress)
+    values = compute_metrics([ScoredGroup(s, g["relevance"]) for s, g in zip(scores, groups, strict=True)],
+                             spec.metrics)
+    return values, {"num_documents": sum(len(g["docs"]) for g in groups), "truncated_pairs": prompt.truncated}
+
+
+def _task_metrics(spec, model, tokenizer, examples, progress) -> tuple[dict[str, float], dict[str, Any]]:
+    """Mean CE per trained token (as training's eval loss), its exp, and the mean predictive entropy."""
+    import torch
+
+    from finetune_mcp.data.chat_tokens import tokenize_examples
+    from finetune_mcp.kernels import linear_entropy_ce
+    from finetune_mcp.train.rerank.prompt import pad_right
+    from finetune_mcp.train.sft_trainer import IGNORE_INDEX, shift_labels, unwrap_causal_lm
+
+    dataset = tokenize_examples(examples, tokenizer, spec.max_seq_length, spec.assistant_only_loss)
+    causal_lm = unwrap_causal_lm(model)
+    device = next(causal_lm.parameters()).device
+    ce_sum = entropy_sum = 0.0
+    tokens = 0
+    batches = math.ceil(len(dataset) / spec.eval_batch_size)
+    with torch.no_grad():
+        for index, start in enumerate(range(0, len(dataset), spec.eval_batch_size), 1):
+            rows = dataset[start : start + spec.eval_batch_size]
+            ids, mask = pad_right(rows["input_ids"], tokenizer.pad_token_id or 0, device)
+            labels, _ = pad_right(rows["labels"], IGNORE_INDEX, device)
+            hidden = causal_lm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            targets = shift_labels(labels, None).reshape(-1)
+            valid = targets != IGNORE_INDEX
+            out = linear_entropy_ce(hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid], causal_lm.lm_head.weight,
+                                    targets[valid], weight_fn=None, bias=causal_lm.lm_head.bias)
+            ce_sum += float(out.ce.sum())
+            entropy_sum += float(out.entropy.sum())
+            tokens += int(valid.sum())
+            progress(index, batches)
+    loss = ce_sum / tokens
+    values = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "entropy": entropy_sum / tokens}
+    return {k: values[k] for k in spec.metrics}, {"tokens": tokens}
+
+
+def _eta(started: float, done: int, total: int) -> float | None:
+    return round((time.time() - started) / done * (total - done), 1) if done else None

@@ -1,0 +1,31 @@
+"""Checks at `start_finetune`: fail in a second with the reason, not minutes later in the worker.
+
+Runs in the server process, so it imports no torch: the model check reads config.json (local
+folder, Hugging Face cache, or the Hub under a deadline, via `jobs.vram`), the dataset check is the
+`data.loader.validate_dataset` (reads local files in full, looks hub ids up). Local paths are
+made absolute here because the worker runs in the run directory, not in the server's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_mcp.config import EnhancedTrainingConfig, Settings
+
+
+def check_start(config: EnhancedTrainingConfig, settings: Settings) -> EnhancedTrainingConfig:
+    """Return `config` with local model/dataset paths made absolute, or raise the FinetuneError that
+    says what to fix (ModelError, DatasetError). `settings` is for checks that need secrets (HF_TOKEN
+    reaches the Hub client through the environment)."""
+    from finetune_mcp.data.loader import validate_dataset
+    from finetune_mcp.jobs.vram import load_model_info
+
+    updates: dict[str, str] = {}
+    for name in ("model", "dataset"):
+        path = Path(getattr(config, name)).expanduser()
+        if path.exists():
+            updates[name] = str(path.resolve())
+    config = config.model_copy(update=updates)
+    load_model_info(config.model)
+    validate_dataset(config)
+    return config

@@ -1,0 +1,69 @@
+"""`run_training(config, run_dir)`: one fine-tuning run, start to artifacts, in this process.
+
+This is the `train` kind's worker body (local process, RunPod pod, CLI `train`, the demo). It
+writes the run directory described in `runs/rundir.py` and nothing outside it. Order matters: the
+backend is resolved first because Unsloth must be imported before transformers and TRL.
+
+`METHODS` is the task table: `config.task` → the method that turns loaded data and model into a
+finished run. Adding a training method is a module (or folder) under `train/` plus one line here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from finetune_mcp.config import EnhancedTrainingConfig
+from finetune_mcp.runs.rundir import RunDirectory
+from finetune_mcp.runs.session import worker_session
+from finetune_mcp.train import sft
+from finetune_mcp.train.loop import TrainingRun, leave_process_group
+from finetune_mcp.train.rerank import workflow as rerank
+
+log = logging.getLogger("finetune_mcp.run")
+
+METHODS: dict[str, Callable[[TrainingRun], dict[str, Any]]] = {
+    "sft": sft.train_sft,
+    "rerank": rerank.train_reranker,  # the Qwen3-Reranker objective: its own rows, loss and ranking metrics
+}
+
+
+def run_training(config: EnhancedTrainingConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train, evaluate and save; returns the result (also written to result.json).
+
+    On failure an `error` event is written (message + traceback) and the exception propagates.
+    """
+    with worker_session(RunDirectory(Path(run_dir)), config, "training") as run:
+        result = METHODS[config.task](_load(config, run))
+        leave_process_group()
+        return result
+
+
+def _load(config: EnhancedTrainingConfig, run: RunDirectory) -> TrainingRun:
+    """Data and model, in the order Unsloth needs (it patches transformers and TRL on import)."""
+    from finetune_mcp.train.model import load_model, resolve_backend
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.time()
+    backend = resolve_backend(config)
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (patches transformers/TRL; must precede their import)
+
+    import datasets
+    import transformers
+
+    from finetune_mcp.data.loader import load_examples
+
+    transformers.utils.logging.disable_progress_bar()  # progress is in events.jsonl; bars garble logs
+    datasets.disable_progress_bars()
+
+    data = load_examples(config)
+    log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
+             len(data.train), len(data.validation))
+    loaded = load_model(config, backend)
+    log.info("model %s loaded with backend=%s on %s", config.model, loaded.backend, loaded.device)
+    return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started)
