@@ -30,7 +30,7 @@ from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
 from finetune_mcp.runs.session import bind_rank_to_launcher, run_worker, spec_kind
-from finetune_mcp.train.evaluation import load_evaluation_spec, run_evaluation
+from finetune_mcp.train.evaluation import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
 from finetune_mcp.train.preflight import check_start
 from finetune_mcp.train.workflow import run_training
 
@@ -89,7 +89,7 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
             load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement,
             running_hint=_enhance_running, done_hint=_enhance_done),
     JobKind("evaluate", "evaluation", "metrics (result.json)",
-            load_evaluation_spec, check_start, place_job, run_evaluation,
+            load_evaluation_spec, check_evaluation_start, place_evaluation, run_evaluation,
             running_hint=_evaluate_running, done_hint=_evaluate_done),
 )}
 

@@ -36,7 +36,7 @@ from finetune_mcp.data.ranking import NESTED_RANKING_FIELDS, check_task_data
 from finetune_mcp.errors import DatasetError
 
 if TYPE_CHECKING:
-    from finetune_mcp.config import EnhancedTrainingConfig
+    from finetune_mcp.config import DataConfig
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # owner/name on the Hub: letters, digits, '-', '_', '.'; no file suffix (that would be a missing file).
@@ -121,7 +121,7 @@ def _data_files(folder: Path) -> tuple[Path, ...]:
     return tuple(exports or files)
 
 
-def load_examples(config: EnhancedTrainingConfig) -> LoadedData:
+def load_examples(config: DataConfig) -> LoadedData:
     """Read, check, filter, subset (seeded) and split the dataset that `config` names."""
     source = resolve_dataset_source(config.dataset)
     if source.kind == "hub":
@@ -151,7 +151,7 @@ def load_examples(config: EnhancedTrainingConfig) -> LoadedData:
     )
 
 
-def validate_dataset(config: EnhancedTrainingConfig) -> dict[str, Any]:
+def validate_dataset(config: DataConfig) -> dict[str, Any]:
     """Check the dataset at job start: local data is read and checked in full; a hub id is only
     looked up (cache when offline, a short metadata request otherwise) so this never hangs."""
     source = resolve_dataset_source(config.dataset)
@@ -179,7 +179,7 @@ def subset_and_split(
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _read_file(path: Path, config: EnhancedTrainingConfig) -> tuple[list[dict], str, int, dict[str, int]]:
+def _read_file(path: Path, config: DataConfig) -> tuple[list[dict], str, int, dict[str, int]]:
     """Read one file; return its normalised rows, its format, rows read and rows removed per filter."""
     rows = list(_iter_rows(path))
     if not rows:
@@ -188,7 +188,7 @@ def _read_file(path: Path, config: EnhancedTrainingConfig) -> tuple[list[dict], 
 
 
 def _normalize_rows(
-    rows: list[tuple[int, Any]], config: EnhancedTrainingConfig, path: Path | str
+    rows: list[tuple[int, Any]], config: DataConfig, path: Path | str
 ) -> tuple[list[dict], str, int, dict[str, int]]:
     first_line, first = rows[0]
     forced = config.dataset_format != "auto"
@@ -325,7 +325,7 @@ def _empty_message(total: int, removed: dict[str, int]) -> str:
     return "the dataset holds no rows; add examples"
 
 
-def _read_hub(repo_id: str, config: EnhancedTrainingConfig) -> list[tuple[list[dict], str, int, dict[str, int]]]:
+def _read_hub(repo_id: str, config: DataConfig) -> list[tuple[list[dict], str, int, dict[str, int]]]:
     """Rows of a hub dataset. Offline, a downloaded snapshot that `datasets` never prepared is read
     file by file like a local folder (errors then name the file and line)."""
     snapshot = hub_snapshot(repo_id)

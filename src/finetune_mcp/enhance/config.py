@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune_mcp.config import EnhancedTrainingConfig, MetadataFilters
+from finetune_mcp.config import DataConfig, MetadataFilters
 from finetune_mcp.errors import ConfigError
 
 DEFAULT_THINKING_FORMAT = "<think>\n{thinking}\n</think>\n\n{answer}"
@@ -243,15 +243,13 @@ class StudentTeacherConfig(BaseModel):
     def judge_name(self) -> str:
         return f"reference:{self.answer_check}" if self.judge is None else self.judge.describe()
 
-    def data_config(self) -> EnhancedTrainingConfig:
-        """The training-config view of the same data and model: `load_examples` reads the dataset
-        through it (no validation split), and the GPU placer sizes the student with it."""
-        return EnhancedTrainingConfig(
-            model=self.model, dataset=self.dataset, dataset_format=self.dataset_format,
-            dataset_split=self.dataset_split, metadata_filters=self.metadata_filters,
-            max_examples=self.max_examples, validation_split=0.0, seed=self.seed, backend=self.backend,
-            load_in_4bit=self.load_in_4bit, max_seq_length=self.max_seq_length,
-            per_device_train_batch_size=self.batch_size,
+    @property
+    def data(self) -> DataConfig:
+        """The dataset as `load_examples` reads it: every row (no validation split), same filters."""
+        return DataConfig(
+            dataset=self.dataset, dataset_format=self.dataset_format, dataset_split=self.dataset_split,
+            metadata_filters=self.metadata_filters, max_examples=self.max_examples, validation_split=0.0,
+            seed=self.seed, max_seq_length=self.max_seq_length,
         )
 
 

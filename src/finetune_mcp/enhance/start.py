@@ -51,11 +51,12 @@ def place_enhance_job(config: StudentTeacherConfig, target: str, settings: Setti
     """Where the student runs: a local GPU when one fits (sized like a training run of the same
     model, which is more than generation needs), else the CPU. Not on RunPod: the teacher endpoint
     and its key are this machine's."""
-    from finetune_mcp.jobs.router import place_job
+    from finetune_mcp.jobs.router import place_model
 
     if target == "runpod":
         raise ConfigError("student–teacher jobs run on this machine (a local GPU, or the CPU for small models); "
                           "use target='auto' or 'local'", field="target")
-    placement = place_job(config.data_config(), "local", settings)
+    placement = place_model(config.model, "local", settings, load_in_4bit=config.load_in_4bit,
+                            max_seq_length=config.max_seq_length, batch_size=config.batch_size)
     return Placement(placement.backend, placement.device, placement.gpu_index,
                      "student–teacher enhancement: " + placement.reason, placement.details)

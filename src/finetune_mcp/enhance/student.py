@@ -68,7 +68,7 @@ class Student:
         from finetune_mcp.train.model import resolve_backend
 
         self.config = config
-        self.backend = resolve_backend(config.data_config())
+        self.backend = resolve_backend(config)
         try:
             self.model, self.tokenizer = self._load()
         except OSError as exc:

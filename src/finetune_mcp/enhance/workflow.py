@@ -89,7 +89,7 @@ def load_items(config: StudentTeacherConfig) -> list[Item]:
     """The examples to enhance (seeded subset as `max_examples` asks), each with its reference."""
     from finetune_mcp.data.loader import load_examples
 
-    data = load_examples(config.data_config())
+    data = load_examples(config.data)
     checker = ReferenceChecker(config.answer_check)
     items, seen = [], Counter()
     for index, example in enumerate(data.train):

@@ -22,7 +22,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from finetune_mcp.config import EnhancedTrainingConfig, Settings
+from finetune_mcp.config import Settings, TrainingConfig
 from finetune_mcp.errors import BackendError, FinetuneError
 from finetune_mcp.jobs.multi_gpu import spread
 from finetune_mcp.jobs.placement import GpuInfo, Placement
@@ -237,22 +237,28 @@ def plan(
                          smaller_estimate=smaller)
 
 
-def place_job(config: EnhancedTrainingConfig, target: str, settings: Settings) -> Placement:
-    """The job manager's placer: size the run from `config`, decide, and say why (`Placement.reason`)."""
-    decision = plan(
-        config.model, target=target, load_in_4bit=config.load_in_4bit,  # type: ignore[arg-type]
-        runpod_key_set=bool(settings.runpod_api_key), lora_r=config.lora_r, target_modules=config.target_modules,
-        max_seq_length=config.max_seq_length, batch_size=config.per_device_train_batch_size,
-        gradient_checkpointing=config.gradient_checkpointing, optim=config.resolved_optim,
+def place_job(config: TrainingConfig, target: str, settings: Settings) -> Placement:
+    """The `train` kind's placer: size the run from `config`, decide, and say why (`Placement.reason`)."""
+    return place_model(
+        config.model, target, settings, num_gpus=config.num_gpus, load_in_4bit=config.load_in_4bit,
+        lora_r=config.lora_r, target_modules=config.target_modules, max_seq_length=config.max_seq_length,
+        batch_size=config.per_device_train_batch_size, gradient_checkpointing=config.gradient_checkpointing,
+        optim=config.resolved_optim,
     )
+
+
+def place_model(model: str, target: str, settings: Settings, *, num_gpus: int | str = 1, load_in_4bit: bool = False,
+                **estimate_kwargs: Any) -> Placement:
+    """Place any job that loads `model` (training, evaluation, a student, sampling): estimate its
+    memory with `estimate_kwargs` (see `jobs.vram.estimate_memory`), decide, and say why."""
+    decision = plan(model, target=target, load_in_4bit=load_in_4bit,  # type: ignore[arg-type]
+                    runpod_key_set=bool(settings.runpod_api_key), **estimate_kwargs)
     details: dict[str, Any] = {"required_gb": decision.required_gb}
     if decision.estimate is not None:
         details["estimate_gb"] = decision.estimate.breakdown_gb
         details["params"] = decision.estimate.params
-
-
     if decision.target == "runpod":
         placement = Placement("runpod", "cuda", None, decision.reason, details)
     else:
         placement = Placement("local", decision.device, decision.gpu_index, decision.reason, details)
-    return spread(placement, config.num_gpus, decision.gpus)
+    return spread(placement, num_gpus, decision.gpus)

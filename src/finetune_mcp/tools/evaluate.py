@@ -127,7 +127,7 @@ def register(mcp: FastMCP) -> None:
         try:
             spec = EvaluationSpec.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc).replace("training config", "evaluation")) from None
+            raise ConfigError(format_validation_error(exc, "evaluation", "evaluate_model")) from None
         job = await kinds.start_job(manager, "evaluate", spec, "local")
         evaluated = spec.model + (f" + adapter {spec.adapter}" if spec.adapter else "")
         return EvaluateStartResult(**job_view(manager, job).model_dump(), evaluated=evaluated,

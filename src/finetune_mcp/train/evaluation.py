@@ -1,9 +1,10 @@
 """`run_evaluation(spec, run_dir)`: the worker side of an `evaluate_model` job.
 
-An evaluation is a job like training (queued, placed, killable, same run directory and events),
-so its spec extends the training config: the manager's checks, the GPU placement, the RunPod
-upload and the job views all read the same `model` / `dataset` / data-reading fields. The fields
-that only training uses are ignored here.
+An evaluation is a job like training (queued, placed, killable, same run directory and events).
+Its spec composes the config groups it reads — the model fields and `DataConfig` (the same split
+as training, so "validation" means the rows training held out) — plus its own: no LoRA or
+optimiser fields. `check_evaluation_start` and `place_evaluation` are its start checks and
+placement (kinds.py).
 
 What it measures, on the dataset's query groups (rerank) or examples (sft):
   rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`ranking_metrics`), from the
@@ -22,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune_mcp.config import EnhancedTrainingConfig, format_validation_error
+from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
 from finetune_mcp.errors import ConfigError
+from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
@@ -37,8 +39,10 @@ TASK_METRICS = ("loss", "perplexity", "entropy")
 _TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M.EVAL_ENTROPY_MEAN}
 
 
-class EvaluationSpec(EnhancedTrainingConfig):
+class EvaluationSpec(DataConfig, ModelFields):
     """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     kind: Literal["evaluate"] = "evaluate"
     adapter: str | None = Field(None, description="LoRA adapter folder (a run's adapter/) applied to `model`.")
@@ -48,6 +52,8 @@ class EvaluationSpec(EnhancedTrainingConfig):
     source_job: str | None = Field(None, description="The job whose adapter is evaluated, if any.")
     eval_batch_size: int = Field(16, ge=1, le=1024, description="Prompts (rerank) or examples (sft) per batch "
                                  "(16, as training's before/after scoring: same batches, same scores).")
+    rerank_instruction: str | None = RerankConfig.model_fields["rerank_instruction"]
+    run_dir: str | None = RunFields.model_fields["run_dir"]
 
     @field_validator("metrics")
     @classmethod
@@ -78,13 +84,31 @@ def metrics_task(metrics: list[str] | None) -> str:
     return "sft" if metrics and all(m.strip().lower() in TASK_METRICS for m in metrics) else "rerank"
 
 
+def check_evaluation_start(spec: EvaluationSpec, settings: Settings) -> EvaluationSpec:
+    """Local paths made absolute, the model's config and every row of the dataset checked (as for
+    training), or the FinetuneError that says what to fix."""
+    from finetune_mcp.train.preflight import check_model_and_data
+
+    return check_model_and_data(spec)
+
+
+def place_evaluation(spec: EvaluationSpec, target: str, settings: Settings) -> Placement:
+    """Where the scoring runs, sized for the model with its adapter at `eval_batch_size` (generous:
+    the estimate is a training step's, which holds more than a forward pass)."""
+    from finetune_mcp.jobs.router import place_model
+
+    return place_model(spec.model, target, settings, max_seq_length=spec.max_seq_length,
+                       batch_size=spec.eval_batch_size)
+
+
 def load_evaluation_spec(spec_path: Path) -> EvaluationSpec:
     """An evaluate_model job's spec.json; a ConfigError that says what is wrong otherwise."""
     try:
         return EvaluationSpec.model_validate(json.loads(spec_path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        message = format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
-        raise ConfigError(message.replace("training config", "evaluation")) from None
+        message = format_validation_error(exc, "evaluation", "evaluate_model") if isinstance(exc, ValidationError) \
+            else str(exc)
+        raise ConfigError(message) from None
 
 
 def run_evaluation(spec: EvaluationSpec, run_dir: str | Path) -> dict[str, Any]:
@@ -97,7 +121,7 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
     from finetune_mcp.data.loader import load_examples
 
     started = time.time()
-    data = load_examples(spec)
+    data = load_examples(spec.data)
     rows = data.validation if spec.split == "validation" else data.train + data.validation
     if not rows:
         from finetune_mcp.errors import DatasetError

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from finetune_mcp.config import EnhancedTrainingConfig
 from finetune_mcp.errors import ModelError
@@ -33,7 +33,14 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(config: EnhancedTrainingConfig) -> str:
+class BackendChoice(Protocol):
+    """What picking a backend reads: any spec with these two fields (training, a student, ...)."""
+
+    backend: str
+    load_in_4bit: bool
+
+
+def resolve_backend(config: BackendChoice) -> str:
     """unsloth when asked or (auto) when CUDA is there and Unsloth is installed; hf otherwise."""
     cuda = cuda_available()
     if config.load_in_4bit and not cuda:

@@ -9,23 +9,32 @@ made absolute here because the worker runs in the run directory, not in the serv
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from finetune_mcp.config import EnhancedTrainingConfig, Settings
+from finetune_mcp.config import DataConfig, Settings, TrainingConfig
+
+Spec = TypeVar("Spec", bound=DataConfig)
 
 
-def check_start(config: EnhancedTrainingConfig, settings: Settings) -> EnhancedTrainingConfig:
-    """Return `config` with local model/dataset paths made absolute, or raise the FinetuneError that
-    says what to fix (ModelError, DatasetError). `settings` is for checks that need secrets (HF_TOKEN
-    reaches the Hub client through the environment)."""
+def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
+    """The `train` kind's start check: `config` with local model/dataset paths made absolute, or
+    the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
+    that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
+    return check_model_and_data(config)
+
+
+def check_model_and_data(spec: Spec) -> Spec:
+    """Any spec composed of `ModelFields` and `DataConfig` (training, evaluation, ...): paths made
+    absolute, the model's config.json readable, every row of the dataset valid."""
     from finetune_mcp.data.loader import validate_dataset
     from finetune_mcp.jobs.vram import load_model_info
 
     updates: dict[str, str] = {}
     for name in ("model", "dataset"):
-        path = Path(getattr(config, name)).expanduser()
+        path = Path(getattr(spec, name)).expanduser()
         if path.exists():
             updates[name] = str(path.resolve())
-    config = config.model_copy(update=updates)
-    load_model_info(config.model)
-    validate_dataset(config)
-    return config
+    spec = spec.model_copy(update=updates)
+    load_model_info(spec.model)
+    validate_dataset(spec.data)
+    return spec

@@ -61,7 +61,7 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory) -> TrainingRun:
     transformers.utils.logging.disable_progress_bar()  # progress is in events.jsonl; bars garble logs
     datasets.disable_progress_bars()
 
-    data = load_examples(config)
+    data = load_examples(config.data)
     log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
              len(data.train), len(data.validation))
     loaded = load_model(config, backend)

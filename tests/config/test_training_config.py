@@ -52,7 +52,7 @@ def test_entropy_weight_functions(fn):
 
 
 def test_bad_entropy_function_and_clip_order():
-    with pytest.raises(ConfigError, match="neither linear, relu"):
+    with pytest.raises(ConfigError, match="neither a built-in weight function"):
         build_config({"model": "m", "dataset": "d", "entropy_weight_fn": "cubic-ish"})
     with pytest.raises(ConfigError, match=r"min_weight .* must not exceed max_weight"):
         build_config({"model": "m", "dataset": "d", "entropy": {"min_weight": 3, "max_weight": 2}})

@@ -1,0 +1,45 @@
+"""Configuration as composed pydantic models that validate at the door (no torch).
+
+Field groups, one module each: `data` (DataConfig, MetadataFilters), `lora` (LoraConfig),
+`optim` (OptimConfig), `entropy` (EntropyConfig, EntropyFields), `rerank` (RerankConfig);
+`training` composes them into `TrainingConfig` (alias `EnhancedTrainingConfig`, the GRANGER name)
+with the GRANGER field aliases; `settings` reads the process environment; `validation` words
+pydantic's errors for the caller. Other kinds' specs (evaluation, enhancement, ...) compose the
+groups they need in their own packages.
+"""
+
+from finetune_mcp.config.data import DataConfig, MetadataFilters
+from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS, EntropyConfig, EntropyFields
+from finetune_mcp.config.lora import DEFAULT_TARGET_MODULES, LoraConfig
+from finetune_mcp.config.optim import OptimConfig
+from finetune_mcp.config.rerank import RerankConfig
+from finetune_mcp.config.settings import Settings
+from finetune_mcp.config.training import (
+    GRANGER_IGNORED_FIELDS,
+    EnhancedTrainingConfig,
+    ModelFields,
+    RunFields,
+    TrainingConfig,
+    build_config,
+)
+from finetune_mcp.config.validation import format_validation_error
+
+__all__ = [
+    "BUILTIN_WEIGHT_FNS",
+    "DEFAULT_TARGET_MODULES",
+    "GRANGER_IGNORED_FIELDS",
+    "DataConfig",
+    "EnhancedTrainingConfig",
+    "EntropyConfig",
+    "EntropyFields",
+    "LoraConfig",
+    "MetadataFilters",
+    "ModelFields",
+    "OptimConfig",
+    "RerankConfig",
+    "RunFields",
+    "Settings",
+    "TrainingConfig",
+    "build_config",
+    "format_validation_error",
+]

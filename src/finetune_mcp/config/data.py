@@ -1,0 +1,60 @@
+"""What data to read and how: `DataConfig`, shared by every kind of job that reads a dataset
+(training, evaluation, enhancement, the preview), and the ArangoDB `MetadataFilters`.
+
+`data.loader.load_examples` takes a `DataConfig` (or any config composed of it): the format
+detection, filters, seeded subset and train/validation split are the same for every consumer, so
+the rows an evaluation calls "held out" are exactly the rows training did not see.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+DatasetFormat = Literal[
+    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded"
+]
+
+
+class MetadataFilters(BaseModel):
+    """Row filters for ArangoDB Q&A exports (their `metadata` object)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_confidence: float | None = Field(None, ge=0, le=1, description="Keep rows with metadata.confidence >= this.")
+    validated_only: bool = Field(False, description="Keep only rows with metadata.validated == true.")
+    question_types: list[str] | None = Field(None, description="Keep only these metadata.question_type values.")
+
+
+class DataConfig(BaseModel):
+    """The dataset, its format and split, and how examples become tokens."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    dataset: str = Field(
+        validation_alias=AliasChoices("dataset", "dataset_path", "dataset_name"),
+        min_length=1,
+        description="Local file/folder (JSONL, JSON, CSV, Parquet) or a Hugging Face dataset id.",
+    )
+    task: Literal["sft", "rerank"] = Field(
+        "sft", description="Training objective: sft (next-token loss on the replies) or rerank (Qwen3-Reranker "
+        "yes/no relevance on ranking data: query + positive(s)/negatives, triples, or graded docs).",
+    )
+    dataset_format: DatasetFormat = "auto"
+    dataset_split: str = Field("train", description="Split to read from a hub dataset.")
+    metadata_filters: MetadataFilters = Field(default_factory=MetadataFilters)
+    max_examples: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("max_examples", "max_samples"),
+        description="Seeded random subset of this many examples.",
+    )
+    validation_split: float = Field(0.1, ge=0, le=0.5, description="Fraction held out for evaluation.")
+    max_seq_length: int = Field(2048, ge=16, le=131072)
+    assistant_only_loss: bool = Field(True, description="Compute loss on assistant tokens only.")
+    seed: int = Field(3407, validation_alias=AliasChoices("seed", "random_state"),
+                      description="Seeds the subset, the split and training.")
+
+    @property
+    def data(self) -> DataConfig:
+        """This config's data group on its own (what `load_examples` needs)."""
+        return DataConfig.model_validate({name: getattr(self, name) for name in DataConfig.model_fields})

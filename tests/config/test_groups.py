@@ -1,0 +1,39 @@
+"""config/: the groups compose into TrainingConfig, and other kinds take only the groups they use."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune_mcp.config import BUILTIN_WEIGHT_FNS, DataConfig, EnhancedTrainingConfig, LoraConfig, TrainingConfig
+from finetune_mcp.errors import ConfigError
+
+
+def test_weight_function_names_match_the_kernels():
+    from finetune_mcp.kernels.weights import BUILTIN_WEIGHT_FNS as implemented
+
+    assert tuple(BUILTIN_WEIGHT_FNS) == tuple(implemented)
+
+
+def test_training_config_is_the_groups_and_the_granger_name():
+    assert EnhancedTrainingConfig is TrainingConfig
+    config = TrainingConfig(model="m", dataset_path="d.jsonl", r=8, max_samples=5)
+    assert isinstance(config, DataConfig) and isinstance(config, LoraConfig)
+    assert config.data == DataConfig(dataset="d.jsonl", max_examples=5)
+    assert list(TrainingConfig.model_fields)[:3] == ["model", "backend", "dataset"]  # spec.json reads model first
+
+
+def test_evaluation_spec_has_no_training_fields():
+    from finetune_mcp.train.evaluation import EvaluationSpec
+
+    fields = set(EvaluationSpec.model_fields)
+    assert {"model", "dataset", "validation_split", "seed", "rerank_instruction"} <= fields
+    assert not fields & {"lora_r", "learning_rate", "num_train_epochs", "enable_entropy_weighting"}
+
+
+def test_evaluation_errors_name_the_evaluation(tmp_path):
+    from finetune_mcp.train.evaluation import load_evaluation_spec
+
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"kind": "evaluate", "model": "m", "dataset": "d", "lora_r": 8}')
+    with pytest.raises(ConfigError, match=r"^invalid evaluation: lora_r: unknown field.*evaluate_model"):
+        load_evaluation_spec(spec)
