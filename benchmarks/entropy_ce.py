@@ -11,6 +11,19 @@ weights) are compared with the plain-CE reference.
 
     python benchmarks/entropy_ce.py                      # both heads, both distributions
     python benchmarks/entropy_ce.py --shapes qwen3-4b --dists synthetic --sweep
+    python benchmarks/entropy_ce.py --variants --shapes qwen3-4b   # each loss variant against linear
+    python benchmarks/entropy_ce.py --variants --device cpu --shapes tiny --tokens 32 --dists synthetic \\
+        --warmup 1 --iters 2 --rounds 2 --json /tmp/v.json   # CPU smoke run
+
+`--variants` times every built-in weight function (loss variant) of ours against `linear` at the
+same head and tokens (LoRA: W frozen, forward + backward w.r.t. X): `--rounds` rounds, the variants
+in a rotated order each round, each round the median of `--iters`; the figure is the median over
+rounds, and the issue's target is each variant within 3 % of linear. Errors against the fp32 oracle
+with the same variant (top_entropy's: a bf16 token whose H is within rounding of the threshold
+lands on the other side of it than in fp32; at small N one such flip moves dX visibly, at 8,192
+tokens hardly). `--device cpu` runs the torch path with wall-clock timing (a smoke run of
+the script's code at a tiny shape, not a measurement); the JSON goes to
+`results/entropy_ce_variants_<device>.json` unless `--json` says otherwise.
 
 Distributions: `synthetic` (x ~ N(0, 1), logits of std 3: mean H ≈ 7.5 nats, flat-ish) and
 `real` (a peakier, trained-model-like mix: logits of std 1.8 plus one spike of height U(0, 16)
@@ -33,9 +46,10 @@ import torch
 
 from finetune_mcp.kernels import linear_entropy_ce
 from finetune_mcp.kernels.torch_entropy_ce import ChunkedEntropyCE
-from finetune_mcp.kernels.weights import WeightSpec
+from finetune_mcp.kernels.weights import BUILTIN_WEIGHT_FNS, WeightSpec
 
 SHAPES = {"qwen3-4b": (2560, 151936), "llama3-8b": (4096, 128256)}
+SMOKE_SHAPES = {"tiny": (64, 8003)}  # for a quick CPU run of the script's code paths (V odd on purpose)
 IGNORE = -100
 
 
@@ -59,22 +73,22 @@ class Row:
     note: str = ""
 
 
-def make_case(d: int, vocab: int, n: int, dist: str, seed: int) -> Case:
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    w = torch.randn(vocab, d, device="cuda", generator=g) * (3.0 / math.sqrt(d))  # [V, d]: logits std 3
-    y = torch.randint(0, vocab, (n,), device="cuda", generator=g)
+def make_case(d: int, vocab: int, n: int, dist: str, seed: int, device: str = "cuda") -> Case:
+    g = torch.Generator(device=device).manual_seed(seed)
+    w = torch.randn(vocab, d, device=device, generator=g) * (3.0 / math.sqrt(d))  # [V, d]: logits std 3
+    y = torch.randint(0, vocab, (n,), device=device, generator=g)
     if dist == "synthetic":
-        x = torch.randn(n, d, device="cuda", generator=g)
+        x = torch.randn(n, d, device=device, generator=g)
     else:
         # Spike on the label (70 %) or a random token: adding k·W_t/|W_t|² to x adds k to z_t.
-        x = 0.6 * torch.randn(n, d, device="cuda", generator=g)
-        other = torch.randint(0, vocab, (n,), device="cuda", generator=g)
-        hit = torch.rand(n, device="cuda", generator=g) < 0.7
+        x = 0.6 * torch.randn(n, d, device=device, generator=g)
+        other = torch.randint(0, vocab, (n,), device=device, generator=g)
+        hit = torch.rand(n, device=device, generator=g) < 0.7
         t = torch.where(hit, y, other)
-        k = 16.0 * torch.rand(n, 1, device="cuda", generator=g)
+        k = 16.0 * torch.rand(n, 1, device=device, generator=g)
         wt = w[t]
         x = x + k * wt / wt.pow(2).sum(-1, keepdim=True)
-    ignored = torch.rand(n, device="cuda", generator=g) < 0.05
+    ignored = torch.rand(n, device=device, generator=g) < 0.05
     y = torch.where(ignored, IGNORE, y)
     return Case(x.bfloat16().requires_grad_(), w.bfloat16(), y, int((~ignored).sum()))
 
@@ -377,6 +391,109 @@ def sweep(case: Case, warmup: int, iters: int) -> list[tuple[str, float]]:
     return out
 
 
+# ---- --variants: every built-in loss variant against linear --------------------------------------
+
+
+def _median_wall_ms(fn: Callable[[], None], warmup: int, iters: int) -> float:
+    """The CPU counterpart of `_median_ms`: wall-clock per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _device_tag(device: str) -> str:
+    """'h100' / 'h200' / ... from the CUDA device name (the results files' suffix); 'cpu' on the CPU."""
+    if device != "cuda":
+        return "cpu"
+    for word in torch.cuda.get_device_name().lower().split():
+        if word[:1] in "abhlv" and word[1:].isdigit():
+            return word
+    return "cuda"
+
+
+def variant_rows(case: Case, device: str, warmup: int, iters: int, rounds: int) -> list[dict]:
+    """Per built-in variant: ms (median over rounds), ratio to linear, errors against its fp32 oracle."""
+    impl = "triton" if device == "cuda" else "torch"
+    timer = _median_ms if device == "cuda" else _median_wall_ms
+    steps = {}
+    rows = {}
+    for fn in BUILTIN_WEIGHT_FNS:
+        spec = WeightSpec(fn=fn)
+
+        def loss_of(c: Case, spec: WeightSpec = spec) -> torch.Tensor:
+            return linear_entropy_ce(c.x, c.w, c.y, weight_fn=spec, implementation=impl).loss
+
+        steps[fn] = loss_of
+        ref_loss, ref_dx, _ = reference(case, spec)
+        loss = _step(loss_of, case)  # first call: compiles this variant's epilogue
+        dx = case.x.grad.float()
+        rows[fn] = {
+            "variant": fn,
+            "loss_err": abs(loss.item() - ref_loss) / max(abs(ref_loss), 1e-30),
+            "dx_err": ((dx - ref_dx).norm() / ref_dx.norm().clamp(min=1e-30)).item(),
+            "dx_cos": torch.nn.functional.cosine_similarity(dx.flatten(), ref_dx.flatten(), dim=0).item(),
+            "rounds_ms": [],
+        }
+        case.x.grad = None
+        del ref_dx, dx
+    order = list(BUILTIN_WEIGHT_FNS)
+    for r in range(rounds):  # rotate the order: no variant always runs right after the same one
+        for fn in order[r % len(order):] + order[: r % len(order)]:
+            rows[fn]["rounds_ms"].append(timer(lambda fn=fn: _step(steps[fn], case), warmup, iters))
+            case.x.grad = None
+    base = statistics.median(rows["linear"]["rounds_ms"])
+    for row in rows.values():
+        row["ms"] = statistics.median(row["rounds_ms"])
+        row["ratio_to_linear"] = row["ms"] / base
+        row["within_3pct"] = row["ratio_to_linear"] <= 1.03
+    return list(rows.values())
+
+
+def run_variants(args: argparse.Namespace) -> int:
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--variants on cuda needs a GPU; --device cpu runs the torch path (a smoke run)")
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    print(f"# {name} | torch {torch.__version__} | triton {triton_version} | {time.strftime('%Y-%m-%d')}"
+          f" | variants, {args.rounds} rounds x median of {args.iters}", flush=True)
+    result = {"device": name, "torch": torch.__version__, "triton": triton_version,
+              "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv]),
+              "tokens": args.tokens, "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup,
+              "target_ratio": 1.03, "cases": []}
+    for shape in args.shapes:
+        d, vocab = {**SHAPES, **SMOKE_SHAPES}[shape]
+        for dist in args.dists:
+            case = make_case(d, vocab, args.tokens, dist, seed=0, device=device)
+            rows = variant_rows(case, device, args.warmup, args.iters, args.rounds)
+            print(f"\n## {shape} (d = {d}, V = {vocab}), N = {args.tokens}, {dist} logits, {device}\n")
+            print("| variant | ms | × linear | within 3 % | loss rel err | dX rel err | dX cosine |\n"
+                  "|---|---|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r['variant']} | {r['ms']:.2f} | {r['ratio_to_linear']:.3f} | "
+                      f"{'yes' if r['within_3pct'] else 'NO'} | {r['loss_err']:.1e} | {r['dx_err']:.1e} | "
+                      f"{r['dx_cos']:.6f} |", flush=True)
+            result["cases"].append({"shape": shape, "d": d, "vocab": vocab, "dist": dist, "rows": rows})
+            del case
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    path = args.json or f"benchmarks/results/entropy_ce_variants_{_device_tag(device)}.json"
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {path}")
+    return 0
+
+
 _REFS: dict[bool, tuple[float, torch.Tensor]] = {}
 
 
@@ -386,18 +503,27 @@ def fmt(v, spec):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=[*SHAPES, *SMOKE_SHAPES])
     ap.add_argument("--dists", nargs="+", default=["synthetic", "real"], choices=["synthetic", "real"])
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--sweep", action="store_true", help="also time chunk / block / warps variants of ours")
-    ap.add_argument("--rounds", type=int, default=2, help="timing rounds over the providers; best median kept")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="timing rounds; providers: best median kept (default 2); --variants: median (default 5)")
     ap.add_argument("--epilogue-sweep", action="store_true", help="profiler time of the epilogue per launch shape")
     ap.add_argument("--diag", action="store_true", help="CPU issue time, hidden syncs, GPU busy time of ours")
     ap.add_argument("--only", nargs="*", help="substrings of provider names to run")
     ap.add_argument("--json", help="write all rows here")
+    ap.add_argument("--variants", action="store_true", help="time each built-in loss variant against linear")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: --variants only (smoke)")
     args = ap.parse_args(argv)
+    if args.variants:
+        args.rounds = args.rounds or 5
+        return run_variants(args)
+    args.rounds = args.rounds or 2
+    if args.device != "cuda":
+        ap.error("--device cpu is for --variants only (the provider comparison needs CUDA)")
     import triton
 
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "

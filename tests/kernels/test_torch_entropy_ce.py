@@ -21,7 +21,9 @@ def naive_loss(x, w, b, y, spec, ignore_index, softcap, normalizer=None):
     logp = torch.log_softmax(z, -1)
     ce = -logp.gather(1, torch.where(valid, y, 0)[:, None]).squeeze(1)
     ent = -(logp.exp() * logp).sum(-1)
-    wts = entropy_weights(ent.detach(), math.log(w.shape[0]), spec).double() * valid
+    wts = entropy_weights(
+        ent.detach(), math.log(w.shape[0]), spec, log_prob=-ce.detach(), valid=valid
+    ).double() * valid
     norm = valid.sum().clamp(min=1) if normalizer is None else torch.as_tensor(normalizer, dtype=torch.float64)
     return (wts * torch.where(valid, ce, 0.0)).sum() / norm, torch.where(valid, ce, 0.0), torch.where(valid, ent, 0.0)
 

@@ -19,7 +19,8 @@ __all__ = ["EntropyCEOutput", "linear_entropy_ce"]
 @dataclass
 class EntropyCEOutput:
     """`loss`: Σ w·CE / normaliser (differentiable). Per token [N], fp32, zero where ignored:
-    `ce`, `entropy` (nats), `weights` (w = f(H); 1 for valid tokens when weighting is off)."""
+    `ce`, `entropy` (nats), `weights` (w = f(H, log p(y)) × token weights; 1 for valid tokens when
+    weighting is off). log p(y) = −ce."""
 
     loss: torch.Tensor
     ce: torch.Tensor
@@ -42,7 +43,10 @@ def linear_entropy_ce(
 ) -> EntropyCEOutput:
     """Entropy-weighted CE of `hidden [N, d] @ weight[V, d]ᵀ` against `labels [N]` (already shifted).
 
-    `weight_fn=None` gives w = 1 (plain CE, entropy still returned). `normalizer` follows TRL's
+    `weight_fn` picks the loss variant: a `WeightSpec`, a builtin name (`weights.BUILTIN_WEIGHT_FNS`:
+    linear, relu, exponential, sigmoid, dft, entropy_gated, top_entropy; formulas in `weights`) or
+    'pkg.mod:fn'; `weight_fn=None` gives w = 1 (plain CE, entropy still returned). top_entropy's
+    quantile is over this call's valid tokens (one micro-batch, one rank). `normalizer` follows TRL's
     `num_items_in_batch`; default: the number of valid labels. `implementation`: auto | triton | torch.
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:

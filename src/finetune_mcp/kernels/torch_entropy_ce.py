@@ -1,14 +1,17 @@
 """Chunked torch implementation of the entropy-weighted linear cross-entropy (and the test oracle).
 
 For token t with hidden x_t, logits z = x_t·Wᵀ (+ b) (optionally softcapped: c·tanh(z/c)):
-    p = softmax(z),  H = −Σ p log p,  CE = logsumexp(z) − z[y],  w = f(H) (detached)
+    p = softmax(z),  H = −Σ p log p,  CE = logsumexp(z) − z[y],  w = f(H, log p(y) = −CE) (detached)
     loss = Σ_t w_t·CE_t / normaliser           (normaliser: number of valid tokens unless given)
-    dL/dz = w·(p − onehot(y)) / normaliser      (w is a constant: no term through H)
+    dL/dz = w·(p − onehot(y)) / normaliser      (w is a constant: no term through H or p(y))
 
 Memory: tokens are processed `chunk` at a time and the gradient is computed in the forward pass,
 so at most one [chunk, V] block of fp32 logits (plus three same-size temporaries) exists at once;
-the backward pass only scales the stored gradients. Default chunk: 2^26 / V tokens, i.e. a 256 MB
-fp32 logit block (441 tokens at V = 151,936).
+the backward pass only scales the stored gradients. Batch-level weights (top_entropy: w needs every
+token's H) are applied after the pass: w is a per-row scalar of dL/dz, so each row of dX is scaled
+once the last chunk is done; when dW or db are wanted (they sum over rows, so they cannot be scaled
+afterwards) a statistics-only pre-pass computes H for every token first (one extra X·Wᵀ).
+Default chunk: 2^26 / V tokens, i.e. a 256 MB fp32 logit block (441 tokens at V = 151,936).
 """
 
 from __future__ import annotations
@@ -17,13 +20,32 @@ import math
 
 import torch
 
-from finetune_mcp.kernels.weights import WeightSpec, entropy_weights
+from finetune_mcp.kernels.weights import WeightSpec, token_loss_weights
 
 _CHUNK_ELEMENTS = 1 << 26
 
 
 def default_chunk(vocab_size: int) -> int:
     return max(1, _CHUNK_ELEMENTS // vocab_size)
+
+
+def _chunk_stats(x, weight, bias, softcap, y):
+    """(p, tanh, H, CE) of one chunk: p = softmax(z) [n, V] fp32 of the (softcapped) logits z,
+    tanh [n, V] (None without softcap), H and CE [n]."""
+    z = (x @ weight.T).float()  # [n, V]
+    if bias is not None:
+        z = z + bias.float()
+    tanh = None
+    if softcap:
+        tanh = torch.tanh(z / softcap)
+        z = softcap * tanh
+    lse = torch.logsumexp(z, dim=-1)  # [n]
+    p = torch.exp(z - lse[:, None])  # [n, V]
+    # H = Σ p·(lse − z): a sum of non-negative terms. (lse − Σ p z cancels two numbers near
+    # lse and goes negative on peaked rows with large logits.) In place: no extra [n, V] temporary.
+    c = lse - z.gather(1, y[:, None]).squeeze(1)
+    h = (lse[:, None] - z).mul_(p).sum(-1)
+    return p, tanh, h, c
 
 
 class ChunkedEntropyCE(torch.autograd.Function):
@@ -61,26 +83,32 @@ class ChunkedEntropyCE(torch.autograd.Function):
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=device) if want_dw else None
         grad_bias = torch.zeros(vocab, dtype=torch.float32, device=device) if want_db else None
 
+        batch_level = spec is not None and spec.is_batch_level
+        # dW and db sum over rows, so their w must be known in the pass: H of every token first.
+        known_w = None
+        if batch_level and (want_dw or want_db):
+            for start in range(0, n_tokens, chunk):
+                end = min(start + chunk, n_tokens)
+                mask = valid[start:end]
+                *_, h, c = _chunk_stats(hidden[start:end], weight, bias, softcap, torch.where(mask, labels[start:end], 0))
+                ce[start:end] = torch.where(mask, c, 0.0)
+                ent[start:end] = torch.where(mask, h, 0.0)
+            known_w = token_loss_weights(ent, ce, valid, log_vocab, spec, token_weights)
+        defer = batch_level and known_w is None  # w = 1 in the pass; dX rows scaled by w afterwards
+
         for start in range(0, n_tokens, chunk):
             end = min(start + chunk, n_tokens)
             x = hidden[start:end]  # [n, d]
             mask = valid[start:end]  # [n]
             y = torch.where(mask, labels[start:end], 0)  # [n]
-            z = (x @ weight.T).float()  # [n, V]
-            if bias is not None:
-                z = z + bias.float()
-            if softcap:
-                tanh = torch.tanh(z / softcap)
-                z = softcap * tanh
-            lse = torch.logsumexp(z, dim=-1)  # [n]
-            p = torch.exp(z - lse[:, None])  # [n, V]
-            # H = Σ p·(lse − z): a sum of non-negative terms. (lse − Σ p z cancels two numbers near
-            # lse and goes negative on peaked rows with large logits.) In place: no extra [n, V] temporary.
-            h = (lse[:, None] - z).mul_(p).sum(-1)
-            c = lse - z.gather(1, y[:, None]).squeeze(1)
-            w = entropy_weights(h, log_vocab, spec) * mask
-            if token_weights is not None:
-                w = w * token_weights[start:end].float()
+            p, tanh, h, c = _chunk_stats(x, weight, bias, softcap, y)
+            if known_w is not None:
+                w = known_w[start:end]
+            elif defer:
+                w = mask.float()
+            else:
+                tw = token_weights[start:end] if token_weights is not None else None
+                w = token_loss_weights(h, c, mask, log_vocab, spec, tw)
             ce[start:end] = torch.where(mask, c, 0.0)
             ent[start:end] = torch.where(mask, h, 0.0)
             wts[start:end] = w
@@ -98,6 +126,10 @@ class ChunkedEntropyCE(torch.autograd.Function):
             if want_db:
                 grad_bias += g.sum(0)
 
+        if defer:
+            wts = token_loss_weights(ent, ce, valid, log_vocab, spec, token_weights)
+            if want_dx:
+                grad_hidden.mul_(wts[:, None].to(grad_hidden.dtype))
         loss = (wts * ce).sum() / norm
         ctx.save_for_backward(
             *(t if t is not None else torch.empty(0) for t in (grad_hidden, grad_weight, grad_bias))

@@ -4,7 +4,7 @@ Math, for token t with hidden x [d], head W [V, d] (bias b, logit softcap c opti
     z = x·Wᵀ (+ b);  z ← c·tanh(z / c)  when softcapped
     m = max z,  s = Σ_j e^(z_j − m),  t = Σ_j e^(z_j − m)·(z_j − m)
     lse = m + log s,   CE = lse − z[y],   H = −Σ p log p = log s − t / s
-    w = f(H) (detached; f a builtin of h = H / log V, or a user function applied in torch)
+    w = f(H, log p(y) = −CE) (detached; a builtin of h = H / log V and CE, or a user function in torch)
     loss = Σ_t w_t·CE_t / normaliser       (TRL's num_items_in_batch; default: #valid tokens)
     dL/dz = w·(p − onehot(y)) / normaliser  (· (1 − tanh²) under softcap; no term through w)
 Keeping t relative to the running max (rather than Σ e^(z−m)·z) makes H = log s − t/s a sum of two
@@ -13,7 +13,8 @@ non-negative-ish terms: no cancellation of two numbers near lse for peaked rows 
 Design. Tokens go C at a time (C = chunk); per chunk three kernels, no recompute:
     1. cuBLAS  Z = X_c·Wᵀ into a [C, V] buffer in the inputs' dtype (bf16: half the bytes of fp32);
     2. Triton, one row per program: pass 1 streams the row once for (m, s, t, z[y]) → CE, H, lse,
-       w = f(H) in-kernel for the builtins; pass 2 streams it again and writes dL/dz in place;
+       w = f(H, −CE) in-kernel for the row-level builtins; pass 2 streams it again and writes dL/dz
+       in place;
     3. cuBLAS  dX_c = dZ·W  (and dW += dZᵀ·X_c in fp32 when the head is trainable).
 The gradient is computed in the forward (as Liger does): the backward only scales dX by the
 incoming gradient. The trade-off: two GEMMs in all (the floor: 4·N·d·V FLOPs) and no second pass
@@ -21,6 +22,11 @@ over W, against holding dX [N, d] from forward to backward (it is needed there a
 extra read of the chunk buffer (pass 1 must finish before pass 2 since w needs the whole row's H).
 A user weight function splits step 2 in two launches (stats; torch w = f(H_chunk); gradient); it is
 applied per chunk, exactly as the torch oracle does, so it must be per-token (elementwise).
+A batch-level builtin (top_entropy: w needs the whole call's H) runs the epilogue with w = 1 and
+scales the rows of dX by w once every chunk is done (w is a per-row scalar of dL/dz: exact, one
+extra read and write of dX, 42 MB at Qwen3-4B). dW and db sum over rows and cannot be scaled after
+the fact; with a trainable head or a bias, a statistics-only pass over every chunk (GEMM + pass 1)
+computes H first and the gradient pass then reads the known w (one extra GEMM per chunk).
 
 Memory math (Qwen3-4B head, d = 2560, V = 151,936, N = 8,192, bf16):
     chunk buffer  C·V·2 B            = 233 MB at C = 768 (the one block buffer)
@@ -43,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from finetune_mcp.kernels.weights import BUILTIN_WEIGHT_FNS, WeightSpec, entropy_weights
+from finetune_mcp.kernels.weights import WeightSpec, token_loss_weights
 
 # The chunk buffer's byte budget. C = budget / (V · element size), rounded down to a multiple of
 # 256 (cuBLAS's M tiles): 768 tokens at Qwen3-4B (233 MB), 1,024 at Llama-3-8B (263 MB). Larger C
@@ -60,8 +66,10 @@ _GEMM_ROWS = 256
 # L2 eviction hints so that pass 2 re-reads its row from L2) measured no faster, and was dropped.
 _BLOCK_V = 4096
 _NUM_WARPS = 8
-# Weight function ids for the WEIGHT_FN constexpr (0: no weighting, w = 1).
-_WEIGHT_FN_IDS = {None: 0, **{name: i + 1 for i, name in enumerate(BUILTIN_WEIGHT_FNS)}}
+# Weight function ids for the WEIGHT_FN constexpr (0: no weighting, w = 1): the row-level builtins
+# (every builtin but weights.BATCH_WEIGHT_FNS), in the order the kernel's branches number them.
+_KERNEL_WEIGHT_FNS = ("linear", "relu", "exponential", "sigmoid", "dft", "entropy_gated")
+_WEIGHT_FN_IDS = {None: 0, **{name: i + 1 for i, name in enumerate(_KERNEL_WEIGHT_FNS)}}
 
 
 @triton.jit
@@ -116,9 +124,9 @@ def _entropy_ce_rows_kernel(
     softcap    c of c·tanh(z / c) (read only when HAS_SOFTCAP)
     w_scale, w_min, w_max, relu_threshold   the WeightSpec's parameters
     STATS      pass 1: m, s, t, z[y] → CE, H, lse
-    WEIGHTS_IN_KERNEL   w = f(H) here (builtins, or 1 when WEIGHT_FN == 0)
+    WEIGHTS_IN_KERNEL   w = f(H, −CE) here (row-level builtins, or 1 when WEIGHT_FN == 0)
     GRAD       pass 2: dL/dz = w·(p − onehot(y)) / norm written over z
-    WEIGHT_FN  0 none (w = 1), 1 linear, 2 relu, 3 exponential, 4 sigmoid
+    WEIGHT_FN  0 none (w = 1), 1 linear, 2 relu, 3 exponential, 4 sigmoid, 5 dft, 6 entropy_gated
     BLOCK_V    vocabulary elements per loop step (a power of two)
     """
     row = tl.program_id(0)
@@ -161,7 +169,8 @@ def _entropy_ce_rows_kernel(
         if HAS_BIAS:
             z_target += tl.load(bias_ptr + target).to(tl.float32)
         z_target = _softcapped(z_target, softcap, HAS_SOFTCAP)
-        tl.store(ce_ptr + row, tl.where(valid, lse - z_target, 0.0))
+        ce = tl.where(valid, lse - z_target, 0.0)
+        tl.store(ce_ptr + row, ce)
         tl.store(ent_ptr + row, tl.where(valid, entropy, 0.0))
         tl.store(lse_ptr + row, lse)
         if WEIGHTS_IN_KERNEL:
@@ -175,8 +184,13 @@ def _entropy_ce_rows_kernel(
                     w = 1.0 + w_scale * tl.maximum(h - relu_threshold, 0.0)
                 elif WEIGHT_FN == 3:
                     w = tl.exp(w_scale * h)
-                else:
+                elif WEIGHT_FN == 4:
                     w = 1.0 + tl.sigmoid(w_scale * (h - 0.5))
+                elif WEIGHT_FN == 5:
+                    w = tl.exp(-ce)  # p(y)
+                else:
+                    # h^s as exp(s·log h); h = 0 gives 0 (s > 0) without a log(0)
+                    w = tl.where(h > 0.0, tl.exp(w_scale * tl.log(tl.maximum(h, 1.0e-30))), 0.0)
                 w = tl.minimum(tl.maximum(w, w_min), w_max)
             if HAS_TOKEN_WEIGHTS:
                 w = w * tl.load(tw_ptr + row).to(tl.float32)
@@ -244,7 +258,7 @@ def _launch_epilogue(
 ) -> None:
     n_rows, vocab = zbuf.shape
     ce, ent, w, lse = outs
-    fn_id = _WEIGHT_FN_IDS[spec.fn if spec is not None and spec.is_builtin else None]
+    fn_id = _WEIGHT_FN_IDS[spec.fn if spec is not None and spec.fn in _WEIGHT_FN_IDS else None]
     spec = spec or WeightSpec()
     block_v = min(config.block_v, triton.next_power_of_2(vocab))
     _entropy_ce_rows_kernel[(n_rows,)](
@@ -297,7 +311,11 @@ class FusedLinearEntropyCE(torch.autograd.Function):
         want_dw = grad_enabled and ctx.needs_input_grad[1]
         want_db = grad_enabled and bias is not None and ctx.needs_input_grad[2]
         want_grad = want_dx or want_dw or want_db
-        in_kernel = spec is None or spec.is_builtin
+        batch_level = spec is not None and spec.is_batch_level
+        prepass = batch_level and (want_dw or want_db)  # dW, db need w in the pass: H of every token first
+        defer = batch_level and not prepass  # the pass runs with w = 1; dX rows are scaled by w afterwards
+        in_kernel = spec is None or (spec.is_builtin and not batch_level)
+        log_vocab = math.log(vocab)
 
         ce = torch.empty(n_tokens, dtype=torch.float32, device=device)  # [N]
         ent = torch.empty_like(ce)  # [N]
@@ -309,37 +327,62 @@ class FusedLinearEntropyCE(torch.autograd.Function):
 
         chunk = config.chunk_tokens or default_chunk_tokens(n_tokens, vocab, hidden.element_size())
         zbuf_all = torch.empty((min(chunk, n_tokens), vocab), dtype=hidden.dtype, device=device)  # [C, V]
-        launch = dict(
-            norm=norm, bias=bias, softcap=softcap, spec=spec, ignore_index=ignore_index, config=config
-        )
-        for start in range(0, n_tokens, chunk):
-            end = min(start + chunk, n_tokens)
-            x = hidden[start:end]  # [n, d]
+        launch = dict(norm=norm, bias=bias, softcap=softcap, ignore_index=ignore_index, config=config)
+        chunks = [(start, min(start + chunk, n_tokens)) for start in range(0, n_tokens, chunk)]
+
+        def outs(start: int, end: int) -> tuple[torch.Tensor, ...]:
+            return ce[start:end], ent[start:end], wts[start:end], lse[start:end]
+
+        def logits(start: int, end: int) -> torch.Tensor:
             zbuf = zbuf_all[: end - start]  # [n, V]
-            torch.mm(x, weight.t(), out=zbuf)
-            outs = (ce[start:end], ent[start:end], wts[start:end], lse[start:end])
-            tw = token_weights[start:end] if token_weights is not None else None
-            if in_kernel:
+            torch.mm(hidden[start:end], weight.t(), out=zbuf)
+            return zbuf
+
+        if prepass:
+            for start, end in chunks:
                 _launch_epilogue(
-                    zbuf, labels[start:end], tw, outs, **launch, stats=True, weights_in_kernel=True, grad=want_grad
+                    logits(start, end), labels[start:end], None, outs(start, end), **launch, spec=None,
+                    stats=True, weights_in_kernel=False, grad=False,
+                )
+            wts.copy_(token_loss_weights(ent, ce, valid, log_vocab, spec, token_weights))
+        for start, end in chunks:
+            zbuf = logits(start, end)
+            tw = token_weights[start:end] if token_weights is not None else None
+            if prepass:  # w known: the gradient pass alone, reading lse and w
+                if want_grad:
+                    _launch_epilogue(
+                        zbuf, labels[start:end], None, outs(start, end), **launch, spec=spec,
+                        stats=False, weights_in_kernel=False, grad=True,
+                    )
+            elif in_kernel or defer:  # defer: w = 1 (no spec, no token weights) until every H is known
+                _launch_epilogue(
+                    zbuf, labels[start:end], None if defer else tw, outs(start, end), **launch,
+                    spec=None if defer else spec, stats=True, weights_in_kernel=True, grad=want_grad,
                 )
             else:
                 _launch_epilogue(
-                    zbuf, labels[start:end], tw, outs, **launch, stats=True, weights_in_kernel=False, grad=False
+                    zbuf, labels[start:end], tw, outs(start, end), **launch, spec=spec,
+                    stats=True, weights_in_kernel=False, grad=False,
                 )
-                # A user function sees the chunk's entropies, as in the oracle; w = 0 where ignored.
-                w = entropy_weights(ent[start:end], math.log(vocab), spec) * valid[start:end]
-                wts[start:end] = w * tw.float() if tw is not None else w
+                # A user function sees the chunk's entropies and log p(y), as in the oracle; w = 0 where ignored.
+                wts[start:end] = token_loss_weights(
+                    ent[start:end], ce[start:end], valid[start:end], log_vocab, spec, tw
+                )
                 if want_grad:
                     _launch_epilogue(
-                        zbuf, labels[start:end], tw, outs, **launch, stats=False, weights_in_kernel=False, grad=True
+                        zbuf, labels[start:end], tw, outs(start, end), **launch, spec=spec,
+                        stats=False, weights_in_kernel=False, grad=True,
                     )
             if want_dx:
                 torch.mm(zbuf, weight, out=grad_hidden[start:end])
             if want_dw:
-                _addmm_fp32(grad_weight, zbuf.t(), x)
+                _addmm_fp32(grad_weight, zbuf.t(), hidden[start:end])
             if want_db:
                 grad_bias += zbuf.sum(0, dtype=torch.float32)
+        if defer:
+            wts.copy_(token_loss_weights(ent, ce, valid, log_vocab, spec, token_weights))
+            if want_dx:
+                grad_hidden.mul_(wts[:, None].to(grad_hidden.dtype))
 
         loss = (wts * ce).sum() / norm[0]
         ctx.save_for_backward(
