@@ -37,3 +37,15 @@ def test_evaluation_errors_name_the_evaluation(tmp_path):
     spec.write_text('{"kind": "evaluate", "model": "m", "dataset": "d", "lora_r": 8}')
     with pytest.raises(ConfigError, match=r"^invalid evaluation: lora_r: unknown field.*evaluate_model"):
         load_evaluation_spec(spec)
+
+
+@pytest.mark.parametrize("name", ["dft", "entropy_gated", "top_entropy"])
+def test_new_loss_variants_reach_the_kernel_spec(name):
+    from finetune_mcp.train.sft_trainer import weight_spec
+
+    config = TrainingConfig(model="m", dataset="d", enable_entropy_weighting=True,
+                            entropy={"function": name, "quantile": 0.5, "scale": 2.0})
+    spec = weight_spec(config.entropy)
+    assert (spec.fn, spec.quantile, spec.scale) == (name, 0.5, 2.0)
+    with pytest.raises(ConfigError, match="quantile"):
+        TrainingConfig(model="m", dataset="d", entropy={"function": name, "quantile": 1.5})

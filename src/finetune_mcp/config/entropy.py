@@ -7,27 +7,33 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 # The weight functions `kernels.weights` implements, named here so the server can validate a config
 # without importing torch (tests/config/test_entropy.py checks the two lists agree).
-BUILTIN_WEIGHT_FNS = ("linear", "relu", "exponential", "sigmoid")
+BUILTIN_WEIGHT_FNS = ("linear", "relu", "exponential", "sigmoid", "dft", "entropy_gated", "top_entropy")
 
 
 class EntropyConfig(BaseModel):
     """How token entropy turns into loss weights, and what counts as a high-entropy token.
 
-    Functions of the normalised entropy h = H / log V (in [0, 1]), each clipped to
-    [min_weight, max_weight] and detached from the graph:
-      linear       w = 1 + scale·h                      (default scale 1: w = 1 + H/log V, in [1, 2])
-      relu         w = 1 + scale·max(0, h − threshold_norm)
-      exponential  w = exp(scale·h)
-      sigmoid      w = 1 + sigmoid(scale·(h − 0.5))
-    or `function = "package.module:callable"`, a callable taking (H [N] tensor, log V float) and
-    returning weights [N].
+    Per token, with h = H / log V (in [0, 1]) and p(y) the probability of the target token; each w
+    is clipped to [min_weight, max_weight] and detached from the graph:
+      linear         w = 1 + scale·h                 (default, scale 1: w = 1 + H/log V, in [1, 2])
+      relu           w = 1 + scale·max(0, h − relu_threshold)
+      exponential    w = exp(scale·h)
+      sigmoid        w = 1 + sigmoid(scale·(h − 0.5))
+      dft            w = p(y)                        (DFT, Wu et al. 2025; TRL loss_type="dft")
+      entropy_gated  w = h^scale                     (EAFT, Diao et al. 2026: confident tokens, right or
+                                                      wrong, are down-weighted to limit forgetting)
+      top_entropy    w = 1 if H ≥ the `quantile`-th entropy quantile of the batch, else 0 (only the
+                     top 1 − quantile train; Wang et al. 2025, "Beyond the 80/20 rule")
+    or `function = "package.module:callable"`, a callable taking (H [N], log p(y) [N], log V) — or the
+    older (H [N], log V) — and returning weights [N].
     """
 
     model_config = ConfigDict(extra="forbid")
 
     function: str = Field(
         "linear",
-        description="Weight function: linear | relu | exponential | sigmoid, or a dotted path 'pkg.mod:fn'.",
+        description="Weight function: linear | relu | exponential | sigmoid | dft | entropy_gated | top_entropy, "
+        "or a dotted path 'pkg.mod:fn'.",
     )
     scale: float = Field(1.0, gt=0, le=100, description="Slope of the weight function in h = H/log V.")
     min_weight: float = Field(0.0, ge=0, description="Lower clip for weights.")
@@ -40,6 +46,8 @@ class EntropyConfig(BaseModel):
     )
     high_entropy_percentile: float = Field(90.0, gt=0, lt=100)
     relu_threshold: float = Field(0.5, ge=0, le=1, description="For relu: the normalised entropy where weighting starts.")
+    quantile: float = Field(0.8, ge=0, le=1, description="For top_entropy: tokens at or above this entropy quantile "
+                            "of the batch train (0.8: the top 20 %).")
 
     @field_validator("function")
     @classmethod

@@ -251,5 +251,3 @@ def _require_log_prob(log_prob: torch.Tensor | None, entropy: torch.Tensor, fn: 
     return log_prob.float()
 
 
-def log_vocab_size(vocab_size: int) -> float:
-    return math.log(vocab_size)

@@ -30,6 +30,9 @@ _FORMULAS = {
     "relu": "w = clip(1 + s·max(0, h − t), min, max)",
     "exponential": "w = clip(exp(s·h), min, max)",
     "sigmoid": "w = clip(1 + sigmoid(s·(h − 0.5)), min, max)",
+    "dft": "w = clip(p(y), min, max) (DFT: each token weighted by its own probability)",
+    "entropy_gated": "w = clip(h^s, min, max) (EAFT: confident tokens down-weighted)",
+    "top_entropy": "w = 1 for tokens with H ≥ the batch's q-quantile, else 0 (only the highest-entropy tokens train)",
 }
 _NOT_HYPERPARAMETERS = {"model", "dataset", "run_dir", "ignored_fields"}
 

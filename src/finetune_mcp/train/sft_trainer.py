@@ -37,6 +37,7 @@ def weight_spec(entropy: EntropyConfig) -> WeightSpec:
         min_weight=entropy.min_weight,
         max_weight=entropy.max_weight,
         relu_threshold=entropy.relu_threshold,
+        quantile=entropy.quantile,
     )
 
 
@@ -174,7 +175,8 @@ class EnhancedUnslothTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes  # DDP averages; num_items counts every rank's tokens
         weighted_by = None
         if self._weight_spec is None or mode == "eval":  # f(H) not applied: log what it would have given
-            weighted_by = entropy_weights(out.entropy, math.log(lm_head.weight.shape[0]), self._logging_spec)
+            weighted_by = entropy_weights(out.entropy, math.log(lm_head.weight.shape[0]), self._logging_spec,
+                                          log_prob=-out.ce)
         self.entropy_trackers[mode].update(out.entropy, out.ce, out.weights, targets, weighted_by=weighted_by)
         return (loss, {"loss": loss}) if return_outputs else loss
 

@@ -90,7 +90,7 @@ class RerankTrainer(EnhancedUnslothTrainer):
         labels = inputs["labels"]
         if self.listwise:
             ce, entropy, sizes = self._listwise(head.logits(last), labels, inputs["group_index"])
-            weights = _group_weights(entropy, sizes, spec)
+            weights = _group_weights(entropy, -ce.detach(), sizes, spec)
             loss = (weights * ce).sum() / (num_items_in_batch if num_items_in_batch is not None else ce.numel())
             ce, tracked = ce.detach(), torch.full_like(entropy, self.yes_id, dtype=torch.long)
         else:
@@ -102,7 +102,7 @@ class RerankTrainer(EnhancedUnslothTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages; num_items counts every rank's groups
         # f(H) not applied (weighting off, or eval): log what it would have made of the loss, as SFT does
-        weighted_by = _group_weights(entropy, sizes, self._logging_spec) if spec is None else None
+        weighted_by = _group_weights(entropy, -ce, sizes, self._logging_spec) if spec is None else None
         self.entropy_trackers[mode].update(entropy, ce, weights, tracked, weighted_by=weighted_by)
         return (loss, {"loss": loss}) if return_outputs else loss
 
@@ -125,14 +125,15 @@ class RerankTrainer(EnhancedUnslothTrainer):
         return ce, entropy, sizes
 
 
-def _group_weights(entropy: torch.Tensor, sizes: torch.Tensor, spec) -> torch.Tensor:
-    """w = f(H) with h = H / log(number of choices), per distinct number (2 pointwise; group sizes)."""
+def _group_weights(entropy: torch.Tensor, log_prob: torch.Tensor, sizes: torch.Tensor, spec) -> torch.Tensor:
+    """w = f(H, log p(y)) with h = H / log(number of choices), per distinct number (2 pointwise;
+    group sizes). Batch-level functions (top_entropy) take their quantile within each size."""
     weights = torch.ones_like(entropy, dtype=torch.float32)
     if spec is None:
         return weights
     for size in sizes.unique().tolist():
         rows = sizes == size
-        weights[rows] = entropy_weights(entropy[rows], math.log(size), spec)
+        weights[rows] = entropy_weights(entropy[rows], math.log(size), spec, log_prob=log_prob[rows])
     return weights
 
 
