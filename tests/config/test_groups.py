@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_mcp.config import BUILTIN_WEIGHT_FNS, DataConfig, EnhancedTrainingConfig, LoraConfig, TrainingConfig
+from finetune_mcp.config import (
+    BUILTIN_WEIGHT_FNS,
+    DataConfig,
+    EnhancedTrainingConfig,
+    LoraConfig,
+    TrainingConfig,
+    build_config,
+)
 from finetune_mcp.errors import ConfigError
 
 
@@ -47,5 +54,5 @@ def test_new_loss_variants_reach_the_kernel_spec(name):
                             entropy={"function": name, "quantile": 0.5, "scale": 2.0})
     spec = weight_spec(config.entropy)
     assert (spec.fn, spec.quantile, spec.scale) == (name, 0.5, 2.0)
-    with pytest.raises(ConfigError, match="quantile"):
-        TrainingConfig(model="m", dataset="d", entropy={"function": name, "quantile": 1.5})
+    with pytest.raises(ConfigError, match=r"entropy.quantile: Input should be less than or equal to 1 \(got 1.5\)"):
+        build_config({"model": "m", "dataset": "d", "entropy": {"function": name, "quantile": 1.5}})
