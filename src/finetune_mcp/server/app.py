@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -26,12 +25,13 @@ from fastmcp.server.auth import AuthProvider
 from fastmcp.server.middleware import Middleware
 
 from finetune_mcp.errors import ConfigError, FinetuneError
-from finetune_mcp.tools import MANAGER_KEY
+from finetune_mcp.tools import MANAGER_KEY, card, deploy, enhance, evaluate, gpu, metrics, tensorboard, training
 
 log = logging.getLogger(__name__)
 
-# Each module has `register(mcp)`; the order is the order tools are listed in.
-TOOL_MODULES = ("training", "metrics", "gpu", "tensorboard", "card", "deploy", "enhance", "evaluate")
+# Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
+# the import graph (and the layer contract in pyproject.toml) shows server -> tools.
+TOOL_MODULES = (training, metrics, gpu, tensorboard, card, deploy, enhance, evaluate)
 
 INSTRUCTIONS = """\
 Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
@@ -122,8 +122,8 @@ def create_app(auth: AuthProvider | None = None) -> FastMCP:
         mask_error_details=False,
         auth=auth,
     )
-    for name in TOOL_MODULES:
-        importlib.import_module(f"finetune_mcp.tools.{name}").register(mcp)
+    for module in TOOL_MODULES:
+        module.register(mcp)
     prompts.register(mcp)
     resources.register(mcp)
     return mcp
