@@ -42,10 +42,22 @@ def test_new_variants_full_head_numerics(fn):
     # dft's w = exp(−CE) carries the bf16 logits' CE error (~0.1 nat on a few tokens) into w
     assert abs(out.loss.item() - ref[0].item()) / ref[0].item() < (1e-2 if fn == "dft" else 2e-3)
     cos = torch.nn.functional.cosine_similarity(xs.grad.float().flatten(), xr.grad.flatten(), dim=0)
+    if fn != "top_entropy":
+        assert cos.item() > 0.999
+        return
+    valid = y != -100
+    trained = (out.weights > 0).float().sum() / valid.sum()
+    assert abs(trained.item() - 0.2) < 0.01  # the top 20 % of valid tokens by H
+    # bf16 logits move H by up to ~0.1 nat, so tokens within that of the quantile may flip against
+    # the fp32 oracle (seen: dX cosine 0.990 on the H200); few may, and given the kernel's own
+    # selection the gradient must match the oracle's exactly as for every other variant.
+    flipped = ((out.weights > 0) != (ref[3] > 0)) & valid
+    assert flipped.float().sum() / valid.sum() < 0.01
+    xm = x.float().requires_grad_()
+    masked = ChunkedEntropyCE.apply(xm, w.float(), None, y, None, -100, None, None, 256, out.weights.float())
+    masked[0].backward()
+    cos = torch.nn.functional.cosine_similarity(xs.grad.float().flatten(), xm.grad.flatten(), dim=0)
     assert cos.item() > 0.999
-    if fn == "top_entropy":
-        trained = (out.weights > 0).float().sum() / (y != -100).sum()
-        assert abs(trained.item() - 0.2) < 0.01  # the top 20 % of valid tokens by H
 
 
 @pytest.mark.parametrize(("d", "v"), [(2560, 151936), (4096, 128256)], ids=["qwen3-4b", "llama3-8b"])
