@@ -72,27 +72,15 @@ def tokenize_with_stats(
     if max_seq_length < 1:
         raise DatasetError(f"max_seq_length must be positive (got {max_seq_length}); raise it")
     stats = TokenizeStats(rows_in=len(examples))
-    chat = _ChatSpans(tokenizer) if any("messages" in ex for ex in examples) else None
+    encoder = ExampleEncoder(tokenizer, assistant_only_loss, conversational=any("messages" in ex for ex in examples))
     all_ids: list[list[int]] = []
     all_labels: list[list[int]] = []
     all_weights: list[float] = []
     for index, example in enumerate(examples):
-        if "messages" in example:
-            assert chat is not None
-            ids, labels = chat.tokenize(example["messages"], assistant_only_loss, index)
-        elif "prompt" in example:
-            ids, labels = _prompt_completion(tokenizer, example["prompt"], example["completion"], assistant_only_loss)
-        elif "text" in example:
-            ids = _with_eos(tokenizer, tokenizer(example["text"])["input_ids"])
-            labels = list(ids)
-        else:
-            raise DatasetError(
-                f"example {index} has keys {sorted(example)}; expected 'messages', 'prompt'/'completion' or 'text' "
-                "(pass the output of load_examples)"
-            )
+        ids, labels = encoder.encode(example, index)
         if len(ids) > max_seq_length:
             stats.truncated += 1
-            ids, labels = ids[:max_seq_length], labels[:max_seq_length]
+            ids, labels = truncate(ids, labels, max_seq_length)
         trainable = sum(label != IGNORE_INDEX for label in labels)
         if trainable == 0:
             stats.dropped_no_trainable += 1
@@ -122,6 +110,42 @@ def tokenize_with_stats(
     return dataset, stats
 
 
+class ExampleEncoder:
+    """One normalised example → (`input_ids`, `labels`), before truncation: the per-row step of
+    `tokenize_with_stats`, shared with the dry run (`preview_training`) so that what it shows is
+    what training computes. `conversational` builds the chat-template machinery at once, so a
+    tokenizer without a template fails before the first row."""
+
+    def __init__(self, tokenizer: Any, assistant_only_loss: bool = True, *, conversational: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.assistant_only_loss = assistant_only_loss
+        self._chat = ChatSpans(tokenizer) if conversational else None
+
+    @property
+    def chat(self) -> ChatSpans:
+        if self._chat is None:
+            self._chat = ChatSpans(self.tokenizer)
+        return self._chat
+
+    def encode(self, example: dict[str, Any], index: int) -> tuple[list[int], list[int]]:
+        if "messages" in example:
+            return self.chat.tokenize(example["messages"], self.assistant_only_loss, index)
+        if "prompt" in example:
+            return _prompt_completion(self.tokenizer, example["prompt"], example["completion"], self.assistant_only_loss)
+        if "text" in example:
+            ids = _with_eos(self.tokenizer, self.tokenizer(example["text"])["input_ids"])
+            return ids, list(ids)
+        raise DatasetError(
+            f"example {index} has keys {sorted(example)}; expected 'messages', 'prompt'/'completion' or 'text' "
+            "(pass the output of load_examples)"
+        )
+
+
+def truncate(ids: list[int], labels: list[int], max_seq_length: int) -> tuple[list[int], list[int]]:
+    """Keep the first `max_seq_length` tokens (TRL's truncation side): a long row loses its end."""
+    return ids[:max_seq_length], labels[:max_seq_length]
+
+
 def _with_eos(tokenizer: Any, ids: list[int]) -> list[int]:
     """Plain text and completions end with EOS, as TRL does, so generation learns where to stop."""
     eos = tokenizer.eos_token_id
@@ -138,7 +162,7 @@ def _prompt_completion(
     return ids, labels
 
 
-class _ChatSpans:
+class ChatSpans:
     """Renders conversations with the tokenizer's chat template and finds what each assistant turn trains.
 
     A turn trains the text its own message put into the rendering (the reply, and the reasoning when
