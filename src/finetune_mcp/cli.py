@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from finetune_mcp.cli_preview import preview
 from finetune_mcp.cli_progress import run_with_progress
 from finetune_mcp.config import EnhancedTrainingConfig, Settings, build_config
 from finetune_mcp.errors import ConfigError, FinetuneError
@@ -132,6 +133,9 @@ def enhance(
                   f"{summary['convergence_rate']:.0%}, {summary['hints_given']} hints, mean weight "
                   f"{_fmt(summary['weight_mean'])}")
     typer.echo(summary["files"]["enhanced"])
+
+
+app.command(name="preview")(preview)
 
 
 @worker_app.command("run")

@@ -12,7 +12,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
-from finetune_mcp.config import build_config
+from finetune_mcp.config import EnhancedTrainingConfig, build_config
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
@@ -95,6 +95,19 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
 
 
+def training_config(model: str, dataset: str, entropy_weighting: bool, config_overrides: dict[str, Any] | None,
+                    **typed: Any) -> EnhancedTrainingConfig:
+    """The config start_finetune (and preview_training) build from their arguments: the overrides,
+    then the typed parameters on top; the typed entropy flag turns weighting on, an override may too
+    (under any of the config's spellings)."""
+    data: dict[str, Any] = dict(config_overrides or {})
+    data.update({"model": model, "dataset": dataset, **{k: v for k, v in typed.items() if v is not None}})
+    asked = [data.pop(k) for k in ("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting")
+             if k in data]
+    data["enable_entropy_weighting"] = asked[-1] if asked and not entropy_weighting else entropy_weighting
+    return build_config(data)
+
+
 def register(mcp: FastMCP) -> None:
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
     async def start_finetune(
@@ -138,21 +151,13 @@ def register(mcp: FastMCP) -> None:
         entropy_weighting=true, max_steps=60) → {"job_id": "ft-3f9a0c1b2d4e", "state": "queued", ...}.
         """
         manager = get_manager()
-        data: dict[str, Any] = dict(config_overrides or {})
-        typed = {
-            "model": model, "dataset": dataset, "max_steps": max_steps, "num_train_epochs": num_train_epochs,
-            "max_examples": max_examples, "learning_rate": learning_rate, "lora_r": lora_r,
-            "per_device_train_batch_size": per_device_train_batch_size,
-            "gradient_accumulation_steps": gradient_accumulation_steps, "max_seq_length": max_seq_length,
-            "load_in_4bit": load_in_4bit, "entropy_weight_fn": entropy_weight_fn, "num_gpus": num_gpus,
-            "task": task,
-        }
-        data.update({k: v for k, v in typed.items() if v is not None})
-        # The typed flag turns weighting on; an override may too (any of the config's spellings).
-        asked = [data.pop(k) for k in ("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting")
-                 if k in data]
-        data["enable_entropy_weighting"] = asked[-1] if asked and not entropy_weighting else entropy_weighting
-        config = build_config(data)
+        config = training_config(
+            model, dataset, entropy_weighting, config_overrides, max_steps=max_steps,
+            num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
+            per_device_train_batch_size=per_device_train_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
+            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
+        )
         job = await kinds.start_job(manager, "train", config, target)
         view = job_view(manager, job)
         return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields)
