@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_mcp.config import EnhancedTrainingConfig
-from finetune_mcp.pipeline.tokenize import ChatSpans, split_reasoning
+from finetune_mcp.data.chat_tokens import ChatSpans, split_reasoning
 from finetune_mcp.preview.report import LengthReport, PreviewWarning, RenderedExample
 
 USUAL_LR = (1e-5, 1e-3)  # LoRA learning rates outside this are rarely right (2e-4 is the common default)

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from finetune_mcp.config import EnhancedTrainingConfig, Settings
+from finetune_mcp.data.chat_tokens import ExampleEncoder
+from finetune_mcp.data.loader import load_examples, resolve_dataset_source
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import TARGETS
-from finetune_mcp.jobs.preflight import check_start
-from finetune_mcp.jobs.run_records import check_run_dir
-from finetune_mcp.pipeline.data import load_examples, resolve_dataset_source
-from finetune_mcp.pipeline.tokenize import ExampleEncoder
+from finetune_mcp.jobs.records import check_run_dir
 from finetune_mcp.preview.checks import run_checks
 from finetune_mcp.preview.estimate import estimate_run, place
 from finetune_mcp.preview.examples import encode_rows, end_token_ids, render_example, sample_indices
 from finetune_mcp.preview.lengths import length_report
 from finetune_mcp.preview.report import DataReport, PreviewReport
 from finetune_mcp.preview.rerank import rerank_preview
+from finetune_mcp.train.model import load_tokenizer
+from finetune_mcp.train.preflight import check_start
 
 DEFAULT_EXAMPLES = 3
 DEFAULT_SAMPLE = 2000  # rows tokenised for the statistics; a larger split is sampled (seeded)
@@ -99,17 +99,6 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     )
     report.hint = _hint(report)
     return report
-
-
-def load_tokenizer(model: str) -> Any:
-    """The tokenizer as the transformers + PEFT worker loads it (no weights)."""
-    from transformers import AutoTokenizer
-
-    from finetune_mcp.pipeline.model import _ensure_pad_token
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    _ensure_pad_token(tokenizer)
-    return tokenizer
 
 
 def _evaluations(config: EnhancedTrainingConfig, total: int, per_epoch: int, has_validation: bool) -> int:

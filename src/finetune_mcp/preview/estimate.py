@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from finetune_mcp.config import EnhancedTrainingConfig, Settings
 from finetune_mcp.errors import FinetuneError
-from finetune_mcp.jobs.backends.base import Placement
-from finetune_mcp.jobs.gpu import detect_local_gpus, estimate_for, place_job
+from finetune_mcp.jobs.placement import Placement
+from finetune_mcp.jobs.router import detect_local_gpus, estimate_for, place_job
 from finetune_mcp.jobs.vram import load_model_info
 from finetune_mcp.preview.report import Estimate
 from finetune_mcp.preview.throughput import step_seconds
@@ -97,7 +97,7 @@ def estimate_run(config: EnhancedTrainingConfig, where: Where, *, tokens_per_ste
 
 def _runpod_choice(required_gb: float, settings: Settings):
     """The GPU type the launch would try first, or None when RunPod cannot be asked now."""
-    from finetune_mcp.jobs.backends.runpod_api import RunPodAPI, RunPodSettings
+    from finetune_mcp.jobs.backends.runpod.api import RunPodAPI, RunPodSettings
 
     try:
         choices = RunPodAPI(settings.runpod_api_key or "", RunPodSettings.from_env()).choose_gpu(required_gb)

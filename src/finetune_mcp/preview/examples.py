@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from finetune_mcp.pipeline.tokenize import IGNORE_INDEX, ExampleEncoder, truncate
+from finetune_mcp.data.chat_tokens import IGNORE_INDEX, ExampleEncoder, truncate
 from finetune_mcp.preview.report import TRAINED_CLOSE, TRAINED_OPEN, RenderedExample
 
 MAX_MASKED_CHARS = 600  # a longer masked run is shown as its head and tail (the trained spans never are)

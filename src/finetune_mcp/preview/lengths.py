@@ -14,7 +14,7 @@ import random
 import statistics
 
 from finetune_mcp.config import EnhancedTrainingConfig
-from finetune_mcp.pipeline.tokenize import IGNORE_INDEX
+from finetune_mcp.data.chat_tokens import IGNORE_INDEX
 from finetune_mcp.preview.examples import EncodedRow
 from finetune_mcp.preview.report import LengthReport
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_mcp.config import EnhancedTrainingConfig
-from finetune_mcp.pipeline.rerank import RerankPrompt, training_rows
 from finetune_mcp.preview.examples import decode, shorten
 from finetune_mcp.preview.lengths import padded_tokens_per_step, steps
 from finetune_mcp.preview.report import TRAINED_CLOSE, TRAINED_OPEN, LengthReport, RenderedExample
+from finetune_mcp.train.rerank.prompt import RerankPrompt, training_rows
 
 MAX_PROMPT_CHARS = 1600
 
