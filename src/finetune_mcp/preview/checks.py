@@ -33,7 +33,7 @@ def run_checks(config: EnhancedTrainingConfig, train: list[dict[str, Any]], vali
     if conversational and chat is not None:
         found += _template_checks(chat, train, examples)
         found += _stop_token_check(chat, model_dir, tokenizer)
-    found += _reply_checks(train)
+    found += _reply_checks([*train, *validation])
     found += _duplicate_checks(train, validation)
     found += _hyperparameter_checks(config)
     found += _length_checks(config, lengths, dropped_rows)
@@ -107,14 +107,14 @@ def _stop_token_check(chat: ChatSpans, model_dir: Path | None, tokenizer: Any) -
                  "its reply", f"add {ids[0]} to eos_token_id in the model's generation_config.json")]
 
 
-def _reply_checks(train: list[dict[str, Any]]) -> list[PreviewWarning]:
-    empty = sum(1 for row in train for m in row.get("messages", ()) if m["role"] == "assistant"
+def _reply_checks(rows: list[dict[str, Any]]) -> list[PreviewWarning]:
+    empty = sum(1 for row in rows for m in row.get("messages", ()) if m["role"] == "assistant"
                 and not split_reasoning(m["content"])[1].strip())
-    empty += sum(1 for row in train if "completion" in row and not row["completion"].strip())
+    empty += sum(1 for row in rows if "completion" in row and not row["completion"].strip())
     if not empty:
         return []
-    return [warn("empty_replies", f"{empty} assistant replies in the training split are empty: those turns teach the "
-                 "model to stop at once", "remove those rows or fill in the replies")]
+    return [warn("empty_replies", f"{empty} assistant replies in the data are empty: those turns teach the model "
+                 "to stop at once (and score it on that)", "remove those rows or fill in the replies")]
 
 
 def _duplicate_checks(train: list[dict[str, Any]], validation: list[dict[str, Any]]) -> list[PreviewWarning]:

@@ -5,7 +5,7 @@ per token grows with the parameters the matmuls touch: the transformer body plus
 (V × hidden for SFT; two rows for the reranker's yes/no head). The H100 measurements give two
 regimes, and the estimate takes the slower of them:
 
-    small models are launch-bound:  Qwen3-0.6B (0.75 B matmul params) and the Qwen3-4B reranker
+    small models are launch-bound:  Qwen3-0.6B (0.60 B matmul params) and the Qwen3-4B reranker
                                     (3.6 B) both run at ~19-20 k tokens/s, so below ~3.5 B the time
                                     per token is the 0.6B measurement;
     larger ones are compute-bound:  time per token = the Qwen3-4B measurement × params / 3.6 B.

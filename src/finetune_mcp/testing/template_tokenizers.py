@@ -39,6 +39,7 @@ class TemplateFamily:
     adds_bos: bool = False  # tokenizer(text) prepends BOS itself (Llama, Gemma, Mistral, R1 distills)
     special: tuple[str, ...] = ()  # other markers, added as special tokens
     plain: tuple[str, ...] = ()  # added but not special (Qwen's <think>, </think>): kept by decode
+    stops: tuple[str, ...] = ()  # what generation stops on (generation_config.json eos_token_id); default eos
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json, shape fields only
 
     @property
@@ -51,7 +52,7 @@ _QWEN_PLAIN = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_resp
 FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
     TemplateFamily(
         "qwen3", "Qwen/Qwen3-0.6B", "qwen3.jinja", end_of_turn="<|im_end|>", eos="<|im_end|>",
-        pad="<|endoftext|>", special=("<|im_start|>",), plain=_QWEN_PLAIN,
+        pad="<|endoftext|>", special=("<|im_start|>",), plain=_QWEN_PLAIN, stops=("<|im_end|>", "<|endoftext|>"),
         config={"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "hidden_size": 1024,
                 "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
                 "intermediate_size": 3072, "vocab_size": 151936, "tie_word_embeddings": True,
@@ -61,6 +62,7 @@ FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
         "llama3_1", "meta-llama/Llama-3.1-8B-Instruct", "llama3_1.jinja", end_of_turn="<|eot_id|>",
         eos="<|eot_id|>", bos="<|begin_of_text|>", adds_bos=True,
         special=("<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|python_tag|>"),
+        stops=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
         config={"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
                 "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
                 "intermediate_size": 14336, "vocab_size": 128256, "tie_word_embeddings": False,
@@ -70,6 +72,7 @@ FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
         "llama3_2", "meta-llama/Llama-3.2-1B-Instruct", "llama3_2.jinja", end_of_turn="<|eot_id|>",
         eos="<|eot_id|>", bos="<|begin_of_text|>", adds_bos=True,
         special=("<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|python_tag|>"),
+        stops=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
         config={"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 2048,
                 "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
                 "intermediate_size": 8192, "vocab_size": 128256, "tie_word_embeddings": True,
@@ -78,6 +81,7 @@ FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
     TemplateFamily(
         "gemma3", "google/gemma-3-1b-it", "gemma3.jinja", end_of_turn="<end_of_turn>", eos="<eos>",
         bos="<bos>", pad="<pad>", adds_bos=True, special=("<start_of_turn>", "<end_of_turn>", "<start_of_image>"),
+        stops=("<eos>", "<end_of_turn>"),
         config={"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"], "hidden_size": 1152,
                 "num_hidden_layers": 26, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
                 "intermediate_size": 6912, "vocab_size": 262144, "tie_word_embeddings": True,
@@ -88,6 +92,7 @@ FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
         pad="<pad>", adds_bos=True,
         special=("<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>", '<|"|>', "<|tool>", "<tool|>",
                  "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>"),
+        stops=("<eos>", "<turn|>"),
         # the text decoder of E2B as published in its config.json text_config (per-layer embeddings not counted)
         config={"model_type": "gemma4_text", "architectures": ["Gemma4ForCausalLM"], "hidden_size": 1536,
                 "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256,
@@ -107,6 +112,7 @@ FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
     TemplateFamily(
         "phi4", "microsoft/phi-4", "phi4.jinja", end_of_turn="<|im_end|>", eos="<|im_end|>",
         bos="<|endoftext|>", pad="<|dummy_85|>", special=("<|im_start|>", "<|im_sep|>"),
+        stops=("<|im_end|>", "<|endoftext|>"),
         config={"model_type": "phi3", "architectures": ["Phi3ForCausalLM"], "hidden_size": 5120,
                 "num_hidden_layers": 40, "num_attention_heads": 40, "num_key_value_heads": 10,
                 "intermediate_size": 17920, "vocab_size": 100352, "tie_word_embeddings": False,
@@ -117,6 +123,7 @@ FAMILIES: dict[str, TemplateFamily] = {f.name: f for f in (
         eos="<|endoftext|>", bos="<|endoftext|>", pad="<|endoftext|>",
         special=("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|/tool|>", "<|tool_call|>",
                  "<|/tool_call|>"),
+        stops=("<|end|>", "<|endoftext|>"),
         config={"model_type": "phi3", "architectures": ["Phi3ForCausalLM"], "hidden_size": 3072,
                 "num_hidden_layers": 32, "num_attention_heads": 24, "num_key_value_heads": 8,
                 "intermediate_size": 8192, "vocab_size": 200064, "tie_word_embeddings": True,
@@ -182,9 +189,10 @@ def build_template_tokenizer(name: str, path: str | Path | None = None, vocab_si
 
 
 def write_template_model(name: str, path: str | Path) -> Path:
-    """A model folder without weights: family `name`'s tokenizer plus its checkpoint's config.json
-    shape (hidden size, layers, heads, vocabulary ...). Enough for everything that reads a config
-    and a tokenizer (the dry run, the memory estimate); loading weights from it fails, as it should."""
+    """A model folder without weights: family `name`'s tokenizer, its checkpoint's config.json shape
+    (hidden size, layers, heads, vocabulary ...) and a generation_config.json with its stop tokens.
+    Enough for everything that reads a config and a tokenizer (the dry run, the memory estimate);
+    loading weights from it fails, as it should."""
     fam = family(name)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -192,4 +200,7 @@ def write_template_model(name: str, path: str | Path) -> Path:
     config = {**fam.config, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id,
               "pad_token_id": tokenizer.pad_token_id, "_name_or_path": fam.checkpoint}
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in fam.stops] or [tokenizer.eos_token_id]
+    generation = {"eos_token_id": stops, "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    (path / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return path
