@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
 from finetune_mcp.errors import FinetuneError
+from finetune_mcp.preview.report import duration
 
 out = Console()
 err = Console(stderr=True)
@@ -103,7 +104,7 @@ def _print(r: dict[str, Any], config: EnhancedTrainingConfig) -> None:
         out.print(f"memory: ~{e['memory_gb']:.1f} GB")
     if e["total_seconds"] is not None:
         cost = f", ~${e['cost_usd']:.2f} at ${e['price_per_hr']:g}/h" if e["cost_usd"] is not None else ""
-        out.print(f"time: ~{e['seconds_per_step']:g} s a step, ~{e['total_seconds'] / 60:.1f} min in all{cost}")
+        out.print(f"time: ~{duration(e['seconds_per_step'])} a step, ~{duration(e['total_seconds'])} in all{cost}")
     out.print(f"[dim]estimate basis: {escape(e['basis'])}[/]")
     for w in r["warnings"]:
         out.print(f"[yellow]warning[/] {escape('[' + w['code'] + ']')} {escape(w['message'])}\n  fix: {escape(w['fix'])}")

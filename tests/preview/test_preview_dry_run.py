@@ -68,6 +68,7 @@ def test_every_file_format(fmt: str, tiny_model_dir: Path, tmp_path: Path, setti
         assert all(ex.masked_tokens == 0 and ex.text.endswith("<|im_end|>]]") for ex in report.examples)
     else:
         assert all(TRAINED.search(ex.text) and ex.masked_tokens > 0 for ex in report.examples)
+    assert not any(w.code == "not_chat_formatted" for w in report.warnings)  # message lists are rendered
 
 
 def test_arangodb_filters_are_reported(tiny_model_dir: Path, tmp_path: Path, settings) -> None:
@@ -151,6 +152,15 @@ def test_warnings_each_with_a_fix(tiny_model_dir: Path, tmp_path: Path, settings
     assert "truncation" not in codes and "system_prompt_dropped" not in codes
     assert all(w.message and w.fix for w in report.warnings)
     assert "validation_leak" in codes  # the repeats land on both sides of the split
+
+
+def test_plain_prompt_completion_strings_on_a_chat_model(tiny_model_dir: Path, tmp_path: Path, settings) -> None:
+    data = write_rows(tmp_path / "pc.jsonl", [{"prompt": f"say {w}:", "completion": f" {w}"} for w in ("red", "blue")] * 4)
+    report = preview(settings, model=str(tiny_model_dir), dataset=str(data), validation_split=0)
+    assert report.data.format == "prompt_completion"
+    assert TRAINED.findall(report.examples[0].text)[0].endswith("<|im_end|>")  # the completion and the EOS
+    warning = next(w for w in report.warnings if w.code == "not_chat_formatted")
+    assert "8 training rows" in warning.message and "'messages'" in warning.fix
 
 
 def test_template_without_end_of_turn_is_flagged(tiny_model_dir: Path, tmp_path: Path, settings) -> None:

@@ -34,6 +34,7 @@ def run_checks(config: EnhancedTrainingConfig, train: list[dict[str, Any]], vali
         found += _template_checks(chat, train, examples)
         found += _stop_token_check(chat, model_dir, tokenizer)
     found += _reply_checks([*train, *validation])
+    found += _plain_prompt_check(train, tokenizer)
     found += _duplicate_checks(train, validation)
     found += _hyperparameter_checks(config)
     found += _length_checks(config, lengths, dropped_rows)
@@ -115,6 +116,18 @@ def _reply_checks(rows: list[dict[str, Any]]) -> list[PreviewWarning]:
         return []
     return [warn("empty_replies", f"{empty} assistant replies in the data are empty: those turns teach the model "
                  "to stop at once (and score it on that)", "remove those rows or fill in the replies")]
+
+
+def _plain_prompt_check(train: list[dict[str, Any]], tokenizer: Any) -> list[PreviewWarning]:
+    """A chat model trained on bare prompt/completion strings never sees the role markers it is
+    prompted with at inference."""
+    plain = sum(1 for row in train if "prompt" in row)
+    if not plain or not getattr(tokenizer, "chat_template", None):
+        return []
+    return [warn("not_chat_formatted", f"{plain} training rows are prompt/completion strings: they are tokenised as "
+                 "plain text, without the chat template this model is prompted with at inference",
+                 "give them as 'messages' (or prompt/completion message lists) so the template renders them, or "
+                 "fine-tune a base model for plain completion")]
 
 
 def _duplicate_checks(train: list[dict[str, Any]], validation: list[dict[str, Any]]) -> list[PreviewWarning]:

@@ -9,7 +9,6 @@ per-row step of training), the placer (`place_job`). So the preview fails with t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from finetune_mcp.config import EnhancedTrainingConfig, Settings
@@ -22,7 +21,7 @@ from finetune_mcp.preview.checks import run_checks
 from finetune_mcp.preview.estimate import estimate_run, place
 from finetune_mcp.preview.examples import encode_rows, end_token_ids, render_example, sample_indices
 from finetune_mcp.preview.lengths import length_report
-from finetune_mcp.preview.report import DataReport, PreviewReport
+from finetune_mcp.preview.report import DataReport, PreviewReport, duration
 from finetune_mcp.preview.rerank import rerank_preview
 from finetune_mcp.train.model import load_tokenizer
 from finetune_mcp.train.preflight import check_start
@@ -119,16 +118,8 @@ def _hint(report: PreviewReport) -> str:
     if report.estimate.refused:
         return f"start_finetune would refuse this run: {report.estimate.refused}"
     where = report.estimate.gpu or report.estimate.device or "?"
-    time = (f", ~{_duration(report.estimate.total_seconds)}" if report.estimate.total_seconds is not None else "")
+    time = (f", ~{duration(report.estimate.total_seconds)}" if report.estimate.total_seconds is not None else "")
     cost = f", ~${report.estimate.cost_usd:.2f}" if report.estimate.cost_usd is not None else ""
     todo = (f"address the {len(report.warnings)} warning(s) (each says its fix), then " if report.warnings else "")
     return (f"show the user a rendered example (trained tokens in [[...]]) and the estimate ({report.lengths.total_steps}"
             f" steps on {where}{time}{cost}); {todo}call start_finetune with the same arguments to train")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{math.ceil(seconds)} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

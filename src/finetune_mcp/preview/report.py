@@ -6,6 +6,7 @@ preview worker (`finetune-mcp preview --json`) fills them.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -109,3 +110,14 @@ class PreviewReport(BaseModel):
     warnings: list[PreviewWarning]
     settings: dict[str, Any] = Field(description="The settings the run would use (defaults filled in).")
     hint: str = Field(description="What to do next.")
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read them: '0.42 s', '38 s', '12 min', '6.5 h'."""
+    if seconds < 10:
+        return f"{seconds:.2g} s"
+    if seconds < 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
