@@ -11,58 +11,26 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
-from finetune_mcp.errors import FinetuneError
+from finetune_mcp.errors import ConfigError, FinetuneError
 from finetune_mcp.preview.report import duration
 
 out = Console()
 err = Console(stderr=True)
 
 
-def preview(
-    config_file: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/JSON EnhancedTrainingConfig.")] = None,
-    model: Annotated[str | None, typer.Option(help="Hub id or local model folder.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Local file/folder or hub dataset id.")] = None,
-    target: Annotated[str, typer.Option(help="auto | local | runpod, as start_finetune.")] = "auto",
-    entropy_weight: Annotated[
-        bool | None, typer.Option("--entropy-weight/--no-entropy-weight", help="Entropy-weighted loss.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Number of epochs.")] = None,
-    max_examples: Annotated[int | None, typer.Option(help="Seeded subset size.")] = None,
-    max_seq_length: Annotated[int | None, typer.Option()] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    grad_accum: Annotated[int | None, typer.Option()] = None,
-    lora_r: Annotated[int | None, typer.Option()] = None,
-    load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit/--no-load-in-4bit")] = None,
-    task: Annotated[str | None, typer.Option(help="sft | rerank.")] = None,
-    examples: Annotated[int, typer.Option(help="Examples to render.", min=0, max=20)] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    spec_stdin: Annotated[bool, typer.Option("--spec-stdin", hidden=True,
-                                             help="Read the whole config as JSON from stdin (the MCP tool).")] = False,
-) -> None:
-    """Dry run: the format, rows, rendered examples with [[trained]] tokens, lengths, steps, memory,
-    placement, time and cost that `train` / start_finetune would have. Loads no weights, writes nothing."""
-    from finetune_mcp.cli import _load_config
-
+def run_preview(make_config: Callable[[], EnhancedTrainingConfig], target: str, *, examples: int,
+                as_json: bool) -> None:
+    """Build the config, run the dry run, print it; a FinetuneError is a message (or JSON) and exit 2."""
     try:
-        if spec_stdin:
-            config = build_config(json.loads(sys.stdin.read()))
-        else:
-            config = _load_config(config_file, {
-                "model": model, "dataset": dataset, "enable_entropy_weighting": entropy_weight,
-                "max_steps": max_steps, "num_train_epochs": epochs, "max_examples": max_examples,
-                "max_seq_length": max_seq_length, "learning_rate": learning_rate,
-                "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
-                "lora_r": lora_r, "load_in_4bit": load_in_4bit, "task": task,
-            })
+        config = make_config()
         from finetune_mcp.preview.dry_run import preview_training
 
         report = preview_training(config, target, examples=examples)
@@ -76,6 +44,15 @@ def preview(
         typer.echo(json.dumps({"report": report.model_dump(mode="json")}))
     else:
         _print(report.model_dump(mode="json"), config)
+
+
+def config_from_stdin() -> EnhancedTrainingConfig:
+    """The MCP tool's way in: the whole config as JSON on stdin."""
+    try:
+        data = json.loads(sys.stdin.read())
+    except ValueError as exc:
+        raise ConfigError(f"the config on stdin is not JSON ({exc})") from None
+    return build_config(data)
 
 
 def _print(r: dict[str, Any], config: EnhancedTrainingConfig) -> None:
