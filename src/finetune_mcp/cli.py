@@ -158,7 +158,7 @@ def preview(
     spec_stdin: Annotated[bool, typer.Option("--spec-stdin", hidden=True,
                                              help="Read the whole config as JSON from stdin (the MCP tool).")] = False,
 ) -> None:
-    """Dry run: the format, rows, rendered examples with [[trained]] tokens, lengths, steps, memory,
+    """Dry run: the format, rows, rendered examples with the trained tokens marked, lengths, steps, memory,
     placement, time and cost that `train` / start_finetune would have. Loads no weights, writes nothing."""
     overrides = {
         "model": model, "dataset": dataset, "enable_entropy_weighting": entropy_weight, "max_steps": max_steps,
