@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from finetune_mcp.cli_preview import config_from_stdin, run_preview
 from finetune_mcp.cli_progress import run_with_progress
 from finetune_mcp.config import EnhancedTrainingConfig, Settings, build_config
 from finetune_mcp.errors import ConfigError, FinetuneError
@@ -132,6 +133,41 @@ def enhance(
                   f"{summary['convergence_rate']:.0%}, {summary['hints_given']} hints, mean weight "
                   f"{_fmt(summary['weight_mean'])}")
     typer.echo(summary["files"]["enhanced"])
+
+
+@app.command()
+def preview(
+    config_file: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/JSON EnhancedTrainingConfig.")] = None,
+    model: Annotated[str | None, typer.Option(help="Hub id or local model folder.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Local file/folder or hub dataset id.")] = None,
+    target: Annotated[str, typer.Option(help="auto | local | runpod, as start_finetune.")] = "auto",
+    entropy_weight: Annotated[
+        bool | None, typer.Option("--entropy-weight/--no-entropy-weight", help="Entropy-weighted loss.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Number of epochs.")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Seeded subset size.")] = None,
+    max_seq_length: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    grad_accum: Annotated[int | None, typer.Option()] = None,
+    lora_r: Annotated[int | None, typer.Option()] = None,
+    load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit/--no-load-in-4bit")] = None,
+    task: Annotated[str | None, typer.Option(help="sft | rerank.")] = None,
+    examples: Annotated[int, typer.Option(help="Examples to render.", min=0, max=20)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    spec_stdin: Annotated[bool, typer.Option("--spec-stdin", hidden=True,
+                                             help="Read the whole config as JSON from stdin (the MCP tool).")] = False,
+) -> None:
+    """Dry run: the format, rows, rendered examples with the trained tokens marked, lengths, steps, memory,
+    placement, time and cost that `train` / start_finetune would have. Loads no weights, writes nothing."""
+    overrides = {
+        "model": model, "dataset": dataset, "enable_entropy_weighting": entropy_weight, "max_steps": max_steps,
+        "num_train_epochs": epochs, "max_examples": max_examples, "max_seq_length": max_seq_length,
+        "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum, "lora_r": lora_r, "load_in_4bit": load_in_4bit, "task": task,
+    }
+    run_preview(config_from_stdin if spec_stdin else lambda: _load_config(config_file, overrides), target,
+                examples=examples, as_json=as_json)
 
 
 @worker_app.command("run")

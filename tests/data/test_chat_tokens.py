@@ -61,8 +61,9 @@ def test_real_qwen3_template_without_generation_markers(tiny_tokenizer) -> None:
     assert not re.search(r"{%-?\s*generation\s*-?%}", template)
     tiny_tokenizer.chat_template = template
     row = tokenize_examples([{"messages": TWO_TURNS}], tiny_tokenizer, 512)[0]
-    # Qwen3 writes an empty think block only into the final assistant turn; it is part of the reply.
-    assert labelled_runs(tiny_tokenizer, row) == ["blue<|im_end|>", "<think>\n\n</think>\n\ngreen<|im_end|>"]
+    # Qwen3 writes an empty think block only into the final assistant turn; the template put it
+    # there, not the data, so it is not trained (tests/pipeline/test_chat_tokens_templates.py has the rest).
+    assert labelled_runs(tiny_tokenizer, row) == ["blue<|im_end|>", "green<|im_end|>"]
 
 
 def test_real_llama3_template(tiny_tokenizer) -> None:
@@ -80,7 +81,8 @@ def test_phi3_template_that_appends_eos_after_the_conversation(tiny_tokenizer) -
     tiny_tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]})
     tiny_tokenizer.chat_template = trl_template("phi3.jinja")
     row = tokenize_examples([{"messages": TWO_TURNS}], tiny_tokenizer, 512)[0]
-    assert labelled_runs(tiny_tokenizer, row) == ["blue<|end|>", "green<|end|>\n<|im_end|>"]
+    # The reply's end-of-turn is trained, the EOS the template writes after the conversation is not.
+    assert labelled_runs(tiny_tokenizer, row) == ["blue<|end|>", "green<|end|>"]
 
 
 def test_all_tokens_count_without_assistant_only_loss(tiny_tokenizer) -> None:

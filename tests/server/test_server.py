@@ -13,7 +13,8 @@ import pytest
 from .conftest import SECRET
 
 EXPECTED_TOOLS = {
-    "start_finetune", "get_job", "list_jobs", "cancel_job", "wait_for_job", "get_entropy_metrics", "detect_gpus",
+    "start_finetune", "preview_training", "get_job", "list_jobs", "cancel_job", "wait_for_job", "get_entropy_metrics",
+    "detect_gpus",
     "tensorboard_screenshot", "generate_model_card", "deploy_to_hf", "enhance_dataset", "evaluate_model",
 }
 

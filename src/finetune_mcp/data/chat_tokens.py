@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 EXAMPLE_WEIGHT = "example_weight"  # column of per-example loss multipliers, present only when some differ from 1
 _PROBE = "\u2047probe-reply\u2047"  # content that never occurs in a real template
+_THINK_START, _THINK_END = "<think>", "</think>"
 
 
 @dataclass
@@ -71,27 +72,15 @@ def tokenize_with_stats(
     if max_seq_length < 1:
         raise DatasetError(f"max_seq_length must be positive (got {max_seq_length}); raise it")
     stats = TokenizeStats(rows_in=len(examples))
-    chat = _ChatSpans(tokenizer) if any("messages" in ex for ex in examples) else None
+    encoder = ExampleEncoder(tokenizer, assistant_only_loss, conversational=any("messages" in ex for ex in examples))
     all_ids: list[list[int]] = []
     all_labels: list[list[int]] = []
     all_weights: list[float] = []
     for index, example in enumerate(examples):
-        if "messages" in example:
-            assert chat is not None
-            ids, labels = chat.tokenize(example["messages"], assistant_only_loss, index)
-        elif "prompt" in example:
-            ids, labels = _prompt_completion(tokenizer, example["prompt"], example["completion"], assistant_only_loss)
-        elif "text" in example:
-            ids = _with_eos(tokenizer, tokenizer(example["text"])["input_ids"])
-            labels = list(ids)
-        else:
-            raise DatasetError(
-                f"example {index} has keys {sorted(example)}; expected 'messages', 'prompt'/'completion' or 'text' "
-                "(pass the output of load_examples)"
-            )
+        ids, labels = encoder.encode(example, index)
         if len(ids) > max_seq_length:
             stats.truncated += 1
-            ids, labels = ids[:max_seq_length], labels[:max_seq_length]
+            ids, labels = truncate(ids, labels, max_seq_length)
         trainable = sum(label != IGNORE_INDEX for label in labels)
         if trainable == 0:
             stats.dropped_no_trainable += 1
@@ -121,6 +110,42 @@ def tokenize_with_stats(
     return dataset, stats
 
 
+class ExampleEncoder:
+    """One normalised example → (`input_ids`, `labels`), before truncation: the per-row step of
+    `tokenize_with_stats`, shared with the dry run (`preview_training`) so that what it shows is
+    what training computes. `conversational` builds the chat-template machinery at once, so a
+    tokenizer without a template fails before the first row."""
+
+    def __init__(self, tokenizer: Any, assistant_only_loss: bool = True, *, conversational: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.assistant_only_loss = assistant_only_loss
+        self._chat = ChatSpans(tokenizer) if conversational else None
+
+    @property
+    def chat(self) -> ChatSpans:
+        if self._chat is None:
+            self._chat = ChatSpans(self.tokenizer)
+        return self._chat
+
+    def encode(self, example: dict[str, Any], index: int) -> tuple[list[int], list[int]]:
+        if "messages" in example:
+            return self.chat.tokenize(example["messages"], self.assistant_only_loss, index)
+        if "prompt" in example:
+            return _prompt_completion(self.tokenizer, example["prompt"], example["completion"], self.assistant_only_loss)
+        if "text" in example:
+            ids = _with_eos(self.tokenizer, self.tokenizer(example["text"])["input_ids"])
+            return ids, list(ids)
+        raise DatasetError(
+            f"example {index} has keys {sorted(example)}; expected 'messages', 'prompt'/'completion' or 'text' "
+            "(pass the output of load_examples)"
+        )
+
+
+def truncate(ids: list[int], labels: list[int], max_seq_length: int) -> tuple[list[int], list[int]]:
+    """Keep the first `max_seq_length` tokens (TRL's truncation side): a long row loses its end."""
+    return ids[:max_seq_length], labels[:max_seq_length]
+
+
 def _with_eos(tokenizer: Any, ids: list[int]) -> list[int]:
     """Plain text and completions end with EOS, as TRL does, so generation learns where to stop."""
     eos = tokenizer.eos_token_id
@@ -137,8 +162,18 @@ def _prompt_completion(
     return ids, labels
 
 
-class _ChatSpans:
-    """Renders conversations with the tokenizer's chat template and finds the assistant spans."""
+class ChatSpans:
+    """Renders conversations with the tokenizer's chat template and finds what each assistant turn trains.
+
+    A turn trains the text its own message put into the rendering (the reply, and the reasoning when
+    the data has some and the template keeps it) plus the end-of-turn marker after it: nothing the
+    template adds by itself (role headers, Qwen3's empty think block, the newline after the marker,
+    an EOS after the whole conversation). The reply's place is found by rendering the conversation
+    once more with that reply replaced by a probe string: what precedes and follows the probe there
+    precedes and follows the reply in the real rendering, whatever the template does to the reply
+    (trims it, cuts its reasoning). Only when that fails (a template whose earlier text depends on
+    the reply) is the reply searched for as text, after the turn's generation prompt.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         if not getattr(tokenizer, "chat_template", None):
@@ -164,59 +199,91 @@ class _ChatSpans:
         return text
 
     def _turn_end_marker(self) -> str | None:
-        """What the template writes after an assistant reply (e.g. '<|im_end|>'), trailing space removed."""
+        """The token the template writes right after a reply ('<|im_end|>', '<|eot_id|>', '</s>',
+        '<end_of_turn>'): the longest added token the text after a probe reply starts with. Without
+        one (a template of plain words), the first whitespace-delimited piece."""
         try:
             text = self.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}], False, -1)
         except DatasetError:
             return None
-        tail = text[text.rfind(_PROBE) + len(_PROBE):].split() if _PROBE in text else []
-        return tail[0] if tail else None  # the first piece: '<|end|>' of '<|end|>\n</s>' (Phi-3 adds EOS at the end)
+        if _PROBE not in text:
+            return None
+        tail = text[text.rfind(_PROBE) + len(_PROBE):].lstrip()
+        added = [t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()]
+        starts = [t for t in added if t and tail.startswith(t)]
+        if starts:
+            return max(starts, key=len)  # '<|end|>' of '<|end|><|endoftext|>' (Phi-4-mini adds EOS at the end)
+        pieces = tail.split()
+        return pieces[0] if pieces else None
 
     def char_spans(self, messages: list[dict[str, str]], index: int) -> tuple[str, list[tuple[int, int]]]:
-        """The rendered conversation and the [start, end) character spans of its assistant turns."""
+        """The rendered conversation and the [start, end) character spans that carry loss."""
         full = self.render(messages, False, index)
         spans: list[tuple[int, int]] = []
         cursor = 0
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            start = self._start(full, messages, i, cursor, index)
-            end = self._end(full, messages, i, start, index)
+            reply_start, reply_end = self._reply(full, messages, i, cursor, index)
+            start = self._reasoning_start(full, messages, i, cursor, reply_start, index)
+            end = self._end_of_turn(full, reply_end)
             spans.append((start, end))
             cursor = end
         return full, spans
 
-    def _start(self, full: str, messages: list[dict[str, str]], i: int, cursor: int, index: int) -> int:
-        prefix = self.render(messages[:i], True, index) if i else ""
-        if i and full.startswith(prefix) and len(prefix) >= cursor:
-            return len(prefix)
-        content = messages[i]["content"].strip()
-        found = full.find(content, cursor) if content else -1
+    def _reply(self, full: str, messages: list[dict[str, str]], i: int, cursor: int, index: int) -> tuple[int, int]:
+        """[start, end) of assistant turn i's reply (its content after any reasoning) in `full`."""
+        message = messages[i]
+        thought, answer = split_reasoning(message["content"])
+        probed = [*messages[:i], {**message, "content": thought + _PROBE}, *messages[i + 1:]]
+        try:
+            text = self.render(probed, False, index)
+        except DatasetError:
+            text = ""
+        if text.count(_PROBE) == 1:
+            at = text.index(_PROBE)
+            before, after = text[:at], text[at + len(_PROBE):]
+            if len(before) >= cursor and len(before) + len(after) <= len(full) and full.startswith(before) \
+                    and full.endswith(after):
+                return len(before), len(full) - len(after)
+        content = answer.strip()
+        base = max(cursor, self._generation_start(full, messages, i, index))
+        found = full.find(content, base) if content else -1
         if found < 0:
             raise DatasetError(
                 f"example {index}: cannot locate assistant turn {i} in the chat template's output; "
                 "set assistant_only_loss=false or use a template with {% generation %} markers"
             )
-        return found
+        return found, found + len(content)
 
-    def _end(self, full: str, messages: list[dict[str, str]], i: int, start: int, index: int) -> int:
-        upto = self.render(messages[: i + 1], False, index)
-        if full.startswith(upto) and len(upto.rstrip()) > start:
-            return len(upto.rstrip())
-        if self.turn_end is not None:
-            found = full.find(self.turn_end, start)
-            next_content = messages[i + 1]["content"].strip() if i + 1 < len(messages) else ""
-            bound = full.find(next_content, start) if next_content else -1
-            if found >= 0 and (bound < 0 or found < bound):
-                return found + len(self.turn_end)
-        content = messages[i]["content"].strip()
-        found = full.find(content, start)
-        if found < 0:
-            raise DatasetError(
-                f"example {index}: cannot find where assistant turn {i} ends in the chat template's output; "
-                "set assistant_only_loss=false"
-            )
-        return found + len(content)
+    def _generation_start(self, full: str, messages: list[dict[str, str]], i: int, index: int) -> int:
+        """Where the model's output for turn i begins: how far the conversation up to turn i with
+        the generation prompt agrees with the whole rendering (R1 distills prompt '<think>\\n',
+        which the rendered turn lacks; Mistral moves the system prompt)."""
+        prefix = self.render(messages[:i], True, index) if i else ""
+        return _common_prefix_length(prefix, full)
+
+    def _reasoning_start(
+        self, full: str, messages: list[dict[str, str]], i: int, cursor: int, reply_start: int, index: int
+    ) -> int:
+        """The reply's start, or the start of the turn's output when the data's reasoning is rendered
+        before the reply (Qwen3's last turns): the think block is then the model's to write."""
+        thought, _ = split_reasoning(messages[i]["content"])
+        reasoning = (_reasoning_text(thought) or str(messages[i].get("reasoning_content") or "")).strip()
+        if not reasoning:
+            return reply_start
+        begin = max(cursor, min(self._generation_start(full, messages, i, index), reply_start))
+        return begin if full.find(reasoning, begin, reply_start) >= 0 else reply_start
+
+    def _end_of_turn(self, full: str, reply_end: int) -> int:
+        """Just after the end-of-turn marker that follows the reply (only whitespace between), else
+        the reply's end (a template without one: the preview warns)."""
+        if self.turn_end is None:
+            return reply_end
+        found = full.find(self.turn_end, reply_end)
+        if found >= 0 and not full[reply_end:found].strip():
+            return found + len(self.turn_end)
+        return reply_end
 
     def tokenize(
         self, messages: list[dict[str, str]], assistant_only_loss: bool, index: int
@@ -229,6 +296,26 @@ class _ChatSpans:
         in_span = _overlap_test(spans)
         labels = [tid if in_span(s, e) else IGNORE_INDEX for tid, (s, e) in zip(ids, encoded["offset_mapping"], strict=True)]
         return ids, labels
+
+
+def split_reasoning(content: str) -> tuple[str, str]:
+    """(the reasoning part up to and including the last '</think>', the reply after it); ('', content)
+    when the content has no think block. Templates that support reasoning (Qwen3, the R1 distills)
+    split a reply the same way."""
+    cut = content.rfind(_THINK_END)
+    if cut < 0:
+        return "", content
+    cut += len(_THINK_END)
+    return content[:cut], content[cut:]
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def _reasoning_text(thought: str) -> str:
+    return thought.removesuffix(_THINK_END).split(_THINK_START)[-1]
 
 
 def _overlap_test(spans: list[tuple[int, int]]) -> Callable[[int, int], bool]:

@@ -25,18 +25,29 @@ from fastmcp.server.auth import AuthProvider
 from fastmcp.server.middleware import Middleware
 
 from finetune_mcp.errors import ConfigError, FinetuneError
-from finetune_mcp.tools import MANAGER_KEY, card, deploy, enhance, evaluate, gpu, metrics, tensorboard, training
+from finetune_mcp.tools import (
+    MANAGER_KEY,
+    card,
+    deploy,
+    enhance,
+    evaluate,
+    gpu,
+    metrics,
+    preview,
+    tensorboard,
+    training,
+)
 
 log = logging.getLogger(__name__)
 
 # Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
 # the import graph (and the layer contract in pyproject.toml) shows server -> tools.
-TOOL_MODULES = (training, metrics, gpu, tensorboard, card, deploy, enhance, evaluate)
+TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate)
 
 INSTRUCTIONS = """\
 Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
-Flow: start_finetune → wait_for_job / get_job until succeeded → get_entropy_metrics,
-tensorboard_screenshot, generate_model_card. deploy_to_hf only when the user explicitly asks.
+Flow: preview_training (dry run: rendered examples, estimate) → start_finetune → wait_for_job / get_job
+until succeeded → get_entropy_metrics, tensorboard_screenshot, generate_model_card. deploy_to_hf only when the user explicitly asks.
 Optional before training: enhance_dataset (student–teacher, entropy-driven hints) → train on its output.
 Rerankers: start_finetune(task="rerank") on ranking data; evaluate_model scores any model or job.
 Jobs survive server restarts; list_jobs finds them again. Errors say what to change."""

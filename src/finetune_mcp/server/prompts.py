@@ -24,13 +24,20 @@ Requested: model = {model}; dataset = {dataset}; entropy weighting = {entropy_we
 3. Entropy weighting (entropy_weighting=true) up-weights tokens where the model is uncertain;
    suggest it for reasoning-heavy or Q&A data, and say it is optional. For a quick trial, set
    max_steps (e.g. 50) or max_examples.
-4. start_finetune(...). If it returns an error, read it: it says what to fix; fix and retry.
-5. Follow the job with wait_for_job(job_id, timeout_s=120) (it reports progress) or get_job.
+4. Look before you train: call preview_training with exactly the arguments you will give
+   start_finetune (it loads no weights and writes nothing). Show the user one rendered example
+   as it comes back (the [[...]] spans are the tokens that are learned; the end-of-turn token
+   must be inside them), the row counts, the token lengths and truncation, the placement and the
+   time (and cost on RunPod) with its basis, and every warning with its fix. Apply the fixes the
+   user agrees to and preview again; an error here is the one start_finetune would give.
+5. With the user's go-ahead: start_finetune(...) with the same arguments. If it returns an error,
+   read it: it says what to fix; fix and retry.
+6. Follow the job with wait_for_job(job_id, timeout_s=120) (it reports progress) or get_job.
    Tell the user step/total, loss and ETA now and then, not on every poll.
-6. When it succeeded: get_entropy_metrics(job_id) and summarise loss (weighted vs unweighted),
+7. When it succeeded: get_entropy_metrics(job_id) and summarise loss (weighted vs unweighted),
    mean entropy and the high-entropy tokens; offer tensorboard_screenshot and generate_model_card.
    If it failed: quote the error and the log lines it carries, propose a fix.
-7. Do NOT call deploy_to_hf unless the user explicitly asks to publish (then use /finetune-deploy).
+8. Do NOT call deploy_to_hf unless the user explicitly asks to publish (then use /finetune-deploy).
 """
 
 FINETUNE_DEPLOY = """\
@@ -51,7 +58,7 @@ Requested: job = {job_id}; repository = {repo_id}; private = {private}; merge = 
 
 def register(mcp: FastMCP) -> None:
     @mcp.prompt(name="finetune", description="Plan and run a fine-tuning job: choose model, dataset, "
-                "entropy weighting, start it, follow it, read its metrics. Never deploys on its own.")
+                "entropy weighting, preview it (dry run), start it, follow it, read its metrics. Never deploys on its own.")
     def finetune(
         model: str = "", dataset: str = "", entropy_weighting: str = "", target: str = "auto", goal: str = ""
     ) -> str:

@@ -12,7 +12,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
-from finetune_mcp.config import build_config
+from finetune_mcp.config import EnhancedTrainingConfig, build_config
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
@@ -95,41 +95,73 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
 
 
+# start_finetune's parameters, shared with preview_training (the same arguments, the same meaning).
+ModelArg = Annotated[str, Field(description="Hugging Face model id (e.g. 'unsloth/Qwen3-4B') or a local model folder "
+                                "with config.json.", min_length=1, max_length=1000)]
+DatasetArg = Annotated[str, Field(description="Local JSONL/JSON/CSV/Parquet file or folder, or a Hugging Face "
+                                  "dataset id.", min_length=1, max_length=1000)]
+EntropyArg = Annotated[bool, Field(description="Weight each token's loss by the model's uncertainty (entropy-aware "
+                                   "training).")]
+TargetArg = Annotated[Literal["auto", "local", "runpod"], Field(
+    description="auto: a local GPU, else RunPod (RUNPOD_API_KEY), else the CPU for tiny runs.")]
+MaxStepsArg = Annotated[int | None, Field(description="Stop after this many optimiser steps (quick trials: 20-100).",
+                                          ge=1, le=10_000_000)]
+EpochsArg = Annotated[float | None, Field(description="Epochs (default 1).", gt=0, le=100)]
+MaxExamplesArg = Annotated[int | None, Field(description="Train on a seeded random subset of this many examples.",
+                                             ge=1, le=100_000_000)]
+LearningRateArg = Annotated[float | None, Field(description="Default 2e-4.", gt=0, le=1)]
+LoraRankArg = Annotated[int | None, Field(description="LoRA rank (default 16).", ge=1, le=1024)]
+BatchSizeArg = Annotated[int | None, Field(description="Default 2.", ge=1, le=1024)]
+AccumulationArg = Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)]
+SeqLengthArg = Annotated[int | None, Field(description="Tokens per example (default 2048).", ge=16, le=131072)]
+FourBitArg = Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")]
+TaskArg = Annotated[Literal["sft", "rerank"] | None, Field(
+    description="sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker on ranking data "
+    "(query + positive(s)/negatives, query/positive/negative triples, or query + docs with relevance); reports "
+    "MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")]
+WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "
+                                          "'pkg.module:fn'.", max_length=200)]
+NumGpusArg = Annotated[int | Literal["auto"] | None, Field(
+    description="GPUs for this run, trained with DDP (default 1); 'auto' = every local GPU with room.")]
+OverridesArg = Annotated[dict[str, Any] | None, Field(
+    description="Any other EnhancedTrainingConfig field, e.g. {\"lora_alpha\": 64, \"warmup_ratio\": 0.05, "
+    "\"dataset_format\": \"messages\", \"entropy\": {\"scale\": 2.0}, \"save_merged\": true}. "
+    "The typed parameters above take precedence.")]
+
+
+def training_config(model: str, dataset: str, entropy_weighting: bool, config_overrides: dict[str, Any] | None,
+                    **typed: Any) -> EnhancedTrainingConfig:
+    """The config start_finetune (and preview_training) build from their arguments: the overrides,
+    then the typed parameters on top; the typed entropy flag turns weighting on, an override may too
+    (under any of the config's spellings)."""
+    data: dict[str, Any] = dict(config_overrides or {})
+    data.update({"model": model, "dataset": dataset, **{k: v for k, v in typed.items() if v is not None}})
+    asked = [data.pop(k) for k in ("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting")
+             if k in data]
+    data["enable_entropy_weighting"] = asked[-1] if asked and not entropy_weighting else entropy_weighting
+    return build_config(data)
+
+
 def register(mcp: FastMCP) -> None:
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
     async def start_finetune(
-        model: Annotated[str, Field(description="Hugging Face model id (e.g. 'unsloth/Qwen3-4B') or a local "
-                                    "model folder with config.json.", min_length=1, max_length=1000)],
-        dataset: Annotated[str, Field(description="Local JSONL/JSON/CSV/Parquet file or folder, or a Hugging "
-                                      "Face dataset id.", min_length=1, max_length=1000)],
-        entropy_weighting: Annotated[bool, Field(description="Weight each token's loss by the model's "
-                                                 "uncertainty (entropy-aware training).")] = False,
-        target: Annotated[Literal["auto", "local", "runpod"], Field(
-            description="auto: a local GPU, else RunPod (RUNPOD_API_KEY), else the CPU for tiny runs.")] = "auto",
-        max_steps: Annotated[int | None, Field(description="Stop after this many optimiser steps "
-                                               "(quick trials: 20-100).", ge=1, le=10_000_000)] = None,
-        num_train_epochs: Annotated[float | None, Field(description="Epochs (default 1).", gt=0, le=100)] = None,
-        max_examples: Annotated[int | None, Field(description="Train on a seeded random subset of this many "
-                                                  "examples.", ge=1, le=100_000_000)] = None,
-        learning_rate: Annotated[float | None, Field(description="Default 2e-4.", gt=0, le=1)] = None,
-        lora_r: Annotated[int | None, Field(description="LoRA rank (default 16).", ge=1, le=1024)] = None,
-        per_device_train_batch_size: Annotated[int | None, Field(description="Default 2.", ge=1, le=1024)] = None,
-        gradient_accumulation_steps: Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)] = None,
-        max_seq_length: Annotated[int | None, Field(description="Tokens per example (default 2048).",
-                                                    ge=16, le=131072)] = None,
-        load_in_4bit: Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")] = None,
-        task: Annotated[Literal["sft", "rerank"] | None, Field(
-            description="sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker on "
-            "ranking data (query + positive(s)/negatives, query/positive/negative triples, or query + docs with "
-            "relevance); reports MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")] = None,
-        entropy_weight_fn: Annotated[str | None, Field(
-            description="linear (default) | relu | exponential | sigmoid | 'pkg.module:fn'.", max_length=200)] = None,
-        num_gpus: Annotated[int | Literal["auto"] | None, Field(
-            description="GPUs for this run, trained with DDP (default 1); 'auto' = every local GPU with room.")] = None,
-        config_overrides: Annotated[dict[str, Any] | None, Field(
-            description="Any other EnhancedTrainingConfig field, e.g. {\"lora_alpha\": 64, \"warmup_ratio\": 0.05, "
-            "\"dataset_format\": \"messages\", \"entropy\": {\"scale\": 2.0}, \"save_merged\": true}. "
-            "The typed parameters above take precedence.")] = None,
+        model: ModelArg,
+        dataset: DatasetArg,
+        entropy_weighting: EntropyArg = False,
+        target: TargetArg = "auto",
+        max_steps: MaxStepsArg = None,
+        num_train_epochs: EpochsArg = None,
+        max_examples: MaxExamplesArg = None,
+        learning_rate: LearningRateArg = None,
+        lora_r: LoraRankArg = None,
+        per_device_train_batch_size: BatchSizeArg = None,
+        gradient_accumulation_steps: AccumulationArg = None,
+        max_seq_length: SeqLengthArg = None,
+        load_in_4bit: FourBitArg = None,
+        task: TaskArg = None,
+        entropy_weight_fn: WeightFnArg = None,
+        num_gpus: NumGpusArg = None,
+        config_overrides: OverridesArg = None,
     ) -> StartResult:
         """Start a LoRA fine-tuning job in the background and return its id at once.
 
@@ -138,21 +170,13 @@ def register(mcp: FastMCP) -> None:
         entropy_weighting=true, max_steps=60) → {"job_id": "ft-3f9a0c1b2d4e", "state": "queued", ...}.
         """
         manager = get_manager()
-        data: dict[str, Any] = dict(config_overrides or {})
-        typed = {
-            "model": model, "dataset": dataset, "max_steps": max_steps, "num_train_epochs": num_train_epochs,
-            "max_examples": max_examples, "learning_rate": learning_rate, "lora_r": lora_r,
-            "per_device_train_batch_size": per_device_train_batch_size,
-            "gradient_accumulation_steps": gradient_accumulation_steps, "max_seq_length": max_seq_length,
-            "load_in_4bit": load_in_4bit, "entropy_weight_fn": entropy_weight_fn, "num_gpus": num_gpus,
-            "task": task,
-        }
-        data.update({k: v for k, v in typed.items() if v is not None})
-        # The typed flag turns weighting on; an override may too (any of the config's spellings).
-        asked = [data.pop(k) for k in ("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting")
-                 if k in data]
-        data["enable_entropy_weighting"] = asked[-1] if asked and not entropy_weighting else entropy_weighting
-        config = build_config(data)
+        config = training_config(
+            model, dataset, entropy_weighting, config_overrides, max_steps=max_steps,
+            num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
+            per_device_train_batch_size=per_device_train_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
+            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
+        )
         job = await kinds.start_job(manager, "train", config, target)
         view = job_view(manager, job)
         return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields)

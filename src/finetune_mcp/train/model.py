@@ -113,7 +113,7 @@ def _load_unsloth(config: EnhancedTrainingConfig) -> LoadedModel:
 def _load_hf(config: EnhancedTrainingConfig) -> LoadedModel:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     cuda = torch.cuda.is_available()
     kwargs: dict[str, Any] = {}
@@ -129,7 +129,7 @@ def _load_hf(config: EnhancedTrainingConfig) -> LoadedModel:
             )
     else:
         kwargs["dtype"] = torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    tokenizer = load_tokenizer(config.model)
     model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     if config.load_in_4bit:
         from peft import prepare_model_for_kbit_training
@@ -151,9 +151,18 @@ def _load_hf(config: EnhancedTrainingConfig) -> LoadedModel:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    _ensure_pad_token(tokenizer)
     device = torch.cuda.get_device_name(0) if cuda else "cpu"
     return LoadedModel(model, tokenizer, "hf", device)
+
+
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer alone, as the transformers + PEFT path loads it (pad token defaulted to EOS);
+    the dry run (`preview_training`) reads the chat template and the mask through it, no weights."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    _ensure_pad_token(tokenizer)
+    return tokenizer
 
 
 def _ensure_pad_token(tokenizer: Any) -> None:
