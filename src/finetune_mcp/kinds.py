@@ -3,8 +3,9 @@
 A job kind (train, enhance, evaluate, ...) is a spec model, a start check (`preflight`, in the
 server: fails in a second with the fix, before any worker exists), a placement (`place`: where
 its worker runs), a worker body (`run`, in the worker process), the word messages use for it
-(`label`), what a succeeded job of it leaves behind (`produces`) and the hints an agent reads
-while it runs and when it is done. Every consumer asks here: the CLI's `worker run`, the tools
+(`label`), what a succeeded job of it leaves behind (`produces`), the hints an agent reads
+while it runs and when it is done, and, for kinds whose result is the point (sample), the
+compact result get_job and wait_for_job show once it succeeded (`result_view`). Every consumer asks here: the CLI's `worker run`, the tools
 that start jobs (`start_job`), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
 check of the tools that build on a job (`succeeded_job`). The job manager never sees a kind: it
 receives the preflight and placement callables with the spec (see `jobs.manager.JobManager.start`).
@@ -30,6 +31,10 @@ from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
 from finetune_mcp.runs.session import bind_rank_to_launcher, run_worker, spec_kind
+from finetune_mcp.sample.results import compact_view
+from finetune_mcp.sample.spec import load_sample_spec
+from finetune_mcp.sample.start import check_sample_start, place_sample_job
+from finetune_mcp.sample.workflow import run_sampling
 from finetune_mcp.train.evaluation import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
 from finetune_mcp.train.preflight import check_start
 from finetune_mcp.train.workflow import run_training
@@ -56,6 +61,7 @@ class JobKind:
     running_hint: Callable[[Job, str], str] | None = None  # (job, "follow it with ...") → hint
     done_hint: Callable[[Job], str] | None = None
     before_worker: Callable[[], None] | None = None  # process set-up in the worker (DDP ranks)
+    result_view: Callable[[Job], dict[str, Any] | None] | None = None  # get_job's `result` once succeeded
 
 
 def _train_done(job: Job) -> str:
@@ -81,6 +87,15 @@ def _evaluate_done(job: Job) -> str:
     return f"done: the results are in `metrics` ({job.run_dir}/result.json has the details)"
 
 
+def _sample_running(job: Job, follow: str) -> str:
+    return f"generating (step = answers done, over all models); {follow}, or cancel_job to stop it"
+
+
+def _sample_done(job: Job) -> str:
+    return (f"done: the answers side by side are in `result`; get_samples('{job.id}') adds every token's entropy; "
+            "generate_model_card on the trained job shows a base-vs-tuned table")
+
+
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, place_job, run_training,
@@ -91,6 +106,9 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("evaluate", "evaluation", "metrics (result.json)",
             load_evaluation_spec, check_evaluation_start, place_evaluation, run_evaluation,
             running_hint=_evaluate_running, done_hint=_evaluate_done),
+    JobKind("sample", "sampling", "generations side by side with entropy marks (result.json)",
+            load_sample_spec, check_sample_start, place_sample_job, run_sampling,
+            running_hint=_sample_running, done_hint=_sample_done, result_view=compact_view),
 )}
 
 
@@ -136,6 +154,14 @@ def succeeded_job(manager: JobManager, job_id: str, purpose: str, kind: str = DE
                        "wait_for_job until it succeeds (or pick one from list_jobs(state='succeeded'))",
                        job_id=job_id)
     return job
+
+
+def result_of(job: Job) -> dict[str, Any] | None:
+    """The compact result get_job shows for a succeeded job whose kind has one (sample jobs); else None."""
+    kind = kind_of(job)
+    if job.state is not JobState.SUCCEEDED or kind.result_view is None:
+        return None
+    return kind.result_view(job)
 
 
 def hint(job: Job, position: int | None) -> str:

@@ -34,6 +34,7 @@ from finetune_mcp.tools import (
     gpu,
     metrics,
     preview,
+    sample,
     tensorboard,
     training,
 )
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
 # the import graph (and the layer contract in pyproject.toml) shows server -> tools.
-TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate)
+TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample)
 
 INSTRUCTIONS = """\
 Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
@@ -50,6 +51,8 @@ Flow: preview_training (dry run: rendered examples, estimate) → start_finetune
 until succeeded → get_entropy_metrics, tensorboard_screenshot, generate_model_card. deploy_to_hf only when the user explicitly asks.
 Optional before training: enhance_dataset (student–teacher, entropy-driven hints) → train on its output.
 Rerankers: start_finetune(task="rerank") on ranking data; evaluate_model scores any model or job.
+Try a finished job: sample_model(job_id) → wait_for_job: its answers beside the base model's, with the
+tokens where it is unsure marked; get_samples for every token's entropy.
 Jobs survive server restarts; list_jobs finds them again. Errors say what to change."""
 
 

@@ -28,7 +28,7 @@ class JobView(BaseModel):
 
     job_id: str
     kind: str = Field("train", description="train (start_finetune) | enhance (enhance_dataset) | evaluate "
-                      "(evaluate_model).")
+                      "(evaluate_model) | sample (sample_model).")
     state: StateName
     hint: str = Field(description="What to do next.")
     model: str
@@ -53,6 +53,9 @@ class JobView(BaseModel):
     elapsed_s: float | None
     cost_usd: float | None
     worker: dict[str, Any] = Field(default_factory=dict, description="pid / pod id of the worker.")
+    result: dict[str, Any] | None = Field(
+        None, description="Sample jobs, once succeeded: the answers side by side (per model: match rates, "
+        "entropy, speed; per prompt: each model's answer, match and reply with high-entropy spans in ⟦…⟧).")
 
 
 class StartResult(JobView):
@@ -64,8 +67,9 @@ class JobList(BaseModel):
     count: int
 
 
-def job_view(manager: JobManager, job: Job) -> JobView:
-    """Shape a stored job for the agent."""
+def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> JobView:
+    """Shape a stored job for the agent; `with_result` adds a succeeded sample job's answers (get_job,
+    wait_for_job; list_jobs stays short)."""
     total = job.total_steps if job.total_steps and job.total_steps > 0 else None
     end = job.ended_at if job.ended_at is not None else manager.clock()
     worker: dict[str, Any] = {}
@@ -87,7 +91,7 @@ def job_view(manager: JobManager, job: Job) -> JobView:
         metrics=job.metrics, error=job.error, queue_position=position,
         created_at=_iso(job.created_at), started_at=_iso(job.started_at), ended_at=_iso(job.ended_at),
         elapsed_s=round(end - job.started_at, 1) if job.started_at else None,
-        cost_usd=job.cost_usd, worker=worker,
+        cost_usd=job.cost_usd, worker=worker, result=kinds.result_of(job) if with_result else None,
     )
 
 
@@ -187,7 +191,7 @@ def register(mcp: FastMCP) -> None:
         latest metrics and, when it failed, the error with the last log lines.
         Example: get_job("ft-3f9a0c1b2d4e") → {"state": "running", "step": 40, "total_steps": 60, ...}."""
         manager = get_manager()
-        return job_view(manager, manager.get(job_id))
+        return job_view(manager, manager.get(job_id), with_result=True)
 
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
     async def list_jobs(
@@ -227,4 +231,4 @@ def register(mcp: FastMCP) -> None:
                 text += f", loss {loss:.4f}"
             await ctx.report_progress(job.step, job.total_steps or None, text)
 
-        return job_view(manager, await manager.wait(job_id, timeout_s, on_progress=report))
+        return job_view(manager, await manager.wait(job_id, timeout_s, on_progress=report), with_result=True)

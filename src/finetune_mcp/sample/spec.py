@@ -1,0 +1,205 @@
+"""`SampleSpec`: one `sample_model` job, validated at the door (plain pydantic, no torch).
+
+A sample job generates from one to four models on the same prompts: typically `tuned` (a job's
+adapter on its base, or its merged model) and `base` (the untrained base model), optionally a
+second job (`compare:<job id>`). Prompts are given inline or come from dataset rows (`rows`): a
+job's held-out validation split by default, read with exactly the data settings that job trained
+with, so "held-out" means the rows training never saw.
+
+`GenerationSettings` is shared with every caller of `sample.generate.generate` (the experiment
+kind reuses it): greedy by default, so the same prompts give the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from finetune_mcp.config import EnhancedTrainingConfig, MetadataFilters, format_validation_error
+from finetune_mcp.errors import ConfigError
+
+MAX_PROMPTS = 200
+LABEL_PATTERN = r"^(tuned|base|model|compare:[\w.-]{1,64})$"
+
+
+class GenerationSettings(BaseModel):
+    """How to generate: greedy unless a temperature is given; stop at end-of-turn or max_new_tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens generated at most per answer.")
+    temperature: float = Field(0.0, ge=0, le=5, description="0 = greedy decoding (reproducible); > 0 samples.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed for sampling.")
+    batch_size: int = Field(8, ge=1, le=256, description="Prompts generated together (left-padded).")
+    alternatives: int = Field(3, ge=0, le=10, description="Most likely tokens kept per generated token.")
+
+    @model_validator(mode="after")
+    def _top_p_needs_sampling(self) -> GenerationSettings:
+        if self.temperature == 0 and self.top_p < 1:
+            raise ValueError(f"top_p={self.top_p} applies only when sampling; set temperature > 0 (e.g. 0.7) "
+                             "or leave top_p at 1 for greedy decoding")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class SamplePrompt(BaseModel):
+    """One prompt: a conversation to continue with an assistant turn (rendered with the model's chat
+    template, as in training), or a raw `text` prompt (prompt/completion rows: no template, as in
+    training). `reference` is the expected answer when the prompt comes from a dataset row."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] | None = Field(None, min_length=1, max_length=200)
+    text: str | None = Field(None, min_length=1, max_length=100_000)
+    reference: str | None = None
+    row: int | None = Field(None, ge=0, description="Index of the row in the split it was taken from.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SamplePrompt:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError("a prompt is either messages (a conversation) or text (a raw prompt), not both")
+        if self.messages is not None and self.messages[-1].role == "assistant":
+            raise ValueError("the conversation ends with an assistant turn; end it with the user turn to answer")
+        return self
+
+    def shown(self) -> str:
+        """The prompt as people read it: the last user turn, or the raw text."""
+        if self.text is not None:
+            return self.text
+        assert self.messages is not None
+        return self.messages[-1].content
+
+    def generation_input(self) -> Any:
+        """What `sample.generate.generate` takes for this prompt."""
+        from finetune_mcp.sample.generate import PlainText
+
+        if self.text is not None:
+            return PlainText(self.text)
+        assert self.messages is not None
+        return [m.model_dump() for m in self.messages]
+
+
+class SampledModel(BaseModel):
+    """One model to generate with: `model` (a base model id/folder, a merged folder) with an optional
+    LoRA `adapter` folder on it. `label` names its column: tuned (a job's adapter or merged model),
+    base, model (any model given by path or id), compare:<job id>."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(pattern=LABEL_PATTERN)
+    model: str = Field(min_length=1, max_length=1000)
+    adapter: str | None = Field(None, max_length=1000)
+    source_job: str | None = Field(None, max_length=64)
+    weights: Literal["adapter", "merged", "base", "model"] = Field(
+        description="adapter: LoRA on its base; merged: the merged model of a job; base: the untrained base; "
+        "model: a model given by path or id.")
+
+    def describe(self) -> str:
+        return self.model + (f" + adapter {self.adapter}" if self.adapter else "")
+
+
+class RowSource(BaseModel):
+    """Prompts from dataset rows, read as training reads them (same format detection, filters, seeded
+    subset and split), so `split="validation"` gives exactly the rows a job held out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=1000)
+    dataset_format: str = "auto"
+    dataset_split: str = "train"
+    metadata_filters: MetadataFilters = Field(default_factory=MetadataFilters)
+    max_examples: int | None = Field(None, ge=1)
+    validation_split: float = Field(0.1, ge=0, le=0.5)
+    seed: int = 3407
+    split: Literal["validation", "all"] = "validation"
+    count: int = Field(8, ge=1, le=MAX_PROMPTS, description="How many rows to sample.")
+    order: Literal["first", "seeded"] = Field(
+        "first", description="first: the split's first rows; seeded: a seeded random choice of them.")
+    order_seed: int = Field(0, ge=0)
+
+    def data_config(self, model: str) -> EnhancedTrainingConfig:
+        """The training-config view `data.loader.load_examples` reads the rows through."""
+        return EnhancedTrainingConfig(
+            model=model, dataset=self.dataset, dataset_format=self.dataset_format,  # type: ignore[arg-type]
+            dataset_split=self.dataset_split, metadata_filters=self.metadata_filters,
+            max_examples=self.max_examples, validation_split=self.validation_split, seed=self.seed,
+        )
+
+
+class SampleSpec(BaseModel):
+    """A sample_model job. `model` / `dataset` repeat the first model and the rows' dataset for the
+    job views (list_jobs, get_job); the worker reads `models` and `prompts` / `rows`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sample"] = "sample"
+    model: str = Field(min_length=1, max_length=1000)
+    dataset: str = Field("", max_length=1000)
+    models: list[SampledModel] = Field(min_length=1, max_length=4)
+    prompts: list[SamplePrompt] = Field(default_factory=list, max_length=MAX_PROMPTS)
+    rows: RowSource | None = None
+    settings: GenerationSettings = Field(default_factory=GenerationSettings)
+    source_job: str | None = Field(None, max_length=64, description="The job whose model is sampled, if any.")
+    high_entropy_threshold: float | None = Field(
+        None, ge=0, description="Tokens above this entropy (nats) are marked; None: the percentile below.")
+    threshold_source: str = Field("", max_length=300, description="Where the threshold came from, for results.")
+    high_entropy_percentile: float = Field(90.0, gt=0, lt=100)
+    backend: Literal["auto", "unsloth", "hf"] = Field("auto", description="unsloth on CUDA when installed.")
+    load_in_4bit: bool = Field(False, description="Load the base in 4 bits (as a QLoRA job trained).")
+    max_seq_length: int = Field(2048, ge=16, le=131072)
+    run_dir: str | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _unique_labels(cls, value: list[SampledModel]) -> list[SampledModel]:
+        labels = [m.label for m in value]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"model labels must differ (got {labels}); compare a job with another job, not itself")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_ask(self) -> SampleSpec:
+        if not self.prompts and self.rows is None:
+            raise ValueError("no prompts: give prompts, or dataset rows to take them from")
+        if len(self.prompts) + (self.rows.count if self.rows and not self.prompts else 0) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per sample job; split the request")
+        return self
+
+    def placement_config(self) -> EnhancedTrainingConfig:
+        """The training-config view the GPU placer sizes the job with (a training run of the same
+        model, which is more than generation needs)."""
+        base = next((m.model for m in self.models if m.weights in ("adapter", "base")), self.models[0].model)
+        return EnhancedTrainingConfig(model=base, dataset=self.dataset or "-", backend=self.backend,
+                                      load_in_4bit=self.load_in_4bit, max_seq_length=self.max_seq_length,
+                                      per_device_train_batch_size=self.settings.batch_size)
+
+
+def build_sample_spec(data: dict[str, Any]) -> SampleSpec:
+    """Validate a mapping into a spec, turning pydantic's errors into one `ConfigError`."""
+    try:
+        return SampleSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc).replace("training config", "sample request")) from None
+
+
+def load_sample_spec(spec_path: Path) -> SampleSpec:
+    """A sample job's spec.json; a ConfigError that says what is wrong otherwise."""
+    try:
+        data = json.loads(spec_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {spec_path}: {exc}; start the job again with sample_model") from None
+    return build_sample_spec(data)

@@ -1,0 +1,227 @@
+"""`sample_model` and `get_samples`: try a model on prompts, side by side with its base, as a job.
+
+The job runs like every other (queued, running, cancellable; get_job, list_jobs, wait_for_job and
+cancel_job work on it) on this machine: a local GPU when there is one, else the CPU. When it
+succeeds, get_job / wait_for_job show the answers in `result` (per model its match rates, entropy
+and speed; per prompt each model's answer, match and reply with the high-entropy spans in ⟦…⟧);
+`get_samples` returns everything, every token's entropy and most likely alternatives included.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastmcp import FastMCP
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from finetune_mcp import kinds
+from finetune_mcp.errors import ConfigError, JobError
+from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
+from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
+from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.training import JobView, job_view
+
+if TYPE_CHECKING:
+    from finetune_mcp.jobs.manager import JobManager
+    from finetune_mcp.jobs.store import Job
+
+# Fields of a training job's config that say how its rows were read and split.
+_DATA_FIELDS = ("dataset", "dataset_format", "dataset_split", "metadata_filters", "max_examples",
+                "validation_split", "seed")
+
+Prompt = str | list[dict[str, str]]
+
+
+class SampleStartResult(JobView):
+    sampled: list[str] = Field(description="label: model (+ adapter), for each model that answers.")
+    num_prompts: int | None = Field(description="Prompts each model answers (None: read from a Hub dataset by "
+                                    "the worker).")
+    prompts_from: str = Field(description="inline, or which rows of which dataset.")
+    settings: dict[str, Any]
+
+
+def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | None, prompts: list[Prompt] | None,
+                    dataset: str | None, num_rows: int | None, rows_order: str, rows_seed: int, rows_split: str,
+                    compare_with_base: bool, compare_with: str | None, weights: str,
+                    high_entropy_threshold: float | None, settings: dict[str, Any]) -> SampleSpec:
+    """The SampleSpec for a request (shared by the tool and the CLI); a FinetuneError naming the fix."""
+    from finetune_mcp.sample.prompts import inline_prompts
+
+    if (job_id is None) == (model is None):
+        raise ConfigError("give exactly one of job_id (a succeeded fine-tuning job) or model (a model id or folder, "
+                          "or a LoRA adapter folder)", field="job_id")
+    if prompts and num_rows is not None:
+        raise ConfigError("give prompts or num_rows (dataset rows as prompts), not both", field="num_rows")
+    data: dict[str, Any] = {"settings": settings, "prompts": [p.model_dump() for p in inline_prompts(prompts or [])]}
+    if job_id is not None:
+        job = _trained_job(manager, job_id, "sampling its model")
+        tuned = _job_model(job, weights)
+        models = [tuned] + ([SampledModel(label="base", model=job.config["model"], weights="base")]
+                            if compare_with_base else [])
+        data.update(source_job=job_id, **_job_reading(job))
+        threshold = _run_threshold(job)
+        if threshold is not None:
+            data.update(high_entropy_threshold=threshold,
+                        threshold_source=f"the high-entropy threshold of {job_id}'s training (result.json)")
+        row_data = {k: job.config[k] for k in _DATA_FIELDS if k in job.config}
+        if dataset is not None:
+            row_data = {"dataset": dataset}
+    else:
+        assert model is not None
+        models = _given_model(model, compare_with_base)
+        row_data = {"dataset": dataset} if dataset is not None else {}
+    if compare_with is not None:
+        other = _trained_job(manager, compare_with, "the comparison")
+        models.append(_job_model(other, "adapter", label=f"compare:{compare_with}"))
+    if not prompts:
+        if "dataset" not in row_data:
+            raise ConfigError("with `model`, give prompts, or a dataset to take rows from", field="prompts")
+        split = rows_split if rows_split != "auto" else ("validation" if job_id is not None and dataset is None
+                                                         else "all")
+        data["rows"] = {**row_data, "split": split, "count": num_rows or 8, "order": rows_order,
+                        "order_seed": rows_seed}
+        data["dataset"] = row_data["dataset"]
+    if high_entropy_threshold is not None:
+        data.update(high_entropy_threshold=high_entropy_threshold, threshold_source="given")
+    data.update(models=[m.model_dump() for m in models], model=models[0].model)
+    return build_sample_spec(data)
+
+
+def _trained_job(manager: JobManager, job_id: str, purpose: str) -> Job:
+    job = kinds.succeeded_job(manager, job_id, purpose)
+    if job.config.get("task") == "rerank":
+        raise JobError(f"job {job_id} trained a reranker (task='rerank'), which scores documents rather than "
+                       "answering; score it with evaluate_model(job_id=...)", job_id=job_id)
+    return job
+
+
+def _job_model(job: Job, weights: str, label: str = "tuned") -> SampledModel:
+    """A training job's adapter on its base, or its merged model."""
+    run_dir = Path(job.run_dir)
+    if weights == "merged":
+        merged = run_dir / "merged"
+        if not (merged / "config.json").is_file():
+            raise JobError(f"job {job.id} has no merged model in {merged}; train with save_merged=true, or "
+                           "deploy_to_hf(merge=true) once, or sample its adapter (weights='adapter')", job_id=job.id)
+        return SampledModel(label=label, model=str(merged), source_job=job.id, weights="merged")
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise JobError(f"job {job.id} left no adapter in {adapter}; sample another job", job_id=job.id)
+    return SampledModel(label=label, model=job.config["model"], adapter=str(adapter), source_job=job.id,
+                        weights="adapter")
+
+
+def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
+    """A LoRA adapter folder (on the base its adapter_config.json names), or any model."""
+    from finetune_mcp.tools.evaluate import _adapter_base
+
+    folder = Path(model).expanduser()
+    if (folder / "adapter_config.json").is_file():
+        base = _adapter_base(folder)
+        tuned = SampledModel(label="tuned", model=base, adapter=str(folder.resolve()), weights="adapter")
+        return [tuned] + ([SampledModel(label="base", model=base, weights="base")] if compare_with_base else [])
+    return [SampledModel(label="model", model=model, weights="model")]
+
+
+def _job_reading(job: Job) -> dict[str, Any]:
+    """How the job loaded its model: the same backend, quantisation and context length."""
+    return {k: job.config[k] for k in ("backend", "load_in_4bit", "max_seq_length") if k in job.config}
+
+
+def _run_threshold(job: Job) -> float | None:
+    try:
+        value = json.loads((Path(job.run_dir) / "result.json").read_text(encoding="utf-8")).get("high_entropy_threshold")
+    except (OSError, ValueError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def start_result(manager: JobManager, job: Job, spec: SampleSpec) -> SampleStartResult:
+    """The tool's answer: the job, and what will answer which prompts."""
+    source = "inline"
+    if spec.rows is not None:
+        source = (f"the {'first' if spec.rows.order == 'first' else 'seeded'} {spec.rows.count} rows of the "
+                  f"{spec.rows.split} split of {spec.rows.dataset}")
+    return SampleStartResult(**job_view(manager, job).model_dump(), sampled=[f"{m.label}: {m.describe()}"
+                                                                             for m in spec.models],
+                             num_prompts=len(spec.prompts) or None, prompts_from=source,
+                             settings=spec.settings.model_dump())
+
+
+def register(mcp: FastMCP) -> None:
+    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
+    async def sample_model(
+        job_id: Annotated[str | None, Field(description="A succeeded start_finetune job: its model answers (default "
+                                            "prompts: the first 8 of its held-out validation rows).",
+                                            max_length=64)] = None,
+        model: Annotated[str | None, Field(description="Instead of job_id: a model id or folder (e.g. a merged/ "
+                                           "folder), or a LoRA adapter folder (its base answers beside it).",
+                                           max_length=1000)] = None,
+        prompts: Annotated[list[str | list[dict[str, str]]] | None, Field(
+            description="Questions (one user turn each), or conversations [{'role', 'content'}, ...] ending with "
+            "the user turn. Rendered with the model's chat template as in training.",
+            max_length=MAX_PROMPTS)] = None,
+        dataset: Annotated[str | None, Field(description="Take prompts (and reference answers) from this dataset's "
+                                             "rows instead (all rows unless rows_split='validation').",
+                                             max_length=1000)] = None,
+        num_rows: Annotated[int | None, Field(description="How many dataset rows to ask (default 8).", ge=1,
+                                              le=MAX_PROMPTS)] = None,
+        rows_order: Annotated[Literal["first", "seeded"], Field(
+            description="first: the first rows of the split; seeded: a seeded random choice.")] = "first",
+        rows_seed: Annotated[int, Field(description="Seed of rows_order='seeded'.", ge=0)] = 0,
+        rows_split: Annotated[Literal["auto", "validation", "all"], Field(
+            description="auto: the job's held-out validation rows (exactly those training held out), or every "
+            "row of another dataset.")] = "auto",
+        compare_with_base: Annotated[bool, Field(description="The untrained base model answers the same prompts "
+                                                 "side by side.")] = True,
+        compare_with: Annotated[str | None, Field(description="Another succeeded job whose adapter also answers "
+                                                  "(e.g. the unweighted run of an A/B).", max_length=64)] = None,
+        weights: Annotated[Literal["adapter", "merged"], Field(
+            description="The job's LoRA adapter on its base, or its merged model (merged/, from save_merged or "
+            "deploy_to_hf(merge=true)); greedy outputs agree.")] = "adapter",
+        max_new_tokens: Annotated[int, Field(description="Tokens per answer at most (it stops at the end of the "
+                                             "turn).", ge=1, le=4096)] = 128,
+        temperature: Annotated[float, Field(description="0: greedy (reproducible); > 0 samples.", ge=0, le=5)] = 0.0,
+        top_p: Annotated[float, Field(description="Nucleus sampling (needs temperature > 0).", gt=0, le=1)] = 1.0,
+        seed: Annotated[int, Field(description="Sampling seed.", ge=0, le=2**32 - 1)] = 0,
+        high_entropy_threshold: Annotated[float | None, Field(
+            description="Mark tokens whose entropy (nats) is above this. Default: the job's training threshold "
+            "(result.json), else the 90th percentile of this job's tokens.", ge=0)] = None,
+        batch_size: Annotated[int, Field(description="Prompts generated together.", ge=1, le=256)] = 8,
+    ) -> SampleStartResult:
+        """Try a fine-tuned model: generate answers from it and, side by side, from its base model, in the
+        background; returns the job at once. When it succeeds, wait_for_job / get_job show the answers in
+        `result`, with an exact / normalised match per row that has a reference answer and the reply's
+        high-entropy tokens (where the model is unsure) in ⟦…⟧; get_samples(job_id) has every token's entropy.
+        Example: sample_model(job_id="ft-3f9a0c1b2d4e", prompts=["what color is the sky?"]) →
+        {"job_id": "ft-0b1c2d3e4f5a", "kind": "sample", "state": "queued", ...}; later wait_for_job →
+        {"result": {"samples": [{"prompt": "what color is the sky?", "outputs": {"tuned": {"answer": "blue",
+        ...}, "base": {"answer": "x3 the", ...}}}], ...}}."""
+        manager = get_manager()
+        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                    "batch_size": batch_size}
+        spec = sample_spec_for(manager, job_id=job_id, model=model, prompts=prompts, dataset=dataset,
+                               num_rows=num_rows, rows_order=rows_order, rows_seed=rows_seed, rows_split=rows_split,
+                               compare_with_base=compare_with_base, compare_with=compare_with, weights=weights,
+                               high_entropy_threshold=high_entropy_threshold, settings=settings)
+        job = await kinds.start_job(manager, "sample", spec, "local")
+        return start_result(manager, job, SampleSpec.model_validate(job.config))
+
+    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    async def get_samples(
+        job_id: Annotated[str, Field(description="A succeeded sample_model job.", max_length=64)],
+        include_tokens: Annotated[bool, Field(description="Every generated token with its entropy and most likely "
+                                              "alternatives (large for long answers).")] = True,
+    ) -> SampleResult:
+        """Everything a succeeded sample_model job found: per model its loading, speed (time to first token,
+        tokens/s), match rates and entropy; per prompt each model's reply, answer, matches, the high-entropy
+        spans (with the alternatives the model weighed there) and, with include_tokens, every token.
+        Example: get_samples("ft-0b1c2d3e4f5a", include_tokens=false) → {"models": [{"label": "tuned",
+        "normalized_match_rate": 1.0, ...}, ...], "samples": [...], "threshold": 5.91, ...}."""
+        manager = get_manager()
+        job = kinds.succeeded_job(manager, job_id, "reading its samples", kind="sample")
+        result = read_result(job.run_dir)
+        return result if include_tokens else without_tokens(result)
