@@ -250,7 +250,7 @@ def status(job_id: Annotated[str, typer.Argument(help="Job id, e.g. ft-3f9a0c1b2
     """Show one job as JSON (what the get_job tool returns)."""
     from finetune_mcp.tools.training import job_view
 
-    view = _with_manager(lambda m: job_view(m, m.get(job_id)))
+    view = _with_manager(lambda m: job_view(m, m.get(job_id), with_result=True))
     typer.echo(view.model_dump_json(indent=2))
 
 
@@ -329,6 +329,62 @@ def demo() -> None:
     console.print(f"[green]demo finished in {time.time() - started:.0f}s[/]")
 
 
+@app.command()
+@friendly_errors
+def sample(
+    job: Annotated[str, typer.Argument(help="A succeeded training job id (e.g. ft-3f9a0c1b2d4e), or a model "
+                                       "folder / Hub id / LoRA adapter folder.")],
+    prompts: Annotated[list[str] | None, typer.Argument(help="Questions to ask (default: the job's first "
+                                                        "held-out validation rows).")] = None,
+    rows: Annotated[int | None, typer.Option(help="Ask this many dataset rows instead of prompts (default 8).")] = None,
+    seeded: Annotated[bool, typer.Option(help="A seeded random choice of rows instead of the first ones.")] = False,
+    dataset: Annotated[str | None, typer.Option(help="Take the rows from this dataset (all its rows).")] = None,
+    base: Annotated[bool, typer.Option("--base/--no-base", help="The base model answers too.")] = True,
+    compare_with: Annotated[str | None, typer.Option(help="Another job whose adapter answers too.")] = None,
+    merged: Annotated[bool, typer.Option(help="Sample the job's merged/ model instead of its adapter.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer at most.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0: greedy (reproducible).")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling (with --temperature > 0).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job and print its answers.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (get_samples) as JSON.")] = False,
+) -> None:
+    """Sample a model as a job (what sample_model does): answers side by side with the base model's, the
+    high-entropy tokens marked ⟦…⟧; prints a table (or --json) when it ends."""
+    from finetune_mcp.cli_sample import print_samples, start_and_follow
+    from finetune_mcp.jobs.manager import JobManager
+    from finetune_mcp.jobs.store import JobState
+    from finetune_mcp.sample.results import read_result
+    from finetune_mcp.tools.sample import sample_spec_for
+
+    is_job = job.startswith("ft-") and not Path(job).expanduser().exists()
+    manager = JobManager()
+    try:
+        spec = sample_spec_for(
+            manager, job_id=job if is_job else None, model=None if is_job else job, prompts=list(prompts or []),
+            dataset=dataset, num_rows=rows, rows_order="seeded" if seeded else "first", rows_seed=seed,
+            rows_split="auto", compare_with_base=base, compare_with=compare_with,
+            weights="merged" if merged else "adapter", high_entropy_threshold=None,
+            settings={"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                      "batch_size": batch_size})
+        ended = start_and_follow(manager, spec, console, wait=wait)
+    finally:
+        manager.close()
+    if not wait:
+        typer.echo(ended.id)
+        return
+    if ended.state is not JobState.SUCCEEDED:
+        console.print(f"[bold red]{ended.id} {ended.state.value}:[/] {ended.error or ''}")
+        raise typer.Exit(1)
+    result = read_result(ended.run_dir)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        print_samples(result, Console())
+        typer.echo(f"{ended.run_dir}/result.json")
+
+
 # -- See it and ship it: screenshots, model cards, deployment (mirrors of the MCP tools) -------------
 
 
@@ -354,9 +410,11 @@ CompareWith = Annotated[str | None, typer.Option(
 def card(job: JobOrRunDir, compare_with: CompareWith = None) -> None:
     """Write the model card (card/README.md + PNG plots) of a succeeded run; prints the README path."""
     from finetune_mcp.report.card import write_model_card
+    from finetune_mcp.tools.card import run_samples
 
     run = _finished_run(job, "a model card")
-    readme, plots = write_model_card(run, _finished_run(compare_with, "the comparison"))
+    samples = None if Path(job).expanduser().is_dir() else _with_manager(lambda m: run_samples(m, job))
+    readme, plots = write_model_card(run, _finished_run(compare_with, "the comparison"), samples=samples)
     console.print(f"model card: {readme.stat().st_size} bytes, {len(plots)} plots in {readme.parent}")
     typer.echo(str(readme))
 

@@ -146,7 +146,7 @@ def succeeded_job(manager: JobManager, job_id: str, purpose: str, kind: str = DE
     actual = kind_of(job)
     if actual.name != kind:
         wanted = get_kind(kind)
-        raise JobError(f"job {job_id} is an {actual.name} job ({actual.produces}); {purpose} needs a "
+        raise JobError(f"job {job_id} is {_a(actual.name)} job ({actual.produces}); {purpose} needs a "
                        f"{wanted.label} job, which leaves {wanted.produces}; pick one from list_jobs",
                        job_id=job_id)
     if job.state is not JobState.SUCCEEDED:
@@ -162,6 +162,10 @@ def result_of(job: Job) -> dict[str, Any] | None:
     if job.state is not JobState.SUCCEEDED or kind.result_view is None:
         return None
     return kind.result_view(job)
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def hint(job: Job, position: int | None) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from finetune_mcp.report import plots as P
 from finetune_mcp.report.enhancement_section import student_teacher_section
 from finetune_mcp.report.ranking_section import ranking_section
+from finetune_mcp.report.samples_section import samples_section
 from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.facts import RunFacts
 from finetune_mcp.runs.rundir import RunDirectory, write_atomic
@@ -38,25 +39,26 @@ _NOT_HYPERPARAMETERS = {"model", "dataset", "run_dir", "ignored_fields"}
 
 
 def render_model_card(run: RunDirectory, compare_with: RunDirectory | None = None, *,
-                      repo_id: str | None = None) -> str:
-    """The card's markdown (YAML header included) for a succeeded run; plots referenced under plots/."""
+                      repo_id: str | None = None, samples: dict[str, Any] | None = None) -> str:
+    """The card's markdown (YAML header included) for a succeeded run; plots referenced under plots/.
+    `samples`: a sample job's result.json for the base-vs-tuned table."""
     facts = RunFacts.load(run)
     other = RunFacts.load(compare_with) if compare_with is not None else None
-    return _render(facts, other, repo_id)
+    return _render(facts, other, repo_id, samples)
 
 
 def write_model_card(run: RunDirectory, compare_with: RunDirectory | None = None, *,
-                     repo_id: str | None = None) -> tuple[Path, dict[str, Path]]:
+                     repo_id: str | None = None, samples: dict[str, Any] | None = None) -> tuple[Path, dict[str, Path]]:
     """Draw the plots into card/plots/, write card/README.md; returns the README path and the plots."""
     facts = RunFacts.load(run)
     other = RunFacts.load(compare_with) if compare_with is not None else None
     plots = P.make_plots(facts, run.card / PLOT_DIR.rstrip("/"), other)
     readme = run.card / "README.md"
-    write_atomic(readme, _render(facts, other, repo_id))
+    write_atomic(readme, _render(facts, other, repo_id, samples))
     return readme, plots
 
 
-def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None) -> str:
+def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, samples: dict[str, Any] | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     spec, result = facts.spec, facts.result
@@ -80,8 +82,9 @@ def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None) -> str
         model_name=repo_id.split("/")[-1] if repo_id else None,
     )
     adapter_ref = repo_id or str(facts.root / "adapter")
-    card = ModelCard.from_template(data, template_path=str(TEMPLATE), **_context(facts, other, repo_id,
-                                                                                base, adapter_ref))
+    context = _context(facts, other, repo_id, base, adapter_ref)
+    context["samples"] = samples_section(samples)  # None unless a sample job sampled this run and its base
+    card = ModelCard.from_template(data, template_path=str(TEMPLATE), **context)
     return str(card)
 
 

@@ -2,7 +2,7 @@
 
 Rows go through `data.loader.load_examples` with the sampled job's own data settings (format,
 filters, max_examples, validation_split, seed), so `split="validation"` yields exactly the rows
-that job held out, in the order of its seeded split. From a row:
+that job held out (`train`: the rows it trained on), in the order of its seeded split. From a row:
   messages             the turns before the last assistant turn are the prompt; that turn's text
                        is the reference answer
   prompt / completion  the prompt text (no chat template, as in training); the completion is the
@@ -49,7 +49,7 @@ def row_prompts(rows: RowSource, model: str) -> list[SamplePrompt]:
     from finetune_mcp.data.loader import load_examples
 
     data = load_examples(rows.data_config(model))
-    pool = data.validation if rows.split == "validation" else data.train + data.validation
+    pool = {"validation": data.validation, "train": data.train, "all": data.train + data.validation}[rows.split]
     usable = [(i, prompt) for i, row in enumerate(pool) if (prompt := row_prompt(row, i)) is not None]
     if not usable:
         if not pool:

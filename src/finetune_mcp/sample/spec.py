@@ -114,7 +114,8 @@ class SampledModel(BaseModel):
 
 class RowSource(BaseModel):
     """Prompts from dataset rows, read as training reads them (same format detection, filters, seeded
-    subset and split), so `split="validation"` gives exactly the rows a job held out."""
+    subset and split), so `split="validation"` gives exactly the rows a job held out and
+    `split="train"` the rows it trained on (does it recall them? does it generalise?)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -125,7 +126,8 @@ class RowSource(BaseModel):
     max_examples: int | None = Field(None, ge=1)
     validation_split: float = Field(0.1, ge=0, le=0.5)
     seed: int = 3407
-    split: Literal["validation", "all"] = "validation"
+    split: Literal["validation", "train", "all"] = Field(
+        "validation", description="validation: the held-out rows; train: the rows trained on; all: both.")
     count: int = Field(8, ge=1, le=MAX_PROMPTS, description="How many rows to sample.")
     order: Literal["first", "seeded"] = Field(
         "first", description="first: the split's first rows; seeded: a seeded random choice of them.")

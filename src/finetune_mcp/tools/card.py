@@ -1,9 +1,11 @@
-"""`generate_model_card`: card/README.md (Hub metadata, entropy section, plots) for a succeeded job."""
+"""`generate_model_card`: card/README.md (Hub metadata, entropy section, plots, sample answers) for a succeeded job."""
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Annotated
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastmcp import FastMCP
@@ -36,10 +38,24 @@ def succeeded_run(manager: JobManager, job_id: str, purpose: str) -> RunDirector
     return manager.run_dir(job_id)
 
 
+def run_samples(manager: JobManager, job_id: str) -> dict[str, Any] | None:
+    """The result.json of the newest succeeded sample job of `job_id` that sampled its base too (the
+    card's base-vs-tuned table), or None."""
+    from finetune_mcp.sample.results import latest_sample_of
+
+    job = latest_sample_of(manager.list("succeeded", 500), job_id)
+    if job is None:
+        return None
+    try:
+        return json.loads((Path(job.run_dir) / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def model_card_result(job_id: str, run: RunDirectory, compare_with: str | None,
-                      other: RunDirectory | None) -> ModelCardResult:
+                      other: RunDirectory | None, samples: dict[str, Any] | None = None) -> ModelCardResult:
     """Write the card and describe it (shared by the tool and the CLI)."""
-    readme, plots = write_model_card(run, other)
+    readme, plots = write_model_card(run, other, samples=samples)
     markdown = readme.read_text(encoding="utf-8")
     return ModelCardResult(job_id=job_id, path=str(readme), plots=[str(p) for p in plots.values()],
                            compare_with=compare_with, size_bytes=len(markdown.encode()), markdown=markdown)
@@ -56,10 +72,13 @@ def register(mcp: FastMCP) -> None:
         """Write a Hugging Face model card for a succeeded job: Hub metadata (base_model, peft, tags,
         license when known), every hyperparameter, versions, device, wall time, the entropy weighting
         used, token-entropy box plots per epoch, the top high-entropy tokens, the validation entropy,
-        loss curves, eval results, limitations and loading snippets. Overwrites card/README.md.
+        loss curves, eval results, limitations and loading snippets, and, when a sample_model job sampled
+        this job and its base, a small table of their answers side by side. Overwrites card/README.md.
         Example: generate_model_card("ft-3f9a0c1b2d4e", compare_with="ft-0a1b2c3d4e5f") →
         {"path": ".../card/README.md", "plots": [".../card/plots/loss.png", ...], "markdown": "---\\n..."}."""
         manager = get_manager()
         run = succeeded_run(manager, job_id, "a model card")
         other = succeeded_run(manager, compare_with, "the comparison") if compare_with else None
-        return await anyio.to_thread.run_sync(functools.partial(model_card_result, job_id, run, compare_with, other))
+        samples = run_samples(manager, job_id)
+        return await anyio.to_thread.run_sync(functools.partial(model_card_result, job_id, run, compare_with, other,
+                                                                samples))

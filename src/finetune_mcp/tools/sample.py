@@ -172,9 +172,10 @@ def register(mcp: FastMCP) -> None:
         rows_order: Annotated[Literal["first", "seeded"], Field(
             description="first: the first rows of the split; seeded: a seeded random choice.")] = "first",
         rows_seed: Annotated[int, Field(description="Seed of rows_order='seeded'.", ge=0)] = 0,
-        rows_split: Annotated[Literal["auto", "validation", "all"], Field(
-            description="auto: the job's held-out validation rows (exactly those training held out), or every "
-            "row of another dataset.")] = "auto",
+        rows_split: Annotated[Literal["auto", "validation", "train", "all"], Field(
+            description="Which rows of the seeded split: validation (held out: exactly the rows training never "
+            "saw), train (the rows trained on), all. auto: a job's validation rows, or every row of another "
+            "dataset.")] = "auto",
         compare_with_base: Annotated[bool, Field(description="The untrained base model answers the same prompts "
                                                  "side by side.")] = True,
         compare_with: Annotated[str | None, Field(description="Another succeeded job whose adapter also answers "
