@@ -51,8 +51,8 @@ def _threshold_text(result: dict[str, Any]) -> str:
     threshold = result.get("threshold")
     if threshold is None:
         return ""
-    return (f"⟦…⟧ marks tokens generated with entropy above {threshold:.4g} nats "
-            f"({result.get('threshold_source', '')}): where the model was unsure.")
+    return (f"⟦…⟧ marks the tokens where the model was unsure: entropy above {threshold:.4g} nats "
+            f"({result.get('threshold_source', '')}).")
 
 
 def _rate(model: dict[str, Any]) -> str:

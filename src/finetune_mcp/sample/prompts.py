@@ -54,7 +54,7 @@ def row_prompts(rows: RowSource, model: str) -> list[SamplePrompt]:
     if not usable:
         if not pool:
             raise DatasetError(f"the {rows.split} split holds no rows (validation_split={rows.validation_split}, "
-                               f"{data.rows_kept} rows kept); pass prompts, or rows_split='all'", path=data.source)
+                               f"{data.rows_kept} row{'s' if data.rows_kept != 1 else ''} kept); pass prompts, or rows_split='all'", path=data.source)
         raise DatasetError(f"none of the {len(pool)} {rows.split} rows has a prompt and an answer (plain text "
                            "rows); pass prompts instead", path=data.source)
     if rows.order == "seeded" and len(usable) > rows.count:

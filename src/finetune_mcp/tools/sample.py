@@ -65,7 +65,7 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
         threshold = _run_threshold(job)
         if threshold is not None:
             data.update(high_entropy_threshold=threshold,
-                        threshold_source=f"the high-entropy threshold of {job_id}'s training (result.json)")
+                        threshold_source=f"the high-entropy threshold of {job_id}'s training, from its result.json")
         row_data = {k: job.config[k] for k in _DATA_FIELDS if k in job.config}
         if dataset is not None:
             row_data = {"dataset": dataset}
