@@ -25,39 +25,39 @@ def qa(tmp_path: Path) -> Path:
 
 def test_validation_rows_are_the_ones_training_held_out_in_its_order(qa: Path) -> None:
     held_out = load_examples(build_config({"model": "m", "dataset": str(qa), **SPLIT})).validation
-    prompts = row_prompts(RowSource(dataset=str(qa), **SPLIT, count=50), "m")
+    prompts = row_prompts(RowSource(dataset=str(qa), **SPLIT, count=50))
     assert len(prompts) == len(held_out) == 5
     assert [p.messages[-1].content for p in prompts] == [ex["messages"][-2]["content"] for ex in held_out]
     assert [p.reference for p in prompts] == [ex["messages"][-1]["content"] for ex in held_out]
     assert [p.row for p in prompts] == [0, 1, 2, 3, 4]
-    trained = row_prompts(RowSource(dataset=str(qa), **SPLIT, split="train", count=3), "m")
+    trained = row_prompts(RowSource(dataset=str(qa), **SPLIT, split="train", count=3))
     assert len(trained) == 3 and {p.shown() for p in trained}.isdisjoint({p.shown() for p in prompts})
 
 
 def test_seeded_order_is_a_reproducible_choice_and_first_is_a_prefix(qa: Path) -> None:
     rows = dict(dataset=str(qa), **SPLIT, split="all")
-    first = row_prompts(RowSource(**rows, count=4), "m")
-    everything = row_prompts(RowSource(**rows, count=200), "m")
+    first = row_prompts(RowSource(**rows, count=4))
+    everything = row_prompts(RowSource(**rows, count=200))
     assert [p.row for p in first] == [0, 1, 2, 3] and len(everything) == 20
-    seeded = [p.row for p in row_prompts(RowSource(**rows, count=4, order="seeded", order_seed=5), "m")]
-    assert seeded == [p.row for p in row_prompts(RowSource(**rows, count=4, order="seeded", order_seed=5), "m")]
+    seeded = [p.row for p in row_prompts(RowSource(**rows, count=4, order="seeded", order_seed=5))]
+    assert seeded == [p.row for p in row_prompts(RowSource(**rows, count=4, order="seeded", order_seed=5))]
     assert seeded != [0, 1, 2, 3] and seeded == sorted(seeded)
 
 
 def test_prompt_completion_rows_are_raw_text_and_text_rows_cannot_be_asked(tmp_path: Path) -> None:
     pc = tmp_path / "pc.jsonl"
     pc.write_text("".join(json.dumps({"prompt": f"q{i} =", "completion": f" {i}"}) + "\n" for i in range(4)))
-    prompts = row_prompts(RowSource(dataset=str(pc), split="all", count=4), "m")
+    prompts = row_prompts(RowSource(dataset=str(pc), split="all", count=4))
     assert all(p.text and p.messages is None for p in prompts) and {p.reference for p in prompts} == {" 0", " 1", " 2", " 3"}
     text = write_dataset(tmp_path / "text.jsonl", "text", n=8)
     with pytest.raises(DatasetError, match=r"has a prompt and an answer .* pass prompts instead"):
-        row_prompts(RowSource(dataset=str(text), split="all"), "m")
+        row_prompts(RowSource(dataset=str(text), split="all"))
 
 
 def test_an_empty_validation_split_says_what_to_do(tmp_path: Path) -> None:
     one = write_dataset(tmp_path / "one.jsonl", "messages", n=1)
     with pytest.raises(DatasetError, match=r"validation split holds no rows .* pass prompts, or rows_split='all'"):
-        row_prompts(RowSource(dataset=str(one)), "m")
+        row_prompts(RowSource(dataset=str(one)))
 
 
 def test_inline_prompts_are_user_turns_or_conversations_ending_with_the_user() -> None:

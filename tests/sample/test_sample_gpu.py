@@ -48,7 +48,7 @@ def test_unsloth_samples_a_trained_run_its_base_and_its_merged_model(tmp_path: P
                                   "rows": {"dataset": str(dataset), **ROWS}, "settings": {"max_new_tokens": 8}})
         from finetune_mcp.sample.prompts import row_prompts
 
-        spec = spec.model_copy(update={"prompts": row_prompts(spec.rows, spec.model)})
+        spec = spec.model_copy(update={"prompts": row_prompts(spec.rows)})
         return worker(tmp_path / name, spec.model_dump(mode="json"))
 
     base_entry = {"label": "base", "model": str(tiny_model_dir), "weights": "base"}

@@ -132,11 +132,11 @@ def prompt_ids(tokenizer: Any, prompt: PromptInput, index: int = 0) -> list[int]
 
 def prompt_text(tokenizer: Any, messages: list[dict[str, str]], index: int = 0) -> str:
     """The conversation rendered up to where an assistant reply starts, as training's mask sees it."""
-    from finetune_mcp.data.chat_tokens import _ChatSpans
+    from finetune_mcp.data.chat_tokens import ChatSpans
 
     if messages and messages[-1].get("role") == "assistant":
         raise ModelError(f"prompt {index} ends with an assistant turn; end it with the user turn to answer")
-    full, spans = _ChatSpans(tokenizer).char_spans([*messages, {"role": "assistant", "content": _PROBE}], index)
+    full, spans = ChatSpans(tokenizer).char_spans([*messages, {"role": "assistant", "content": _PROBE}], index)
     return full[: spans[-1][0]]
 
 
@@ -158,11 +158,11 @@ def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
 
 
 def _turn_end_marker(tokenizer: Any) -> str | None:
-    from finetune_mcp.data.chat_tokens import _ChatSpans
+    from finetune_mcp.data.chat_tokens import ChatSpans
 
     if not getattr(tokenizer, "chat_template", None) or not getattr(tokenizer, "is_fast", False):
         return None
-    return _ChatSpans(tokenizer).turn_end
+    return ChatSpans(tokenizer).turn_end
 
 
 def _generation_config(settings: GenerationSettings, stops: list[int], pad: int) -> Any:

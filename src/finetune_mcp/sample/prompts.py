@@ -43,12 +43,12 @@ def inline_prompts(prompts: Sequence[str | Sequence[dict[str, Any]]]) -> list[Sa
     return out
 
 
-def row_prompts(rows: RowSource, model: str) -> list[SamplePrompt]:
+def row_prompts(rows: RowSource) -> list[SamplePrompt]:
     """`rows.count` prompts (first or seeded) from the rows' split; a DatasetError that says what to
     do when the split has none with a prompt."""
     from finetune_mcp.data.loader import load_examples
 
-    data = load_examples(rows.data_config(model))
+    data = load_examples(rows.data)
     pool = {"validation": data.validation, "train": data.train, "all": data.train + data.validation}[rows.split]
     usable = [(i, prompt) for i, row in enumerate(pool) if (prompt := row_prompt(row, i)) is not None]
     if not usable:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune_mcp.config import EnhancedTrainingConfig, MetadataFilters, format_validation_error
+from finetune_mcp.config import DataConfig, format_validation_error
 from finetune_mcp.errors import ConfigError
 
 MAX_PROMPTS = 200
@@ -112,34 +112,18 @@ class SampledModel(BaseModel):
         return self.model + (f" + adapter {self.adapter}" if self.adapter else "")
 
 
-class RowSource(BaseModel):
-    """Prompts from dataset rows, read as training reads them (same format detection, filters, seeded
-    subset and split), so `split="validation"` gives exactly the rows a job held out and
-    `split="train"` the rows it trained on (does it recall them? does it generalise?)."""
+class RowSource(DataConfig):
+    """Prompts from dataset rows: the data group of a job (its `DataConfig` fields: format, filters,
+    seeded subset and split), so `data.loader.load_examples` reads them as training did and
+    `split="validation"` gives exactly the rows a job held out, `split="train"` the rows it trained on
+    (does it recall them? does it generalise?)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field(min_length=1, max_length=1000)
-    dataset_format: str = "auto"
-    dataset_split: str = "train"
-    metadata_filters: MetadataFilters = Field(default_factory=MetadataFilters)
-    max_examples: int | None = Field(None, ge=1)
-    validation_split: float = Field(0.1, ge=0, le=0.5)
-    seed: int = 3407
     split: Literal["validation", "train", "all"] = Field(
         "validation", description="validation: the held-out rows; train: the rows trained on; all: both.")
     count: int = Field(8, ge=1, le=MAX_PROMPTS, description="How many rows to sample.")
     order: Literal["first", "seeded"] = Field(
         "first", description="first: the split's first rows; seeded: a seeded random choice of them.")
     order_seed: int = Field(0, ge=0)
-
-    def data_config(self, model: str) -> EnhancedTrainingConfig:
-        """The training-config view `data.loader.load_examples` reads the rows through."""
-        return EnhancedTrainingConfig(
-            model=model, dataset=self.dataset, dataset_format=self.dataset_format,  # type: ignore[arg-type]
-            dataset_split=self.dataset_split, metadata_filters=self.metadata_filters,
-            max_examples=self.max_examples, validation_split=self.validation_split, seed=self.seed,
-        )
 
 
 class SampleSpec(BaseModel):
@@ -181,21 +165,13 @@ class SampleSpec(BaseModel):
             raise ValueError(f"at most {MAX_PROMPTS} prompts per sample job; split the request")
         return self
 
-    def placement_config(self) -> EnhancedTrainingConfig:
-        """The training-config view the GPU placer sizes the job with (a training run of the same
-        model, which is more than generation needs)."""
-        base = next((m.model for m in self.models if m.weights in ("adapter", "base")), self.models[0].model)
-        return EnhancedTrainingConfig(model=base, dataset=self.dataset or "-", backend=self.backend,
-                                      load_in_4bit=self.load_in_4bit, max_seq_length=self.max_seq_length,
-                                      per_device_train_batch_size=self.settings.batch_size)
-
 
 def build_sample_spec(data: dict[str, Any]) -> SampleSpec:
     """Validate a mapping into a spec, turning pydantic's errors into one `ConfigError`."""
     try:
         return SampleSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc).replace("training config", "sample request")) from None
+        raise ConfigError(format_validation_error(exc, "sample request", "sample_model")) from None
 
 
 def load_sample_spec(spec_path: Path) -> SampleSpec:

@@ -49,16 +49,18 @@ def check_sample_start(spec: SampleSpec, settings: Settings) -> SampleSpec:
 
 
 def place_sample_job(spec: SampleSpec, target: str, settings: Settings) -> Placement:
-    """A local GPU when one fits (sized like a training run of the model, more than generation
-    needs), else the CPU. Not on RunPod: the adapters and merged models are this machine's files."""
-    from finetune_mcp.jobs.router import place_job
+    """A local GPU when one fits, else the CPU; sized for the weights the job loads at its batch size
+    (generous: the estimate is a training step's, which holds more than generation). Not on RunPod:
+    the adapters and merged models are this machine's files."""
+    from finetune_mcp.jobs.router import place_model
 
     if target == "runpod":
         raise ConfigError("sample jobs run on this machine (a local GPU, or the CPU for small models); use "
                           "target='auto' or 'local'", field="target")
-    placement = place_job(spec.placement_config(), "local", settings)
-    return Placement(placement.backend, placement.device, placement.gpu_index,
-                     "sampling (sized like a training run of the same model): " + placement.reason,
+    base = next((m.model for m in spec.models if m.weights in ("adapter", "base")), spec.models[0].model)
+    placement = place_model(base, "local", settings, load_in_4bit=spec.load_in_4bit,
+                            max_seq_length=spec.max_seq_length, batch_size=spec.settings.batch_size)
+    return Placement(placement.backend, placement.device, placement.gpu_index, "sampling: " + placement.reason,
                      placement.details)
 
 
@@ -74,7 +76,7 @@ def _resolve_rows(spec: SampleSpec) -> SampleSpec:
         return spec  # the worker reads a hub dataset's rows
     from finetune_mcp.sample.prompts import row_prompts
 
-    return spec.model_copy(update={"prompts": row_prompts(spec.rows, spec.model)})
+    return spec.model_copy(update={"prompts": row_prompts(spec.rows)})
 
 
 def _absolute(entry: SampledModel) -> SampledModel:

@@ -44,7 +44,7 @@ def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
 
     started = time.time()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    backend = resolve_backend(spec.placement_config())
+    backend = resolve_backend(spec)
     if backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
     import transformers
@@ -98,7 +98,7 @@ def _prompts(spec: SampleSpec) -> list[SamplePrompt]:
 
     if spec.rows is None:
         raise DatasetError("the sample job has neither prompts nor rows; start it again with prompts")
-    return row_prompts(spec.rows, spec.model)
+    return row_prompts(spec.rows)
 
 
 def build_result(spec: SampleSpec, job_id: str, prompts: list[SamplePrompt], generations: dict[str, list[Any]],

@@ -18,6 +18,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from finetune_mcp import kinds
+from finetune_mcp.config import DataConfig
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
     from finetune_mcp.jobs.manager import JobManager
     from finetune_mcp.jobs.store import Job
 
-# Fields of a training job's config that say how its rows were read and split.
-_DATA_FIELDS = ("dataset", "dataset_format", "dataset_split", "metadata_filters", "max_examples",
-                "validation_split", "seed")
 
 Prompt = str | list[dict[str, str]]
 
@@ -66,7 +64,7 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
         if threshold is not None:
             data.update(high_entropy_threshold=threshold,
                         threshold_source=f"the high-entropy threshold of {job_id}'s training, from its result.json")
-        row_data = {k: job.config[k] for k in _DATA_FIELDS if k in job.config}
+        row_data = {k: job.config[k] for k in DataConfig.model_fields if k in job.config}  # read as it trained
         if dataset is not None:
             row_data = {"dataset": dataset}
     else:
