@@ -49,7 +49,7 @@ def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
     import transformers
 
-    from finetune_mcp.sample.generate import GenerationStats, generate
+    from finetune_mcp.sample.generate import GenerationStats
     from finetune_mcp.sample.loading import free, group_models, load_group
 
     transformers.utils.logging.disable_progress_bar()
@@ -70,15 +70,13 @@ def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
                 run.write_event("progress", step=base_done + answered, total_steps=total,
                                 eta_s=_eta(started, base_done + answered, total))
 
-            with loaded.active(entry) as model:
-                generations[entry.label] = generate(model, loaded.tokenizers[entry.label], inputs, spec.settings,
-                                                    stats=stats, on_batch=progress)
+            generations[entry.label] = _answer(loaded, entry, inputs, spec, stats, progress)
             done += len(prompts)
             summaries[entry.label] = {"backend": loaded.backend, "device": loaded.device,
                                       "load_s": round(loaded.load_s, 2), **stats.summary()}
             log.info("%s: %d answers, %s tokens/s, first token after %s s", entry.label, len(prompts),
                      summaries[entry.label]["tokens_per_s"], summaries[entry.label]["ttft_s"])
-        free(loaded)
+        free(loaded)  # no other reference to the weights is left: the next group has the memory
     result = build_result(spec, run.root.name, prompts, generations, summaries, time.time() - started)
     data = result.model_dump(mode="json")
     data["versions"] = library_versions()
@@ -88,6 +86,16 @@ def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
     run.write_event("end", status="succeeded", step=total, total_steps=total, metrics=metrics)
     log.info("done in %.1fs: %s", result.runtime_s, ", ".join(f"{k} {v}" for k, v in metrics.items()))
     return data
+
+
+def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpec, stats: Any,
+            progress: Any) -> list[Any]:
+    """`entry`'s answers to every prompt, with the group's weights set up for it (in a function of its
+    own, so no reference to the model outlives the call)."""
+    from finetune_mcp.sample.generate import generate
+
+    with loaded.active(entry) as model:
+        return generate(model, loaded.tokenizers[entry.label], inputs, spec.settings, stats=stats, on_batch=progress)
 
 
 def _prompts(spec: SampleSpec) -> list[SamplePrompt]:

@@ -175,7 +175,8 @@ def register(mcp: FastMCP) -> None:
             "saw), train (the rows trained on), all. auto: a job's validation rows, or every row of another "
             "dataset.")] = "auto",
         compare_with_base: Annotated[bool, Field(description="The untrained base model answers the same prompts "
-                                                 "side by side.")] = True,
+                                                 "side by side (a job, or an adapter folder as `model`; a plain "
+                                                 "model has no base).")] = True,
         compare_with: Annotated[str | None, Field(description="Another succeeded job whose adapter also answers "
                                                   "(e.g. the unweighted run of an A/B).", max_length=64)] = None,
         weights: Annotated[Literal["adapter", "merged"], Field(
