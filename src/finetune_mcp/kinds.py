@@ -26,6 +26,9 @@ from finetune_mcp.enhance.config import load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
+from finetune_mcp.experiment.spec import load_experiment_spec
+from finetune_mcp.experiment.start import check_experiment_start, place_experiment
+from finetune_mcp.experiment.workflow import run_experiment
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
@@ -81,6 +84,18 @@ def _evaluate_done(job: Job) -> str:
     return f"done: the results are in `metrics` ({job.run_dir}/result.json has the details)"
 
 
+def _experiment_running(job: Job, follow: str) -> str:
+    return (f"training the experiment's runs one after another (step = steps over all runs); "
+            f"get_experiment('{job.id}') shows the table of the finished runs so far; {follow}, or cancel_job "
+            "to stop it (finished runs are kept)")
+
+
+def _experiment_done(job: Job) -> str:
+    return (f"done: get_experiment('{job.id}') for the table, the verdict and which arm to use; "
+            f"tensorboard_screenshot('{job.id}') draws every run on one chart; report in "
+            f"{job.run_dir}/experiment/report.md")
+
+
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, place_job, run_training,
@@ -91,6 +106,10 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("evaluate", "evaluation", "metrics (result.json)",
             load_evaluation_spec, check_evaluation_start, place_evaluation, run_evaluation,
             running_hint=_evaluate_running, done_hint=_evaluate_done),
+    JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
+            "report.md, plot.png) and one training run directory per arm and seed (runs/)",
+            load_experiment_spec, check_experiment_start, place_experiment, run_experiment,
+            running_hint=_experiment_running, done_hint=_experiment_done),
 )}
 
 

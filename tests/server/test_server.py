@@ -16,6 +16,7 @@ EXPECTED_TOOLS = {
     "start_finetune", "preview_training", "get_job", "list_jobs", "cancel_job", "wait_for_job", "get_entropy_metrics",
     "detect_gpus",
     "tensorboard_screenshot", "generate_model_card", "deploy_to_hf", "enhance_dataset", "evaluate_model",
+    "start_experiment", "get_experiment",
 }
 
 

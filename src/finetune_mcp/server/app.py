@@ -31,6 +31,7 @@ from finetune_mcp.tools import (
     deploy,
     enhance,
     evaluate,
+    experiment,
     gpu,
     metrics,
     preview,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
 # the import graph (and the layer contract in pyproject.toml) shows server -> tools.
-TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate)
+TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, experiment)
 
 INSTRUCTIONS = """\
 Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
@@ -50,6 +51,7 @@ Flow: preview_training (dry run: rendered examples, estimate) → start_finetune
 until succeeded → get_entropy_metrics, tensorboard_screenshot, generate_model_card. deploy_to_hf only when the user explicitly asks.
 Optional before training: enhance_dataset (student–teacher, entropy-driven hints) → train on its output.
 Rerankers: start_finetune(task="rerank") on ranking data; evaluate_model scores any model or job.
+Does a loss setting help? start_experiment(arms, seeds) → get_experiment: a table with intervals and a verdict.
 Jobs survive server restarts; list_jobs finds them again. Errors say what to change."""
 
 
