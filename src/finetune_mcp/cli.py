@@ -170,6 +170,125 @@ def preview(
                 examples=examples, as_json=as_json)
 
 
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML or JSON file holding a mapping (an experiment's settings)."""
+    import json
+
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a .yaml or .json file")
+    try:
+        data = yaml.safe_load(path.read_text()) if path.suffix.lower() in (".yaml", ".yml") else json.loads(path.read_text())
+    except Exception as exc:  # yaml and json raise different types; both mean "unparseable"
+        raise ConfigError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of field names to values")
+    return data
+
+
+def _arm_option(value: str) -> str | dict[str, Any]:
+    import json
+
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(f"--arm {value!r} is neither a name nor a JSON object ({exc}); e.g. --arm standard or "
+                          "--arm '{\"name\": \"lin2\", \"enable_entropy_weighting\": true, \"entropy\": {\"scale\": 2}}'") from None
+
+
+@app.command()
+@friendly_errors
+def experiment(
+    config_file: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/JSON: training settings shared by "
+                                                     "every run, plus arms, seeds, eval_dataset, ...")] = None,
+    model: Annotated[str | None, typer.Option(help="Hub id or local model folder.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Local file/folder or hub dataset id.")] = None,
+    arm: Annotated[list[str] | None, typer.Option(help="An arm (repeat): standard | entropy | a built-in weight "
+                                                  "function | a JSON object. Default: standard and entropy.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per arm (default 3).")] = None,
+    baseline: Annotated[str | None, typer.Option(help="The arm the others are compared with (default: the first).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps per run.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs per run.")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Seeded subset size.")] = None,
+    eval_dataset: Annotated[str | None, typer.Option(help="Held-out rows for every run (default: the validation split).")] = None,
+    primary_metric: Annotated[str | None, typer.Option(help="What the verdict is about (eval_ce, normalized_match, mrr@10, ...).")] = None,
+    max_seq_length: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lora_r: Annotated[int | None, typer.Option()] = None,
+    backend: Annotated[str | None, typer.Option(help="auto | unsloth | hf")] = None,
+    task: Annotated[str | None, typer.Option(help="sft | rerank")] = None,
+    seed: Annotated[int | None, typer.Option(help="First seed, and the seed of the held-out split.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where to write (default: a new folder under runs/).")] = None,
+) -> None:
+    """Compare loss settings: every arm × seed is a full training run (in this process, one after another),
+    all scored on the same held-out rows; prints each arm's mean ± std, the paired differences with 95 %
+    intervals, the verdict and which arm to use. Ctrl-C stops it; the finished runs and their table stay."""
+    import json
+
+    from finetune_mcp.cli_experiment import experiment_progress, print_results
+    from finetune_mcp.experiment.spec import build_experiment_spec
+    from finetune_mcp.experiment.start import check_experiment_start
+    from finetune_mcp.experiment.workflow import experiment_paths, run_experiment
+    from finetune_mcp.jobs.records import check_run_dir
+
+    data = _read_mapping(config_file) if config_file is not None else {}
+    flags = {"model": model, "dataset": dataset, "seeds": seeds, "baseline": baseline, "max_steps": max_steps,
+             "num_train_epochs": epochs, "max_examples": max_examples, "eval_dataset": eval_dataset,
+             "primary_metric": primary_metric, "max_seq_length": max_seq_length, "learning_rate": learning_rate,
+             "per_device_train_batch_size": batch_size, "lora_r": lora_r, "backend": backend, "task": task, "seed": seed}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if arm:
+        data["arms"] = [_arm_option(a) for a in arm]
+    missing = [name for name in ("model", "dataset") if name not in data]
+    if missing:
+        raise ConfigError(f"missing {' and '.join('--' + m for m in missing)}; pass them or --config FILE")
+    settings = Settings.from_env()
+    spec = check_experiment_start(build_experiment_spec({**data, "kind": "experiment"}), settings)
+    target = (run_dir or Path(spec.run_dir or settings.runs_dir / f"experiment-{time.strftime('%Y%m%d-%H%M%S')}"))
+    target = target.expanduser().resolve()
+    check_run_dir(target)
+    spec = spec.model_copy(update={"run_dir": str(target)})
+    console.print(f"{len(spec.arms)} arms × {len(spec.seeds)} seeds = {len(spec.plan)} runs into {target}")
+    paths = experiment_paths(RunDirectory(target))
+    try:
+        with experiment_progress(target, console):
+            run_experiment(spec, target)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]stopped[/]; the finished runs and their table are in {paths['folder']}")
+        raise typer.Exit(130) from None
+    print_results(json.loads(paths["table"].read_text()), console)
+    console.print(f"report: {paths['report']}\nplot: {paths['plot']}\nruns: {paths['runs']}")
+
+
+@app.command("experiment-table")
+@friendly_errors
+def experiment_table(
+    job: Annotated[str, typer.Argument(help="Experiment job id (e.g. ft-3f9a0c1b2d4e) or its run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print table.json instead.")] = False,
+) -> None:
+    """Print an experiment's table (running, finished or cancelled): what get_experiment returns."""
+    import json
+
+    from finetune_mcp.cli_experiment import print_results
+    from finetune_mcp.experiment.workflow import experiment_paths
+
+    path = Path(job).expanduser()
+    run = RunDirectory(path.resolve()) if path.is_dir() else _with_manager(lambda m: m.run_dir(job))
+    table_file = experiment_paths(run)["table"]
+    if not table_file.is_file():
+        raise ConfigError(f"{run.root} has no experiment table yet ({table_file}); wait until its first run finished")
+    table = json.loads(table_file.read_text())
+    if as_json:
+        typer.echo(json.dumps(table, indent=2))
+        return
+    print_results(table, console)
+    typer.echo(str(experiment_paths(run)["report"]))
+
+
 @worker_app.command("run")
 def worker_run(spec: Annotated[Path, typer.Argument(help="spec.json inside the job's run directory.")]) -> None:
     """Run the job described by SPEC; its run directory is SPEC's folder. Exit 0 on success, 1 on failure."""
@@ -296,35 +415,28 @@ def logs(
 @app.command()
 @friendly_errors
 def demo() -> None:
-    """Offline demo: build a tiny model + synthetic tasks, train with entropy weighting off and on, compare."""
-    from rich.table import Table
-
-    from finetune_mcp.demo import run_demo
+    """Offline demo: a tiny model and synthetic tasks, entropy weighting off vs on over 3 seeds, and what that supports."""
+    from finetune_mcp.cli_experiment import experiment_progress, print_results
+    from finetune_mcp.demo import DEMO_SEEDS, run_demo
+    from finetune_mcp.experiment.workflow import experiment_paths, run_experiment
 
     home = Settings.from_env().home
     console.print(f"[bold]finetune-mcp demo[/] — everything goes under {home}")
     started = time.time()
-    report = run_demo(home, train=lambda config, run_dir: run_with_progress(
-        config, run_dir, label="entropy on " if config.enable_entropy_weighting else "entropy off", console=console))
-    table = Table(title="Same data, same seed: entropy weighting off vs on")
-    table.add_column("metric")
-    for arm in report.arms:
-        table.add_column(arm.name, justify="right")
-    rows = [
-        ("train loss (optimised)", lambda a: _fmt(a.result["metrics"].get(M.LOSS))),
-        ("train CE (unweighted)", lambda a: _fmt(a.result["metrics"].get(M.CE_LOSS))),
-        ("eval loss (CE)", lambda a: _fmt(a.result["eval"].get("eval_loss"))),
-        ("eval mean token entropy (nats)", lambda a: _fmt(a.result["eval"].get("eval_entropy_mean"))),
-        ("held-out accuracy", lambda a: f"{a.heldout_accuracy:.0%} (base {report.base_accuracy:.0%})"),
-        ("wall time", lambda a: f"{a.result['train_runtime_s']:.1f}s"),
-    ]
-    for label, cell in rows:
-        table.add_row(label, *(cell(arm) for arm in report.arms))
-    Console().print(table)
-    console.print(f"model: {report.model_dir}\ndata: {report.dataset}")
-    for arm in report.arms:
-        console.print(f"{arm.name}: {arm.run_dir}  (adapter/, tensorboard/, entropy/, events.jsonl)")
-    logdirs = ",".join(f"{a.name.replace(' ', '_')}:{a.run_dir / 'tensorboard'}" for a in report.arms)
+
+    def run(spec, run_dir: Path) -> None:
+        with experiment_progress(run_dir, console, label="2 arms × 3 seeds"):
+            run_experiment(spec, run_dir)
+
+    report = run_demo(home, run=run)
+    print_results(report.table, console, reference=("untrained base", report.base),
+                  title=f"Entropy weighting off (standard) vs on (entropy), {DEMO_SEEDS} seeds each, same data and "
+                  f"settings; held-out paraphrases ({report.table['heldout']['rows']} questions)")
+    paths = experiment_paths(RunDirectory(report.experiment))
+    console.print(f"model: {report.model_dir}\ndata: {report.dataset} (held out: {report.heldout})\n"
+                  f"experiment: {report.experiment} (runs/<arm>-s<seed>/: adapter/, tensorboard/, entropy/)\n"
+                  f"report: {paths['report']}\nplot: {paths['plot']}")
+    logdirs = ",".join(f"{r['name']}:{Path(r['run_dir']) / 'tensorboard'}" for r in report.table["runs"])
     console.print(f"compare in TensorBoard: tensorboard --logdir_spec {logdirs}")
     console.print(f"[green]demo finished in {time.time() - started:.0f}s[/]")
 

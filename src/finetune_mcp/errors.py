@@ -51,3 +51,11 @@ class BackendError(FinetuneError):
 
 class DeployError(FinetuneError):
     """Publishing to the Hugging Face Hub failed; nothing is presented as uploaded."""
+
+
+class ExperimentError(FinetuneError):
+    """A run of an experiment failed; `run` names it (its run directory keeps the details)."""
+
+    def __init__(self, message: str, *, run: str | None = None) -> None:
+        self.run = run
+        super().__init__(message)

@@ -27,6 +27,9 @@ from finetune_mcp.enhance.config import load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
+from finetune_mcp.experiment.spec import load_experiment_spec
+from finetune_mcp.experiment.start import check_experiment_start, place_experiment
+from finetune_mcp.experiment.workflow import run_experiment
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
@@ -96,6 +99,18 @@ def _sample_done(job: Job) -> str:
             "generate_model_card on the trained job shows a base-vs-tuned table")
 
 
+def _experiment_running(job: Job, follow: str) -> str:
+    return (f"training the experiment's runs one after another (step = steps over all runs); "
+            f"get_experiment('{job.id}') shows the table of the finished runs so far; {follow}, or cancel_job "
+            "to stop it (finished runs are kept)")
+
+
+def _experiment_done(job: Job) -> str:
+    return (f"done: get_experiment('{job.id}') for the table, the verdict and which arm to use; "
+            f"tensorboard_screenshot('{job.id}') draws every run on one chart; report in "
+            f"{job.run_dir}/experiment/report.md")
+
+
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, place_job, run_training,
@@ -109,6 +124,12 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("sample", "sampling", "generations side by side with entropy marks (result.json)",
             load_sample_spec, check_sample_start, place_sample_job, run_sampling,
             running_hint=_sample_running, done_hint=_sample_done, result_view=compact_view),
+
+
+    JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
+            "report.md, plot.png) and one training run directory per arm and seed (runs/)",
+            load_experiment_spec, check_experiment_start, place_experiment, run_experiment,
+            running_hint=_experiment_running, done_hint=_experiment_done),
 )}
 
 

@@ -53,6 +53,15 @@ class DataConfig(BaseModel):
     assistant_only_loss: bool = Field(True, description="Compute loss on assistant tokens only.")
     seed: int = Field(3407, validation_alias=AliasChoices("seed", "random_state"),
                       description="Seeds the subset, the split and training.")
+    split_seed: int | None = Field(
+        None, description="Seed of the subset and train/validation split instead of `seed`. An experiment fixes it, "
+        "so runs with different seeds are scored on the same held-out rows.",
+    )
+
+    @property
+    def data_split_seed(self) -> int:
+        """The seed that picks the subset and the validation rows."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def data(self) -> DataConfig:

@@ -138,7 +138,8 @@ def load_examples(config: DataConfig) -> LoadedData:
     if not examples:
         raise DatasetError(_empty_message(rows_read, removed), path=source.location)
     examples = check_task_data(config.task, examples, formats, source.location)  # rerank: one group per query
-    train, validation = subset_and_split(examples, config.max_examples, config.validation_split, config.seed)
+    train, validation = subset_and_split(examples, config.max_examples, config.validation_split,
+                                         config.data_split_seed)
     return LoadedData(
         train=train,
         validation=validation,

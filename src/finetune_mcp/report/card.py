@@ -17,6 +17,7 @@ from typing import Any
 
 from finetune_mcp.report import plots as P
 from finetune_mcp.report.enhancement_section import student_teacher_section
+from finetune_mcp.report.experiment_section import experiment_section
 from finetune_mcp.report.ranking_section import ranking_section
 from finetune_mcp.report.samples_section import samples_section
 from finetune_mcp.runs import metric_names as M
@@ -116,6 +117,7 @@ def _context(facts: RunFacts, other: RunFacts | None, repo_id: str | None, base:
                         " format)",
         "entropy_short": _entropy_short(facts),
         "student_teacher": student_teacher_section(spec),  # None unless the data came from enhance_dataset
+        "experiment": experiment_section(facts.root),  # None unless the run is one arm × seed of an experiment
         "ranking": ranking_section(result, spec, other.result if other else None,  # None unless task="rerank"
                                    tuple(f"`{f.name}` ({'weighted' if f.entropy_on else 'unweighted'})"
                                          for f in (facts, other or facts))),

@@ -135,20 +135,22 @@ def take_screenshot(
     view: View = "scalars",
     fallback: bool = False,
     timeout: float = 60.0,
+    out_dir: Path | None = None,
 ) -> Screenshot:
     """The TensorBoard page for `runs` (the first is the job; the rest are compared), saved as a PNG
-    under the first run's `screenshots/`. Without Chromium: matplotlib when `fallback`, else an error."""
+    under the first run's `screenshots/` (or `out_dir`: an experiment's own folder).
+    Without Chromium: matplotlib when `fallback`, else an error."""
     if find_chromium() is None:
         if not fallback:
             raise ChromiumMissingError(
                 "headless Chromium is needed for TensorBoard screenshots and was not found; install it with "
                 "`apt-get install chromium` (Debian/Ubuntu) or set FINETUNE_MCP_CHROMIUM to a Chromium binary"
             )
-        return render_matplotlib(runs, tags=tags, view=view)
+        return render_matplotlib(runs, tags=tags, view=view, out_dir=out_dir)
     if server is None:
         with TensorBoardServer() as own:
-            return capture_tensorboard(own, runs, tags=tags, view=view, timeout=timeout)
-    return capture_tensorboard(server, runs, tags=tags, view=view, timeout=timeout)
+            return capture_tensorboard(own, runs, tags=tags, view=view, timeout=timeout, out_dir=out_dir)
+    return capture_tensorboard(server, runs, tags=tags, view=view, timeout=timeout, out_dir=out_dir)
 
 
 def capture_tensorboard(
@@ -158,6 +160,7 @@ def capture_tensorboard(
     tags: Sequence[str] | None = None,
     view: View = "scalars",
     timeout: float = 60.0,
+    out_dir: Path | None = None,
 ) -> Screenshot:
     """Open the filtered Time Series page in headless Chromium, wait for the charts, capture it."""
     from playwright.sync_api import Error as PlaywrightError
@@ -177,7 +180,7 @@ def capture_tensorboard(
     }) + "#timeseries"
     rows = {tag: sum(tag in available[n] for n in names) for tag in shown}
     expected = len(shown) if view == "scalars" else sum(rows.values())
-    out = _output_path(runs, view, "png")
+    out = _output_path(runs, view, "png", out_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "RUNPOD_API_KEY")}
     try:
         with sync_playwright() as pw:
@@ -263,11 +266,11 @@ def _tensorboard_dir(run: RunDirectory) -> Path:
     return run.tensorboard
 
 
-def _output_path(runs: Sequence[RunDirectory], view: View, suffix: str) -> Path:
-    folder = runs[0].root / "screenshots"
+def _output_path(runs: Sequence[RunDirectory], view: View, suffix: str, out_dir: Path | None = None) -> Path:
+    folder = out_dir or runs[0].root / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    others = "".join(f"-vs-{run.root.name}" for run in runs[1:])
+    others = "".join(f"-vs-{run.root.name}" for run in runs[1:]) if out_dir is None else f"-{len(runs)}-runs"
     path = folder / f"{view}-{stamp}{others}.{suffix}"
     n = 2
     while path.exists():
@@ -277,7 +280,7 @@ def _output_path(runs: Sequence[RunDirectory], view: View, suffix: str) -> Path:
 
 
 def render_matplotlib(runs: Sequence[RunDirectory], *, tags: Sequence[str] | None = None,
-                      view: View = "scalars") -> Screenshot:
+                      view: View = "scalars", out_dir: Path | None = None) -> Screenshot:
     """The same data drawn by matplotlib from the event files: not TensorBoard, and labelled so."""
     import matplotlib
 
@@ -316,7 +319,7 @@ def render_matplotlib(runs: Sequence[RunDirectory], *, tags: Sequence[str] | Non
         ax.axis("off")
     fig.suptitle("matplotlib rendering (Chromium not installed)", fontsize=10)
     fig.tight_layout()
-    out = _output_path(runs, view, "png")
+    out = _output_path(runs, view, "png", out_dir)
     fig.savefig(out, dpi=100)
     width, height = (int(v) for v in fig.get_size_inches() * 100)
     plt.close(fig)

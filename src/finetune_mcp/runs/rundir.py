@@ -13,6 +13,7 @@ same for both:
     merged/          merged 16-bit model, when asked
     entropy/         epoch_<k>.json: sampled token entropies + top high-entropy tokens; eval.json
     card/            README.md + PNG plots
+    experiment/      an experiment job's table.json, report.md, plot.png; its runs in runs/<arm>-s<seed>/
 
 Events are appended with one `write` of a whole line, so a reader tailing the file sees whole
 lines or nothing; `read_events` skips a trailing partial line.
@@ -79,6 +80,23 @@ class RunDirectory:
     @property
     def card(self) -> Path:
         return self.root / "card"
+
+    @property
+    def experiment(self) -> Path:
+        """An experiment job's results: table.json, report.md, plot.png."""
+        return self.root / "experiment"
+
+    @property
+    def runs(self) -> Path:
+        """An experiment job's training runs, one run directory per arm and seed."""
+        return self.root / "runs"
+
+    def parent_experiment(self) -> RunDirectory | None:
+        """The experiment this run is part of (it lives in `<experiment>/runs/<name>/`), if any."""
+        parent = RunDirectory(self.root.parent.parent)
+        if self.root.parent.name == "runs" and (parent.experiment / "table.json").is_file():
+            return parent
+        return None
 
     def create(self) -> RunDirectory:
         self.root.mkdir(parents=True, exist_ok=True)

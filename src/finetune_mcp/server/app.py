@@ -31,6 +31,7 @@ from finetune_mcp.tools import (
     deploy,
     enhance,
     evaluate,
+    experiment,
     gpu,
     metrics,
     preview,
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
 # the import graph (and the layer contract in pyproject.toml) shows server -> tools.
-TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample)
+TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample, experiment)
 
 INSTRUCTIONS = """\
 Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
@@ -53,6 +54,7 @@ Optional before training: enhance_dataset (student–teacher, entropy-driven hin
 Rerankers: start_finetune(task="rerank") on ranking data; evaluate_model scores any model or job.
 Try a finished job: sample_model(job_id) → wait_for_job: its answers beside the base model's, with the
 tokens where it is unsure marked; get_samples for every token's entropy.
+Does a loss setting help? start_experiment(arms, seeds) → get_experiment: a table with intervals and a verdict.
 Jobs survive server restarts; list_jobs finds them again. Errors say what to change."""
 
 

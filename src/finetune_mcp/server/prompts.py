@@ -23,7 +23,10 @@ Requested: model = {model}; dataset = {dataset}; entropy weighting = {entropy_we
    above ~3B on GPUs under 24 GB.
 3. Entropy weighting (entropy_weighting=true) up-weights tokens where the model is uncertain;
    suggest it for reasoning-heavy or Q&A data, and say it is optional. For a quick trial, set
-   max_steps (e.g. 50) or max_examples.
+   max_steps (e.g. 50) or max_examples. If the user wants to know whether it helps on their data,
+   start_experiment(model, dataset, arms=["standard", "entropy"], seeds=3, max_steps=...) trains
+   both over several seeds and get_experiment says what the seeds support ("cannot tell" is an
+   honest answer at 3 seeds; do not present one run as evidence).
 4. Look before you train: call preview_training with exactly the arguments you will give
    start_finetune (it loads no weights and writes nothing). Show the user one rendered example
    as it comes back (the [[...]] spans are the tokens that are learned; the end-of-turn token

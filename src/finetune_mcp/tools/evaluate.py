@@ -3,7 +3,7 @@
 The job runs like training (queued, running, cancellable; get_job, list_jobs, wait_for_job and
 cancel_job work on it) on this machine (a local GPU, else the CPU), and its results arrive in
 get_job's `metrics`: `rank/eval/mrr@10`, ... for ranking data, `eval/loss`, `eval/perplexity`,
-`eval/entropy_mean` for chat/instruction data.
+`eval/entropy_mean`, `eval/token_accuracy` for chat/instruction data.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def register(mcp: FastMCP) -> None:
                                              "Face dataset id (required with `model`).", max_length=1000)] = None,
         metrics: Annotated[list[str] | None, Field(
             description="Ranking data: mrr@k, ndcg@k, recall@k, precision@k, map, accuracy (default mrr@10, "
-            "ndcg@10, recall@5, accuracy). Chat/instruction data: loss, perplexity, entropy.",
+            "ndcg@10, recall@5, accuracy). Chat/instruction data: loss, perplexity, entropy, token_accuracy.",
             max_length=20)] = None,
         split: Annotated[Literal["auto", "all", "validation"], Field(
             description="all rows, or the validation part of the seeded split used in training; auto = a job's "

@@ -9,6 +9,7 @@ thread so the event loop keeps serving other tools meanwhile.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
@@ -19,8 +20,9 @@ from mcp_types import TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp.report.screenshot import take_screenshot
-from finetune_mcp.report.tensorboard_server import TensorBoardServer
+from finetune_mcp.report.tensorboard_server import TensorBoardError, TensorBoardServer
 from finetune_mcp.runs import metric_names as M
+from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
 
 TENSORBOARD_KEY = "tensorboard"
@@ -51,6 +53,25 @@ def tensorboard_server() -> TensorBoardServer:
     return get_context().lifespan_context[TENSORBOARD_KEY]
 
 
+def _runs_to_show(manager, job_id: str, compare_with: list[str]) -> tuple[list[RunDirectory], Path | None]:
+    """The job's run directory and those compared; an experiment's runs (all of them, one chart each
+    tag) with its own screenshots/ folder for the PNG."""
+    from finetune_mcp import kinds
+
+    job = manager.get(job_id)
+    run = manager.run_dir(job_id)
+    others = [manager.run_dir(other) for other in compare_with]
+    if kinds.kind_of(job).name != "experiment":
+        return [run, *others], None
+    from finetune_mcp.experiment.workflow import experiment_runs
+
+    runs = experiment_runs(run)
+    if not runs:
+        raise TensorBoardError(f"experiment {job_id} has no run with TensorBoard logs yet; retry once get_job "
+                               "reports progress")
+    return [*runs, *others], run.root / "screenshots"
+
+
 def register(mcp: FastMCP) -> None:
     @mcp.tool(
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False),
@@ -77,9 +98,10 @@ def register(mcp: FastMCP) -> None:
         image + {"path": ".../screenshots/scalars-20260101-120000-vs-ft-0a1b2c3d4e5f.png",
         "renderer": "tensorboard", "tags": ["train/loss", ...], "runs": ["ft-3f9a0c1b2d4e", "ft-0a1b2c3d4e5f"]}."""
         manager = get_manager()
-        runs = [manager.run_dir(job_id), *(manager.run_dir(other) for other in compare_with or [])]
+        runs, out_dir = _runs_to_show(manager, job_id, compare_with or [])
         shot = await anyio.to_thread.run_sync(functools.partial(
-            take_screenshot, runs, server=tensorboard_server(), tags=tags, view=view, fallback=allow_matplotlib))
+            take_screenshot, runs, server=tensorboard_server(), tags=tags, view=view, fallback=allow_matplotlib,
+            out_dir=out_dir))
         result = ScreenshotResult(job_id=job_id, **shot.to_dict())
         caption = (f"{'TensorBoard' if shot.renderer == 'tensorboard' else 'matplotlib (not TensorBoard)'} "
                    f"{view} of {', '.join(shot.runs)}: {', '.join(shot.tags)} — saved to {shot.path}")

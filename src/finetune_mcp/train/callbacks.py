@@ -170,5 +170,6 @@ class PerfCallback(TrainerCallback):
         return {
             "median_step_s": round(statistics.median(timed), 4) if timed else None,
             "steps_timed": len(timed),
+            "steps_total_s": round(sum(self.step_times), 3),  # every step: what a run costs beyond its set-up
             "peak_memory_mib": round(peak, 1) if peak is not None else None,
         }

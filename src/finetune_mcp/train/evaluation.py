@@ -9,7 +9,8 @@ placement (kinds.py).
 What it measures, on the dataset's query groups (rerank) or examples (sft):
   rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`ranking_metrics`), from the
           model's P(yes) in the Qwen3-Reranker prompt
-  sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats)
+  sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats),
+          token_accuracy (share of trained tokens whose most likely token is the target)
 Results: result.json, an `eval` event whose metrics get_job shows (`rank/eval/mrr@10`, ...,
 `eval/loss`, ...), and progress events (step = batches scored) while it runs.
 """
@@ -20,13 +21,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
-from finetune_mcp.errors import ConfigError
+from finetune_mcp.errors import ConfigError, DatasetError
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.rundir import RunDirectory
@@ -35,8 +37,10 @@ from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS, check_metric_name
 
 log = logging.getLogger("finetune_mcp.evaluate")
 
-TASK_METRICS = ("loss", "perplexity", "entropy")
-_TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M.EVAL_ENTROPY_MEAN}
+TASK_METRICS = ("loss", "perplexity", "entropy", "token_accuracy")
+_TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M.EVAL_ENTROPY_MEAN,
+              "token_accuracy": "eval/token_accuracy"}
+ARGMAX_CHUNK = 1024  # tokens per lm_head product when finding the argmax: [1024, V] logits, 0.3 GB at V = 152k bf16
 
 
 class EvaluationSpec(DataConfig, ModelFields):
@@ -124,8 +128,6 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
     data = load_examples(spec.data)
     rows = data.validation if spec.split == "validation" else data.train + data.validation
     if not rows:
-        from finetune_mcp.errors import DatasetError
-
         raise DatasetError("the validation split is empty; use split='all' or a larger validation_split",
                            path=data.source)
     model, tokenizer, device = _load(spec)
@@ -196,7 +198,19 @@ def _rank(spec, model, tokenizer, groups, progress) -> tuple[dict[str, float], d
 
 
 def _task_metrics(spec, model, tokenizer, examples, progress) -> tuple[dict[str, float], dict[str, Any]]:
-    """Mean CE per trained token (as training's eval loss), its exp, and the mean predictive entropy."""
+    values = score_examples(model, tokenizer, examples, max_seq_length=spec.max_seq_length,
+                            assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
+                            on_batch=progress)
+    return {k: values[k] for k in spec.metrics}, {"tokens": values["tokens"]}
+
+
+def score_examples(model: Any, tokenizer: Any, examples: list[dict[str, Any]], *, max_seq_length: int,
+                   assistant_only_loss: bool = True, batch_size: int = 16,
+                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    """Mean CE per trained token (as training's eval loss, unweighted), its exp (perplexity), the mean
+    predictive entropy and the token accuracy (argmax = target) of `model` on normalised examples,
+    over the tokens training would put loss on. Shared by `evaluate_model` and experiments, so both
+    score the same way. `tokens` is how many tokens were scored."""
     import torch
 
     from finetune_mcp.data.chat_tokens import tokenize_examples
@@ -204,29 +218,37 @@ def _task_metrics(spec, model, tokenizer, examples, progress) -> tuple[dict[str,
     from finetune_mcp.train.rerank.prompt import pad_right
     from finetune_mcp.train.sft_trainer import IGNORE_INDEX, shift_labels, unwrap_causal_lm
 
-    dataset = tokenize_examples(examples, tokenizer, spec.max_seq_length, spec.assistant_only_loss)
+    dataset = tokenize_examples(examples, tokenizer, max_seq_length, assistant_only_loss)
     causal_lm = unwrap_causal_lm(model)
     device = next(causal_lm.parameters()).device
+    head = causal_lm.lm_head
     ce_sum = entropy_sum = 0.0
-    tokens = 0
-    batches = math.ceil(len(dataset) / spec.eval_batch_size)
+    tokens = correct = 0
+    batches = math.ceil(len(dataset) / batch_size)
     with torch.no_grad():
-        for index, start in enumerate(range(0, len(dataset), spec.eval_batch_size), 1):
-            rows = dataset[start : start + spec.eval_batch_size]
+        for index, start in enumerate(range(0, len(dataset), batch_size), 1):
+            rows = dataset[start : start + batch_size]
             ids, mask = pad_right(rows["input_ids"], tokenizer.pad_token_id or 0, device)
             labels, _ = pad_right(rows["labels"], IGNORE_INDEX, device)
             hidden = causal_lm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             targets = shift_labels(labels, None).reshape(-1)
             valid = targets != IGNORE_INDEX
-            out = linear_entropy_ce(hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid], causal_lm.lm_head.weight,
-                                    targets[valid], weight_fn=None, bias=causal_lm.lm_head.bias)
+            scored, wanted = hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid], targets[valid]  # [N, d], [N]
+            out = linear_entropy_ce(scored, head.weight, wanted, weight_fn=None, bias=head.bias)
             ce_sum += float(out.ce.sum())
             entropy_sum += float(out.entropy.sum())
+            for chunk in range(0, scored.shape[0], ARGMAX_CHUNK):  # never [N, V] logits at once
+                predicted = head(scored[chunk : chunk + ARGMAX_CHUNK]).argmax(-1)  # [n]
+                correct += int((predicted == wanted[chunk : chunk + ARGMAX_CHUNK]).sum())
             tokens += int(valid.sum())
-            progress(index, batches)
+            if on_batch is not None:
+                on_batch(index, batches)
+    if not tokens:
+        raise DatasetError("no example has a token to score (every label is masked); check the data's assistant "
+                           "turns or set assistant_only_loss=false")
     loss = ce_sum / tokens
-    values = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "entropy": entropy_sum / tokens}
-    return {k: values[k] for k in spec.metrics}, {"tokens": tokens}
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "entropy": entropy_sum / tokens,
+            "token_accuracy": correct / tokens, "tokens": tokens}
 
 
 def _eta(started: float, done: int, total: int) -> float | None:

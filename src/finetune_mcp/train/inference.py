@@ -43,15 +43,17 @@ def load_base(model_name: str) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(model_name)
 
 
-def generate_replies(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 16) -> list[str]:
-    """Greedy assistant replies to single-turn user prompts, via the tokenizer's chat template."""
+def generate_replies(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict[str, str]]],
+                     max_new_tokens: int = 16) -> list[str]:
+    """Greedy assistant replies, via the tokenizer's chat template, to single-turn user prompts or
+    to conversations (lists of {"role", "content"} messages, e.g. a held-out row without its last
+    assistant turn)."""
     import torch
 
     replies = []
     for prompt in prompts:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,

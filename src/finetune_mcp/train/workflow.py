@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.config import EnhancedTrainingConfig
 from finetune_mcp.runs.rundir import RunDirectory
@@ -24,7 +24,13 @@ from finetune_mcp.train import sft
 from finetune_mcp.train.loop import TrainingRun, leave_process_group
 from finetune_mcp.train.rerank import workflow as rerank
 
+if TYPE_CHECKING:
+    from finetune_mcp.train.model import LoadedModel
+
 log = logging.getLogger("finetune_mcp.run")
+
+# (config, backend) -> the model with LoRA attached; `train.model.load_model` unless a caller shares one
+ModelLoader = Callable[[EnhancedTrainingConfig, str], "LoadedModel"]
 
 METHODS: dict[str, Callable[[TrainingRun], dict[str, Any]]] = {
     "sft": sft.train_sft,
@@ -32,20 +38,24 @@ METHODS: dict[str, Callable[[TrainingRun], dict[str, Any]]] = {
 }
 
 
-def run_training(config: EnhancedTrainingConfig, run_dir: str | Path) -> dict[str, Any]:
+def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
+                 load_model: ModelLoader | None = None) -> dict[str, Any]:
     """Train, evaluate and save; returns the result (also written to result.json).
 
     On failure an `error` event is written (message + traceback) and the exception propagates.
+    `load_model` replaces `train.model.load_model` for a caller that runs several trainings in one
+    process on the same base model (an experiment loads it once and re-initialises LoRA per run).
     """
     with worker_session(RunDirectory(Path(run_dir)), config, "training") as run:
-        result = METHODS[config.task](_load(config, run))
+        result = METHODS[config.task](_load(config, run, load_model))
         leave_process_group()
         return result
 
 
-def _load(config: EnhancedTrainingConfig, run: RunDirectory) -> TrainingRun:
+def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLoader | None) -> TrainingRun:
     """Data and model, in the order Unsloth needs (it patches transformers and TRL on import)."""
-    from finetune_mcp.train.model import load_model, resolve_backend
+    from finetune_mcp.train.model import load_model as load_fresh
+    from finetune_mcp.train.model import resolve_backend
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()
@@ -64,6 +74,6 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory) -> TrainingRun:
     data = load_examples(config.data)
     log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
              len(data.train), len(data.validation))
-    loaded = load_model(config, backend)
+    loaded = (load_model or load_fresh)(config, backend)
     log.info("model %s loaded with backend=%s on %s", config.model, loaded.backend, loaded.device)
     return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started)

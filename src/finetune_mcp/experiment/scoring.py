@@ -1,0 +1,128 @@
+"""Held-out evaluation of a just-trained model, the same rows for every run of the experiment.
+
+The held-out rows are read once (`load_heldout`): `eval_dataset` whole, or the validation split
+of `dataset` taken with the fixed `split_seed` every run uses. Each run is scored right after
+training on the model still in memory (no reload), with what `evaluate_model` uses:
+  sft     eval_ce (mean unweighted CE per trained token), perplexity, token_accuracy (argmax =
+          target on the trained tokens), entropy (mean predictive entropy, nats) — all from
+          `train.evaluation.score_examples`; and, when rows have a checkable answer (conversations
+          whose last turn is the assistant's: that reply is the reference), exact_match and
+          normalized_match of greedy replies (`train.inference.generate_replies`) to the first
+          `generation_examples` of them, judged as `enhance_dataset`'s reference checker does
+  rerank  MRR@10, NDCG@10, Recall@5, accuracy on the held-out query groups (P(yes) ranking)
+Runs in the worker (torch is imported inside the functions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from finetune_mcp.enhance.answer_check import ReferenceChecker
+from finetune_mcp.experiment.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from finetune_mcp.train.model import LoadedModel
+
+SAMPLES_KEPT = 5  # replies written to each run's heldout.json, for a reader to see what was judged
+
+
+@dataclass
+class Heldout:
+    """The rows every run is scored on, and the checkable ones answered by generation."""
+
+    rows: list[dict[str, Any]]
+    source: str
+    questions: list[tuple[list[dict[str, str]], str]] = field(default_factory=list)  # (conversation, reference)
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256(json.dumps(self.rows, sort_keys=True, default=str).encode()).hexdigest()
+        return {"source": self.source, "rows": len(self.rows), "generated": len(self.questions),
+                "fingerprint": digest[:16]}
+
+
+def checkable(row: dict[str, Any]) -> tuple[list[dict[str, str]], str] | None:
+    """(the conversation before the answer, the reference answer) for a conversation that ends with a
+    non-empty assistant turn; None for other rows (plain text, prompt/completion, ranking)."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or len(messages) < 2:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant" or not str(last.get("content") or "").strip():
+        return None
+    return [{"role": m["role"], "content": m["content"]} for m in messages[:-1]], str(last["content"])
+
+
+def load_heldout(spec: ExperimentSpec) -> Heldout:
+    from finetune_mcp.data.loader import load_examples
+
+    data = load_examples(spec.heldout_config())
+    rows = data.train + data.validation if spec.eval_dataset else data.validation
+    source = (f"all of {spec.eval_dataset}" if spec.eval_dataset else
+              f"the validation split of {spec.dataset} ({spec.validation_split:.0%}, split seed {spec.data_split_seed})")
+    questions = [] if spec.task == "rerank" else [q for q in map(checkable, rows) if q is not None]
+    return Heldout(rows=rows, source=source, questions=questions[: spec.generation_examples])
+
+
+def score_run(loaded: LoadedModel, heldout: Heldout, spec: ExperimentSpec) -> tuple[dict[str, float], dict[str, Any]]:
+    """The run's held-out metrics, and what else a reader needs (samples of the replies, timings)."""
+    started = time.perf_counter()
+    model, tokenizer = loaded.model, loaded.tokenizer
+    model.eval()
+    if spec.task == "rerank":
+        from finetune_mcp.train.rerank.prompt import RerankPrompt
+        from finetune_mcp.train.rerank.workflow import EVAL_BATCH_SIZE, evaluate_ranking
+
+        prompt = RerankPrompt(tokenizer, spec.max_seq_length, spec.rerank_instruction)
+        metrics = evaluate_ranking(model, prompt, heldout.rows, batch_size=EVAL_BATCH_SIZE)
+        return metrics, {"scoring_s": round(time.perf_counter() - started, 3)}
+
+    from finetune_mcp.train.evaluation import score_examples
+
+    values = score_examples(model, tokenizer, heldout.rows, max_seq_length=spec.max_seq_length,
+                            assistant_only_loss=spec.assistant_only_loss)
+    metrics = {"eval_ce": values["loss"], "perplexity": values["perplexity"],
+               "token_accuracy": values["token_accuracy"], "entropy": values["entropy"]}
+    extra: dict[str, Any] = {"tokens_scored": values["tokens"]}
+    if heldout.questions:
+        replies = _greedy_replies(loaded, [q for q, _ in heldout.questions], spec.max_new_tokens)
+        references = [ref for _, ref in heldout.questions]
+        exact, normalized = ReferenceChecker("exact"), ReferenceChecker("normalized")
+        metrics["exact_match"] = _share(exact, replies, references)
+        metrics["normalized_match"] = _share(normalized, replies, references)
+        extra["samples"] = [{"prompt": q[-1]["content"] if q else "", "reply": r, "reference": ref}
+                            for (q, ref), r in zip(heldout.questions[:SAMPLES_KEPT], replies, strict=False)]
+    extra["scoring_s"] = round(time.perf_counter() - started, 3)
+    return metrics, extra
+
+
+def _share(checker: ReferenceChecker, replies: list[str], references: list[str]) -> float:
+    return sum(checker.check(r, ref).correct for r, ref in zip(replies, references, strict=True)) / len(references)
+
+
+def _greedy_replies(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+    from finetune_mcp.train.inference import generate_replies
+
+    with _inference_mode(loaded):
+        return generate_replies(loaded.model, loaded.tokenizer, conversations, max_new_tokens=max_new_tokens)
+
+
+@contextlib.contextmanager
+def _inference_mode(loaded: LoadedModel) -> Iterator[None]:
+    """Unsloth generates through its own fast path only after `for_inference`, and must be switched
+    back with `for_training` before the next run trains the same model; transformers needs nothing."""
+    if loaded.backend != "unsloth":
+        yield
+        return
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(loaded.model)
+    try:
+        yield
+    finally:
+        FastLanguageModel.for_training(loaded.model)

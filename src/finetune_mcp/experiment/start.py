@@ -1,0 +1,54 @@
+"""Start checks and placement for experiments (`start_experiment`), run in the server (no torch).
+
+The same promise as a training job's `check_start`: an experiment that cannot work fails in a
+second with the reason, before any worker exists — and an experiment has more ways to fail late
+(an arm's settings, an empty held-out split), so they are checked here too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_mcp.config import Settings
+from finetune_mcp.errors import ConfigError, DatasetError
+from finetune_mcp.experiment.spec import ExperimentSpec
+from finetune_mcp.jobs.placement import Placement
+
+
+def check_experiment_start(spec: ExperimentSpec, settings: Settings) -> ExperimentSpec:
+    """`spec` with local paths made absolute, or the FinetuneError that says what to fix."""
+    from finetune_mcp.data.loader import validate_dataset
+    from finetune_mcp.train.preflight import check_start
+
+    spec = check_start(spec, settings)  # model readable, every row of the dataset checked
+    if spec.eval_dataset is not None:
+        path = Path(spec.eval_dataset).expanduser()
+        if path.exists():
+            spec = spec.model_copy(update={"eval_dataset": str(path.resolve())})
+    heldout = validate_dataset(spec.heldout_config().data)
+    rows = heldout.get("train_rows" if spec.eval_dataset else "validation_rows")
+    if rows == 0:
+        if spec.eval_dataset:
+            raise DatasetError("holds no rows to score the runs on; give an eval_dataset with rows",
+                               path=spec.eval_dataset)
+        raise ConfigError("the validation split is empty, so there is nothing to score the runs on; set "
+                          "validation_split (e.g. 0.1), use more examples, or give an eval_dataset",
+                          field="validation_split")
+    return spec
+
+
+def place_experiment(spec: ExperimentSpec, target: str, settings: Settings) -> Placement:
+    """Where the worker runs every run of the experiment: a local GPU that fits one run (the runs
+    train one after another in one process, sharing the loaded base model), else the CPU. Not on
+    RunPod: one pod per run would pay the model load every time, which is what running the runs in
+    one process avoids."""
+    from finetune_mcp.jobs.router import place_job
+
+    if target == "runpod":
+        raise ConfigError("experiments run on this machine (a local GPU, or the CPU for small models); use "
+                          "target='auto' or 'local'", field="target")
+    placement = place_job(spec.run_config(spec.arms[0], spec.seeds[0]), "local", settings)
+    runs = len(spec.plan)
+    return Placement(placement.backend, placement.device, placement.gpu_index,
+                     f"experiment of {len(spec.arms)} arms × {len(spec.seeds)} seeds ({runs} runs, one after "
+                     "another in one worker): " + placement.reason, placement.details)
