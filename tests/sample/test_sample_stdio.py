@@ -94,7 +94,8 @@ async def test_the_tuned_model_answers_its_training_targets_where_the_base_does_
     assert done["kind"] == "sample" and "get_samples" in done["hint"]
     models = {m["label"]: m for m in done["result"]["models"]}
     assert models["tuned"]["normalized_match_rate"] >= 0.75 and models["base"]["normalized_match_rate"] == 0.0
-    assert done["metrics"]["sample/tuned/normalized_match_rate"] == models["tuned"]["normalized_match_rate"]
+    assert done["metrics"]["sample/tuned/normalized_match_rate"] == pytest.approx(models["tuned"]["normalized_match_rate"],
+                                                                           abs=1e-4)  # metrics are rounded
     samples = done["result"]["samples"]
     assert len(samples) == 10 and done["result"]["num_prompts"] == 12  # get_job shows the first 10
     for sample in samples:
