@@ -53,6 +53,7 @@ from finetune_mcp.jobs.backends.runpod.api import (
 )
 from finetune_mcp.jobs.backends.runpod.client import (
     TERMINAL,
+    ArtifactsRefused,
     WorkerClient,
     WorkerUnreachable,
     local_inputs,
@@ -288,8 +289,10 @@ class RunPodBackend:
         return state == "running"
 
     async def finalize(self, handle: Handle, state: JobState) -> None:
-        await self._collect(handle)
-        await self._terminate_all(handle)
+        try:
+            await self._collect(handle)
+        finally:
+            await self._terminate_all(handle)
         run_dir = Path(handle["run_dir"])
         ended = read_sidecar(run_dir).get("terminated_at") or self.clock()
         update_sidecar(run_dir, terminated_at=ended)
@@ -301,6 +304,11 @@ class RunPodBackend:
             data["compute"] = {"provider": "runpod", "billed_s": round(ended - handle["created_at"], 1),
                                **{k: handle.get(k) for k in ("pod_id", "gpu_name", "price_per_hr")}}
             run.write_json(run.result, data)
+        refused = read_sidecar(run_dir).get("artifacts_refused")
+        if refused:
+            raise BackendError(f"the artifacts of pod {handle.get('pod_id')} were refused: {refused}; nothing from "
+                               "the pod was written into the run directory (the pod is terminated); start the job "
+                               "again, and report it if it happens again with the default image")
 
     async def _collect(self, handle: Handle) -> None:
         """Bring the last events, the log and the artifacts home, once, if the worker still answers."""
@@ -315,6 +323,9 @@ class RunPodBackend:
                 names = await worker.download_artifacts()
                 worker.update_sidecar(collected=True)
                 log.info("job %s: artifacts from pod %s: %s", handle["job_id"], handle["pod_id"], ", ".join(names))
+            except ArtifactsRefused as exc:  # a hostile or broken pod: never asked again; finalize fails the job
+                worker.update_sidecar(collected=True, artifacts_refused=str(exc))
+                log.error("job %s: artifacts from pod %s refused: %s", handle["job_id"], handle["pod_id"], exc)
             except (WorkerUnreachable, BackendError) as exc:
                 log.warning("job %s: could not collect artifacts from pod %s: %s", handle["job_id"],
                             handle["pod_id"], exc)
