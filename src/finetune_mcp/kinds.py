@@ -5,8 +5,9 @@ server: fails in a second with the fix, before any worker exists), a placement (
 its worker runs), a worker body (`run`, in the worker process), the word messages use for it
 (`label`), what a succeeded job of it leaves behind (`produces`), the hints an agent reads
 while it runs and when it is done, and, for kinds whose result is the point (sample), the
-compact result get_job and wait_for_job show once it succeeded (`result_view`). Every consumer asks here: the CLI's `worker run`, the tools
-that start jobs (`start_job`), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
+compact result get_job and wait_for_job show once it succeeded (`result_view`). Every consumer asks
+here: the CLI's `worker run`, the tools that start jobs (`start_job`; `plan_job` first when the user
+must agree to where a job runs and what it costs), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
 check of the tools that build on a job (`succeeded_job`). The job manager never sees a kind: it
 receives the preflight and placement callables with the spec (see `jobs.manager.JobManager.start`).
 
