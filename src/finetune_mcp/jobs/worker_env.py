@@ -7,8 +7,8 @@ a variable reaches the worker only when it is
 
 - one the process and its libraries need to run (`BASE_NAMES`: PATH, HOME, locale, temp dirs,
   proxies and CA bundles), or in a namespace that configures them (`BASE_PREFIXES`: Python, CUDA,
-  NCCL, Hugging Face caches and offline flags, torch, Triton, thread counts, finetune-mcp's own
-  settings), and its name does not look like a secret (`looks_secret`: ..._TOKEN, ..._KEY,
+  NCCL, Hugging Face caches and offline flags, torch, Triton, transformers/accelerate/PEFT/TRL,
+  matplotlib, thread counts, finetune-mcp's own settings), and its name does not look like a secret (`looks_secret`: ..._TOKEN, ..._KEY,
   ...SECRET..., ...PASSWORD...), or
 - handed over explicitly by the job manager (`extra`: FINETUNE_MCP_HOME, CUDA_VISIBLE_DEVICES,
   HF_TOKEN for Hub downloads, and the variables the job's placement names — an enhancement
@@ -28,11 +28,12 @@ BASE_NAMES = frozenset({
     "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
-    "TOKENIZERS_PARALLELISM", "TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE", "SAFETENSORS_FAST_GPU",
+    "TOKENIZERS_PARALLELISM", "SAFETENSORS_FAST_GPU",
 })
 BASE_PREFIXES = (
     "LC_", "XDG_", "PYTHON", "CUDA_", "NCCL_", "NVIDIA_", "TORCH", "PYTORCH_", "TRITON_", "UNSLOTH_", "HF_",
-    "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GLOO_", "COVERAGE_", "FINETUNE_MCP_",
+    "TRANSFORMERS_", "ACCELERATE_", "PEFT_", "TRL_", "BNB_", "MPL", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GLOO_",
+    "COVERAGE_", "FINETUNE_MCP_",
 )
 _SECRET_WORDS = re.compile(r"(^|_)(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(S?)(_|$)", re.IGNORECASE)
 # Settings whose names contain a secret word but hold none (names and URLs of teacher keys).

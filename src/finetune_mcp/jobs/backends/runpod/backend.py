@@ -10,18 +10,18 @@ Life of a job here (the manager's protocol is in `base.py`):
     poll      pull new events.jsonl / train.log bytes into the local run dir; the worker's state says
               when it ended; an unreachable worker (≥ unreachable_timeout_s), a vanished pod,
               max_runtime_s or the spending cap ends the job. Cost = $/h × time since the pod was created.
-
-Spending: what the user agreed to at start (`quote` shows the GPU type and $/h first; the tool asks)
-travels in the placement: `max_price_per_hr` (no GPU type above it is rented, even if the quoted
-one is gone by launch) and `max_cost_usd` (else FINETUNE_MCP_RUNPOD_MAX_COST_USD). The cap is
-checked while the pod starts and on every poll; when the cost, plus the minute it takes to stop,
-reaches it, the job fails with "spending cap reached: $X of $Y" and the pod is terminated.
     cancel    ask the worker to stop, collect what it has, terminate the pod.
     finalize  collect (events, log, adapter/, tensorboard/, entropy/, result.json) if the pod is
               still there, terminate it and every other pod with the job's name (a create that
               timed out may still have made one), write `cost_usd` into result.json.
     reattach  after a restart: the stored pod id (or, for a launch cut short, the pod name) leads
               back to the pod; a finished worker is collected and settled.
+
+Spending: what the user agreed to at start (`quote` shows the GPU type and $/h first; the tool asks)
+travels in the placement: `max_price_per_hr` (no GPU type above it is rented, even if the quoted
+one is gone by launch) and `max_cost_usd` (else FINETUNE_MCP_RUNPOD_MAX_COST_USD). The cap is
+checked while the pod starts and on every poll; when the cost, plus the minute it takes to stop,
+reaches it, the job fails with "spending cap reached: $X of $Y" and the pod is terminated.
 
 Every ending goes through finalize, and launch terminates its own pod on any error or cancellation
 before re-raising, so no path leaves a pod running. As a last line, the worker terminates its own
