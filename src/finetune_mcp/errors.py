@@ -59,3 +59,8 @@ class ExperimentError(FinetuneError):
     def __init__(self, message: str, *, run: str | None = None) -> None:
         self.run = run
         super().__init__(message)
+
+
+class ConsentError(FinetuneError):
+    """Spending or publishing needs the user's agreement, which was refused or could not be asked
+    for; nothing was started or uploaded."""

@@ -5,8 +5,9 @@ server: fails in a second with the fix, before any worker exists), a placement (
 its worker runs), a worker body (`run`, in the worker process), the word messages use for it
 (`label`), what a succeeded job of it leaves behind (`produces`), the hints an agent reads
 while it runs and when it is done, and, for kinds whose result is the point (sample), the
-compact result get_job and wait_for_job show once it succeeded (`result_view`). Every consumer asks here: the CLI's `worker run`, the tools
-that start jobs (`start_job`), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
+compact result get_job and wait_for_job show once it succeeded (`result_view`). Every consumer asks
+here: the CLI's `worker run`, the tools that start jobs (`start_job`; `plan_job` first when the user
+must agree to where a job runs and what it costs), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
 check of the tools that build on a job (`succeeded_job`). The job manager never sees a kind: it
 receives the preflight and placement callables with the spec (see `jobs.manager.JobManager.start`).
 
@@ -146,9 +147,27 @@ def kind_of(job: Job) -> JobKind:
     return get_kind(job.config.get("kind"))
 
 
-async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "auto") -> Job:
-    """Check, place and queue a job of `kind` (the tools' one way to start any job)."""
+async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "auto") -> tuple[Any, Placement]:
+    """Check and place a job of `kind` without queuing it: (the checked spec, its placement). A tool
+    shows the user what a job would cost before it starts (`tools.spending`), then queues exactly
+    that with `start_job(..., placement=...)`."""
+    import anyio
+
     entry = get_kind(kind)
+    checked = await anyio.to_thread.run_sync(entry.preflight, spec, manager.settings)
+    return checked, await anyio.to_thread.run_sync(entry.place, checked, target, manager.settings)
+
+
+async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "auto", *,
+                    placement: Placement | None = None) -> Job:
+    """Check, place and queue a job of `kind` (the tools' one way to start any job). With
+    `placement`, `spec` is the checked spec from `plan_job` and the job is queued where it was
+    planned (with what the user agreed to in `placement.details`)."""
+    entry = get_kind(kind)
+    if placement is not None:
+        planned = placement
+        return await manager.start(spec, target, preflight=lambda checked, settings: checked,
+                                   placer=lambda checked, target, settings: planned)
     return await manager.start(spec, target, preflight=entry.preflight, placer=entry.place)
 
 

@@ -39,6 +39,7 @@ def teacher_server(tiny_model_dir: Path):
 def teacher(teacher_server: OpenAICompatStandIn, monkeypatch: pytest.MonkeyPatch) -> OpenAICompatStandIn:
     teacher_server.reset()
     monkeypatch.setenv("TEACHER_KEY", KEY)
+    monkeypatch.setenv("FINETUNE_MCP_TEACHER_KEYS", f"TEACHER_KEY={teacher_server.url}")  # the operator's binding
     return teacher_server
 
 

@@ -9,6 +9,7 @@ tests/server/. Usage: python scripted_worker.py MODE[:STEPS[:DELAY]] SPEC
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ def main() -> int:
     run_dir = Path(sys.argv[2]).parent
     json.loads(Path(sys.argv[2]).read_text())  # the spec must be there and valid
     print(f"scripted worker {mode} starting", flush=True)
+    if mode == "env":  # what the backend handed over, for the worker-environment tests
+        (run_dir / "worker-env.json").write_text(json.dumps(dict(os.environ)))
     if mode == "crash":
         print("about to crash", file=sys.stderr, flush=True)
         return 3

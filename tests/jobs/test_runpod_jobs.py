@@ -14,10 +14,13 @@ import pytest
 
 from finetune_mcp import kinds
 from finetune_mcp.config import Settings, build_config
+from finetune_mcp.jobs.backends.runpod.backend import RunPodBackend
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job, JobState, JobStore
 from standins.runpod_api import RunPodStandIn
 
+from .conftest import SteppedClock
 from .runpod_support import files_containing, runpod_env, training_spec
 
 pytestmark = pytest.mark.slow
@@ -40,10 +43,12 @@ def rp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPodStandI
 
 
 @asynccontextmanager
-async def supervising(home: Path, rp: RunPodStandIn) -> AsyncIterator[JobManager]:
-    """A server's JobManager: supervising while inside, shut down (as the server does) on exit."""
-    manager = JobManager(Settings(home=home, runpod_api_key=rp.api_key, hf_token=HF_SECRET),
-                         poll_interval_s=0.2, cancel_grace_s=3)
+async def supervising(home: Path, rp: RunPodStandIn, clock: SteppedClock | None = None) -> AsyncIterator[JobManager]:
+    """A server's JobManager: supervising while inside, shut down (as the server does) on exit.
+    `clock`: the RunPod backend's (what it bills by), for tests that move time on."""
+    settings = Settings(home=home, runpod_api_key=rp.api_key, hf_token=HF_SECRET)
+    backends = {"runpod": RunPodBackend(settings, clock=clock)} if clock is not None else None
+    manager = JobManager(settings, backends=backends, poll_interval_s=0.2, cancel_grace_s=3)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
@@ -75,6 +80,37 @@ def assert_no_pod_left(rp: RunPodStandIn, home: Path) -> None:
     for call in rp.ops("podFindAndDeployOnDemand"):  # secrets never reach the pod's env (RunPod's API shows it)
         assert all(HF_SECRET not in e["value"] and rp.api_key not in e["value"] for e in call["args"]["input"]["env"])
     assert files_containing(home, rp.api_key) == [] and files_containing(home, HF_SECRET) == []
+
+
+async def start_agreed(manager: JobManager, model: Path, dataset: Path, agreed: dict[str, float],
+                       **fields: object) -> Job:
+    """Start as start_finetune does after the user's consent: planned, with the agreed terms in the placement."""
+    checked, placement = await kinds.plan_job(manager, "train", build_config(training_spec(model, dataset, **fields)),
+                                              "runpod")
+    placement = Placement(placement.backend, placement.device, None, placement.reason, {**placement.details, **agreed})
+    return await kinds.start_job(manager, "train", checked, "runpod", placement=placement)
+
+
+async def test_the_spending_cap_stops_the_pod_and_fails_the_job(rp, tmp_path, tiny_model_dir, dataset) -> None:
+    clock = SteppedClock()
+    async with supervising(tmp_path / "home", rp, clock=clock) as manager:
+        job = await start_agreed(manager, tiny_model_dir, dataset, {"max_cost_usd": 0.10}, max_steps=20_000)
+        job = await until(manager, job.id, lambda j: j.step >= 1, timeout=90)
+        assert job.state is JobState.RUNNING  # well under $0.10 so far
+        clock.advance(3600)  # an hour later at $0.22-0.43/h
+        job = await until(manager, job.id, lambda j: j.state.terminal, timeout=60)
+    assert job.state is JobState.FAILED
+    assert "spending cap reached: $0." in job.error and "of $0.10" in job.error and "raise max_cost_usd" in job.error
+    assert json.loads((Path(job.run_dir) / "events.jsonl").read_text().splitlines()[0])["type"] == "start"
+    assert_no_pod_left(rp, tmp_path / "home")
+
+
+async def test_no_gpu_above_the_agreed_price_is_rented(rp, tmp_path, tiny_model_dir, dataset) -> None:
+    async with supervising(tmp_path / "home", rp) as manager:
+        job = await start_agreed(manager, tiny_model_dir, dataset, {"max_price_per_hr": 0.05})
+        job = await until(manager, job.id, lambda j: j.state.terminal, timeout=30)
+    assert job.state is JobState.FAILED and "at or below the $0.05/h agreed to" in job.error
+    assert not rp.ops("podFindAndDeployOnDemand") and not rp.pods
 
 
 async def test_pod_never_ready_fails_at_the_provisioning_timeout(rp, tmp_path, tiny_model_dir, dataset,

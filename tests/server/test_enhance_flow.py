@@ -60,7 +60,8 @@ def enhance_args(tiny_model: Path, qa: Path, teacher: OpenAICompatStandIn, **ove
 
 async def test_enhance_then_train_on_the_output(server_home, tiny_model: Path, qa: Path, teacher) -> None:
     teacher.reset()
-    server = server_home(TEACHER_KEY=KEY)
+    server = server_home(TEACHER_KEY=KEY,
+                         FINETUNE_MCP_TEACHER_KEYS=f"TEACHER_KEY={teacher.url},NO_SUCH_KEY_VAR={teacher.url}")
     async with server.client() as client:
         refused = await client.call_tool("enhance_dataset", enhance_args(
             tiny_model, qa, teacher, teacher_api_key_env="NO_SUCH_KEY_VAR"), raise_on_error=False)
@@ -105,12 +106,39 @@ async def test_enhance_then_train_on_the_output(server_home, tiny_model: Path, q
     assert KEY not in json.dumps(server.stdout_messages())
 
 
+async def test_a_key_goes_only_where_the_operator_bound_it(server_home, tiny_model: Path, qa: Path, teacher) -> None:
+    """Issue 16, finding 1: naming HF_TOKEN (or OPENAI_API_KEY, or PATH) as the teacher's key for a URL
+    the caller picked is refused at start, with the fix; no job, no request reaches the URL."""
+    teacher.reset()
+    server = server_home(TEACHER_KEY=KEY, OPENAI_API_KEY="sk-openai-doNotLeak-0123456789",
+                         FINETUNE_MCP_TEACHER_KEYS=f"TEACHER_KEY={teacher.url}")
+    async with server.client() as client:
+        async def refusal(**overrides) -> str:
+            result = await client.call_tool("enhance_dataset", enhance_args(tiny_model, qa, teacher, **overrides),
+                                            raise_on_error=False)
+            assert result.is_error, overrides
+            return result.content[0].text
+
+        assert "finetune-mcp's own secrets" in await refusal(teacher_api_key_env="HF_TOKEN")
+        assert "own secrets" in await refusal(teacher_api_key_env="RUNPOD_API_KEY")
+        assert "may only be sent to https://api.openai.com/v1" in await refusal(teacher_api_key_env="OPENAI_API_KEY")
+        assert "FINETUNE_MCP_TEACHER_KEYS='PATH=" in await refusal(teacher_api_key_env="PATH")
+        elsewhere = await refusal(teacher_base_url="http://127.0.0.2:9/v1")  # TEACHER_KEY, but not to that URL
+        assert f"may only be sent to {teacher.url}" in elsewhere
+        assert (await client.call_tool("list_jobs", {})).structured_content["count"] == 0
+    assert teacher.requests == []
+    assert SECRET not in server.stderr_log.read_text() and SECRET not in json.dumps(server.stdout_messages())
+
+
 async def test_restart_and_cancel_an_enhancement(server_home, tiny_model: Path, qa: Path, teacher) -> None:
     """A slow teacher keeps the job running; the server is SIGKILLed; the next server re-attaches the
-    worker, and cancel_job stops it: cancelled, finished examples kept in enhanced.jsonl."""
+    worker, and cancel_job stops it: cancelled, finished examples kept in enhanced.jsonl. The worker's
+    environment holds its teacher key and none of the server's other secrets."""
     teacher.reset()
     teacher.always(delay_s=0.5)
-    server = server_home(TEACHER_KEY=KEY)
+    server = server_home(TEACHER_KEY=KEY, FINETUNE_MCP_TEACHER_KEYS=f"TEACHER_KEY={teacher.url}",
+                         OPENAI_API_KEY="sk-openai-doNotLeak-0123456789", AWS_SECRET_ACCESS_KEY="aws-doNotLeak",
+                         RUNPOD_API_KEY="rpa_doNotLeak")
     async with server.client() as client:
         started = (await client.call_tool("enhance_dataset", enhance_args(
             tiny_model, qa, teacher, max_iterations=4))).structured_content
@@ -123,6 +151,10 @@ async def test_restart_and_cancel_an_enhancement(server_home, tiny_model: Path, 
                     break
                 await anyio.sleep(0.3)
         assert job["hint"].startswith("enhancing the dataset")
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{job['worker']['pid']}/environ").read_text().split("\0") if "=" in item)
+        assert environ["TEACHER_KEY"] == KEY and environ["FINETUNE_MCP_TEACHER_KEYS"]
+        assert not {"OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "RUNPOD_API_KEY"} & set(environ)
         os.kill(_server_pid(job["worker"]["pid"]), signal.SIGKILL)
 
     async with server.client() as client:

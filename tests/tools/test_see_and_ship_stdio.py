@@ -1,7 +1,7 @@
 """The issue's "done when", end to end over stdio: a real `finetune-mcp serve`, a real MCP client, two
 real tiny jobs (entropy weighting on / off) trained by workers; then a TensorBoard screenshot an agent
-can show, a model card comparing the two, and a deploy that lands on the Hub stand-in — with the
-token never in a tool result, the server's log or the run directories."""
+can show, a model card comparing the two, and a deploy the user agrees to (MCP elicitation) that lands
+on the Hub stand-in — with the token never in a tool result, the server's log or the run directories."""
 
 from __future__ import annotations
 
@@ -41,7 +41,13 @@ async def test_train_then_screenshot_card_and_deploy_over_stdio(runs: TinyRuns, 
         transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env,
                                    keep_alive=False, log_file=stderr_log)
         outputs: list[str] = []
-        async with Client(transport, timeout=300) as client:
+        asked: list[str] = []
+
+        async def user(message, response_type, params, context):  # the user agrees to the upload shown
+            asked.append(message)
+            return response_type(publish=True)
+
+        async with Client(transport, timeout=300, elicitation_handler=user) as client:
             async def call(tool: str, args: dict):
                 result = await client.call_tool(tool, args)
                 outputs.append(repr(result.content) + repr(result.structured_content))
@@ -77,6 +83,8 @@ async def test_train_then_screenshot_card_and_deploy_over_stdio(runs: TinyRuns, 
     assert f"## Comparison with `{plain}`" in markdown and "## Entropy weighting" in markdown
 
     result = deployed.structured_content
+    assert len(asked) == 1 and "alice/tiny-entropy-ab" in asked[0] and "private" in asked[0]
+    assert result["consent"]["how"] == "elicitation"
     repo = hub.repos["alice/tiny-entropy-ab"]
     assert repo.private and result["private"] is True and result["commit_oid"] == repo.commits[-1]["oid"]
     run_dir = Path(card.structured_content["path"]).parent.parent

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 import urllib.error
 import urllib.request
@@ -119,7 +120,76 @@ async def test_domain_errors_are_tool_errors_that_say_what_to_fix(app) -> None:
         assert "a deployment needs a succeeded job" in await error("deploy_to_hf",
                                                                    {"job_id": FAILED_ID, "repo_id": "alice/x"})
         assert "set HF_TOKEN" in await error("deploy_to_hf", {"job_id": WEIGHTED_ID, "repo_id": "alice/x"})
-        assert "is an enhance job; a model card needs a training job" in await error(
-            "generate_model_card", {"job_id": ENHANCE_ID})
+        assert "a model card needs a training job" in await error("generate_model_card", {"job_id": ENHANCE_ID})
         assert "a deployment needs a training job" in await error(
             "deploy_to_hf", {"job_id": ENHANCE_ID, "repo_id": "alice/x"})
+
+
+HUB_TOKEN = "hf_ConsentFlowSecret0123456789ab"
+
+
+@pytest.fixture
+def hub(app, monkeypatch: pytest.MonkeyPatch):
+    import huggingface_hub.constants
+
+    from standins.hub import HubStandIn
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the stand-in speaks LFS
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    with HubStandIn({HUB_TOKEN: "alice"}) as stand_in:
+        monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
+        yield stand_in
+
+
+class User:
+    """The person behind an elicitation-capable client: answers the consent form, remembers what it saw."""
+
+    def __init__(self, agree: bool | None) -> None:
+        self.agree, self.asked = agree, []
+
+    async def __call__(self, message, response_type, params, context):
+        from fastmcp.client.elicitation import ElicitResult
+
+        self.asked.append((message, params.requested_schema))
+        if self.agree is None:
+            return ElicitResult(action="decline")
+        return response_type(publish=self.agree)
+
+
+DEPLOY = {"job_id": WEIGHTED_ID, "repo_id": "alice/consented"}
+
+
+async def test_deploy_without_a_way_to_ask_the_user_needs_confirm(app, hub) -> None:
+    """Issue 16: an existing client (no elicitation, no confirm) gets a tool error saying to pass
+    confirm=true after asking the user, with the terms to show; nothing reaches the Hub."""
+    async with Client(app) as client:
+        refused = await client.call_tool("deploy_to_hf", DEPLOY, raise_on_error=False)
+        assert refused.is_error and "confirm=true" in refused.content[0].text
+        assert "alice/consented" in refused.content[0].text and "private" in refused.content[0].text
+        assert not [r for r in hub.requests if r["method"] != "GET"] and "alice/consented" not in hub.repos
+        done = await client.call_tool("deploy_to_hf", {**DEPLOY, "confirm": True})
+    consent = done.structured_content["consent"]
+    assert consent["how"] == "confirm" and consent["terms"]["repo_id"] == "alice/consented"
+    assert "adapter_model.safetensors" in consent["terms"]["files"] and "alice/consented" in hub.repos
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28 (input-required rounds) and 2025-11-25 (ctx.elicit)
+async def test_deploy_asks_the_user_through_elicitation(app, hub, mode: str) -> None:
+    declining, agreeing = User(agree=None), User(agree=True)
+    async with Client(app, elicitation_handler=declining, mode=mode) as client:
+        refused = await client.call_tool("deploy_to_hf", {**DEPLOY, "confirm": True}, raise_on_error=False)
+    assert refused.is_error and "declined" in refused.content[0].text and "alice/consented" not in hub.repos
+    async with Client(app, elicitation_handler=User(agree=False), mode=mode) as client:
+        unticked = await client.call_tool("deploy_to_hf", DEPLOY, raise_on_error=False)
+    assert unticked.is_error and "did not agree" in unticked.content[0].text and "alice/consented" not in hub.repos
+    async with Client(app, elicitation_handler=agreeing, mode=mode) as client:
+        done = await client.call_tool("deploy_to_hf", {**DEPLOY, "private": False})
+    [(message, schema)] = agreeing.asked
+    assert "alice/consented" in message and "PUBLIC" in message and "adapter_model.safetensors" in message
+    assert schema["properties"]["publish"]["type"] == "boolean"
+    result = done.structured_content
+    assert result["consent"]["how"] == "elicitation" and result["consent"]["terms"]["private"] is False
+    assert hub.repos["alice/consented"].private is False
+    assert HUB_TOKEN not in json.dumps(result) and HUB_TOKEN not in message

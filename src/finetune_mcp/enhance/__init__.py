@@ -3,6 +3,6 @@ gives hints where the student is wrong or uncertain, and the enhanced rows becom
 
 Owns: `config` (the enhancement spec), `start` (its start checks and placement), `workflow` (the
 worker body), `student` (the local student model), `teachers` (OpenAI-compatible and local
-teachers, the judge), `answer_check` (deciding whether an answer is right) and `outputs` (the
-enhanced dataset and its summary).
+teachers, the judge), `keys` (which key may go to which endpoint), `answer_check` (deciding
+whether an answer is right) and `outputs` (the enhanced dataset and its summary).
 """

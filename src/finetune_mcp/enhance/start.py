@@ -3,7 +3,9 @@
 The same promise as `preflight.check_start` for training: a job that cannot work fails in a
 second with the reason, before any worker exists. No torch here: the student's config.json is read
 by `jobs.vram`, the dataset by `data.loader` (every row, with its reference answer and regex),
-and the teacher's key is only checked to be present in the environment, never read out.
+and the teacher's key is checked to be bound to its endpoint (`enhance.keys`) and present in the
+environment, never read out. The placement names the key variables the worker receives: workers
+get an allow-listed environment (`jobs.worker_env`), and these names are the only additions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def check_enhance_start(config: StudentTeacherConfig, settings: Settings) -> Stu
     """`config` with local paths made absolute (the worker runs in the run directory), or the
     FinetuneError that says what to fix."""
     from finetune_mcp.enhance.outputs import progress_file
-    from finetune_mcp.enhance.teachers import check_key_present
+    from finetune_mcp.enhance.teachers import check_endpoint_key
     from finetune_mcp.enhance.workflow import load_items
     from finetune_mcp.jobs.vram import load_model_info
 
@@ -38,7 +40,7 @@ def check_enhance_start(config: StudentTeacherConfig, settings: Settings) -> Stu
     load_model_info(config.model)
     for endpoint in (config.teacher, config.judge):
         if endpoint is not None:
-            check_key_present(endpoint)
+            check_endpoint_key(endpoint)
             if endpoint.is_local:
                 load_model_info(endpoint.local_model)
     if config.resume_from:
@@ -58,5 +60,7 @@ def place_enhance_job(config: StudentTeacherConfig, target: str, settings: Setti
                           "use target='auto' or 'local'", field="target")
     placement = place_model(config.model, "local", settings, load_in_4bit=config.load_in_4bit,
                             max_seq_length=config.max_seq_length, batch_size=config.batch_size)
+    keys = tuple(dict.fromkeys(e.api_key_env for e in (config.teacher, config.judge)
+                               if e is not None and not e.is_local and e.api_key_env))
     return Placement(placement.backend, placement.device, placement.gpu_index,
-                     "student–teacher enhancement: " + placement.reason, placement.details)
+                     "student–teacher enhancement: " + placement.reason, placement.details, env=keys)

@@ -8,8 +8,10 @@ exponential backoff (Retry-After is honoured, up to 60 s); other 4xx fail at onc
 repeating a bad request or a wrong key cannot help.
 
 Keys: the client reads the variable named by `api_key_env` when it is built and keeps the value
-in memory only. Errors name the endpoint (model and URL) and the variable, never the value; an
-error body that echoes the key is redacted.
+in memory only, after checking that the operator bound that variable to this endpoint
+(`enhance.keys`: the server checked at start, the worker checks again here). Errors name the
+endpoint (model and URL) and the variable, never the value; an error body that echoes the key is
+redacted. Redirects are not followed, so a key never travels on to another host.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import anyio
 import httpx
 
 from finetune_mcp.enhance.config import ChatEndpoint
+from finetune_mcp.enhance.keys import check_key_binding
 from finetune_mcp.errors import ConfigError, FinetuneError
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,8 @@ class OpenAICompatibleClient:
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self._key = _read_key(endpoint)
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
-        self._http = httpx.AsyncClient(base_url=endpoint.url + "/", headers=headers, timeout=endpoint.timeout_s)
+        self._http = httpx.AsyncClient(base_url=endpoint.url + "/", headers=headers, timeout=endpoint.timeout_s,
+                                       follow_redirects=False)  # a redirect must not carry the key elsewhere
         self._jitter = random.Random(seed)
 
     async def chat(self, messages: Messages) -> ChatReply:
@@ -200,22 +204,24 @@ def make_client(endpoint: ChatEndpoint, budget: Budget, limiter: anyio.CapacityL
     return OpenAICompatibleClient(endpoint, budget, limiter, max_retries=max_retries, backoff_s=backoff_s, seed=seed)
 
 
-def check_key_present(endpoint: ChatEndpoint, environ: dict[str, str] | None = None) -> None:
-    """At job start: the variable the endpoint names must be set (its value is never read out)."""
+def check_endpoint_key(endpoint: ChatEndpoint, environ: dict[str, str] | None = None) -> None:
+    """The endpoint may receive the key it names (`enhance.keys`), and the variable is set (its value
+    is never read out here). Run by the server at job start and by the worker before each client."""
+    if endpoint.is_local:
+        return
+    check_key_binding(endpoint.api_key_env, endpoint.url, endpoint.describe(), environ)
     env = os.environ if environ is None else environ
-    if not endpoint.is_local and endpoint.api_key_env and not env.get(endpoint.api_key_env):
+    if endpoint.api_key_env and not env.get(endpoint.api_key_env):
         raise ConfigError(f"the environment variable {endpoint.api_key_env} (the key for {endpoint.describe()}) "
                           "is not set in the server's environment; set it and restart the server, or pass "
                           "api_key_env=null for an endpoint without a key")
 
 
 def _read_key(endpoint: ChatEndpoint) -> str | None:
-    if not endpoint.api_key_env:
-        return None
-    key = os.environ.get(endpoint.api_key_env)
-    if not key:
-        check_key_present(endpoint)
-    return key
+    """The key's value, read only once the binding check passed (defence in depth: the spec the worker
+    runs may not have come through the server's start check)."""
+    check_endpoint_key(endpoint)
+    return os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
 
 
 def _retry_after(response: httpx.Response) -> float:

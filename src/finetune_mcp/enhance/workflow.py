@@ -61,6 +61,7 @@ from finetune_mcp.enhance.teachers import (
     BudgetExhausted,
     ChatClient,
     TeacherError,
+    check_endpoint_key,
     hint_request,
     judge_request,
     make_client,
@@ -276,6 +277,9 @@ async def _enhance(config: StudentTeacherConfig, run: RunDirectory) -> dict[str,
     run.write_event("start", kind="enhance", step=len(done), total_steps=len(items), resumed=len(done))
     log.info("%d examples, %d already finished; teacher %s, judge %s", len(items), len(done),
              config.teacher.describe(), config.judge_name)
+    for endpoint in (config.teacher, config.judge):  # before the student loads: a refused key fails in a second
+        if endpoint is not None:
+            check_endpoint_key(endpoint)
     student = Student(config)
     log.info("student %s loaded with backend=%s on %s", config.model, student.backend, student.device)
     limiter = anyio.CapacityLimiter(config.max_concurrency)

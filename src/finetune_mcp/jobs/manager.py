@@ -436,13 +436,15 @@ class JobManager:
         self._notify()
 
     def _worker_env(self, job: Job) -> dict[str, str]:
-        """The worker's variables on top of the server's environment; secrets travel only here."""
+        """The worker's variables on top of its allow-listed base (`jobs.worker_env`); secrets travel
+        only here: the Hub token, and the variables the job's placement names (a teacher's key)."""
         env = {"FINETUNE_MCP_HOME": str(self.settings.home), "FINETUNE_MCP_JOB_ID": job.id, "PYTHONUNBUFFERED": "1"}
         placement = Placement.from_json(job.placement)
         if placement.backend == "local":
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_indices(placement))
         if self.settings.hf_token:
             env["HF_TOKEN"] = self.settings.hf_token
+        env.update({name: os.environ[name] for name in placement.env if os.environ.get(name)})
         return env
 
     def _start_stop(self, job: Job) -> None:

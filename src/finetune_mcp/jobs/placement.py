@@ -21,7 +21,10 @@ class Placement:
     worker trains on. `gpu_index` is the local GPU the job owns (the local backend sets
     CUDA_VISIBLE_DEVICES to it); None for CPU and remote jobs. `reason` is shown to the agent
     ("no local GPU; RunPod A40 fits 4-bit Qwen3-4B"). `details` carries backend-specific choices
-    (e.g. RunPod gpu type, cloud, price per hour) as JSON-able values.
+    (e.g. RunPod gpu type, cloud, price per hour, the spending the user agreed to) as JSON-able values.
+    `env` names the variables of the server's environment the worker receives beyond the base set
+    (`jobs.worker_env`): an enhancement job's teacher key, checked against its endpoint at start.
+    Names only; the values are read from the environment when the worker is launched.
     """
 
 
@@ -30,6 +33,7 @@ class Placement:
     gpu_index: int | None = None
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    env: tuple[str, ...] = ()
 
 
     @property
@@ -46,7 +50,7 @@ class Placement:
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend, "device": self.device, "gpu_index": self.gpu_index,
-            "reason": self.reason, "details": dict(self.details),
+            "reason": self.reason, "details": dict(self.details), "env": list(self.env),
         }
 
 
@@ -55,6 +59,7 @@ class Placement:
         return cls(
             backend=data["backend"], device=data.get("device", "cpu"), gpu_index=data.get("gpu_index"),
             reason=data.get("reason", ""), details=dict(data.get("details") or {}),
+            env=tuple(data.get("env") or ()),
         )
 
 

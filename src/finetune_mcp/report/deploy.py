@@ -76,6 +76,59 @@ def validate_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+@dataclass
+class DeployPlan:
+    """What a deploy would upload, worked out before anything leaves the machine: what the user is
+    asked to agree to (`deploy_to_hf` asks first; see `tools.consent`)."""
+
+    repo_id: str
+    private: bool
+    merge: bool
+    files: list[str]  # paths in the repo; the card's plots are made during the deploy
+    weights_bytes: int | None  # None with merge=True: the merged model does not exist yet
+
+    def summary(self) -> str:
+        owner = self.repo_id if "/" in self.repo_id else f"{self.repo_id} (under the token's account)"
+        visibility = ("private (a new repo is created private; an existing repo keeps its visibility)" if self.private
+                      else "PUBLIC: anyone can download it (an existing repo keeps its visibility)")
+        size = ("a merged 16-bit model, made first (several GB for billion-parameter models)" if self.merge
+                else f"the LoRA adapter, {(self.weights_bytes or 0) / 1e6:.1f} MB")
+        return (f"Upload to the Hugging Face Hub repo {owner}, {visibility}: {size}, the model card with its plots "
+                f"and the training metrics, in one commit. Files: {', '.join(self.files)}.")
+
+    def terms(self) -> dict[str, Any]:
+        return {"repo_id": self.repo_id, "private": self.private, "merge": self.merge, "files": self.files,
+                "weights_bytes": self.weights_bytes}
+
+
+def plan_deploy(run: RunDirectory, repo_id: str, *, token: str | None = None, private: bool = True,
+                merge: bool = False) -> DeployPlan:
+    """Every check `deploy_run` makes before the network (repo id, a succeeded run, a token, not
+    offline, weights to upload), and the list of what it would upload. Writes nothing."""
+    from huggingface_hub.constants import is_offline_mode
+
+    validate_repo_id(repo_id)
+    RunFacts.load(run)
+    resolve_token(token)
+    if is_offline_mode():
+        raise DeployError("HF_HUB_OFFLINE is set, so the Hugging Face client makes no network calls; unset "
+                          "HF_HUB_OFFLINE in the environment of the server (or CLI) that deploys")
+    if merge:
+        weights = ["config.json", "model*.safetensors", "tokenizer files"]
+        size = None
+    else:
+        adapter = [p for p in sorted(run.adapter.iterdir()) if p.is_file() and p.name != "README.md"] \
+            if run.adapter.is_dir() else []
+        if not adapter:
+            raise DeployError(f"{run.adapter} is empty; the run saved no weights to upload; retrain or check its "
+                              "train.log")
+        weights, size = [p.name for p in adapter], sum(p.stat().st_size for p in adapter)
+    metrics = [f"training/{p.name}" for p in (run.result, run.events) if p.is_file()]
+    if (run.entropy / "eval.json").is_file():
+        metrics.append("training/entropy_eval.json")
+    return DeployPlan(repo_id, private, merge, [*weights, "README.md", "plots/*.png", *metrics], size)
+
+
 def deploy_run(
     run: RunDirectory,
     repo_id: str,

@@ -1,2 +1,2 @@
-"""The MCP server: the FastMCP app and its lifespan (`app`), HTTP bearer-token auth (`auth`), the
+"""The MCP server: the FastMCP app and its lifespan (`app`), HTTP access (`auth`: the bearer token, Host/Origin checks), the
 prompts (`prompts`) and the job resources (`resources`). Tools live in `tools/`."""

@@ -148,21 +148,26 @@ def create_app(auth: AuthProvider | None = None) -> FastMCP:
 def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765, path: str = "/mcp",
           log_level: str = "INFO") -> None:
     """Run the server until interrupted. stdio: for Claude Code / Desktop (stdout is the protocol).
-    http: streamable HTTP on host:port/path, every request needs `Authorization: Bearer
-    $FINETUNE_MCP_TOKEN`."""
+    http: streamable HTTP on host:port/path; every request needs `Authorization: Bearer
+    $FINETUNE_MCP_TOKEN` and a Host (and, from browsers, an Origin) of this server (`server.auth`).
+    Both are checked before the server starts: a weak token or an unchecked bind fails with the fix."""
     _configure_logging(log_level)
     if transport == "stdio":
         create_app().run(transport="stdio", show_banner=False)
         return
     if transport != "http":
         raise ConfigError(f"transport must be stdio or http (got {transport!r})", field="transport")
-    from finetune_mcp.server.auth import SharedTokenVerifier, token_from_env
+    from starlette.middleware import Middleware as ASGIMiddleware
+
+    from finetune_mcp.server.auth import HostOriginGuard, HostOriginPolicy, SharedTokenVerifier, token_from_env
 
     auth = SharedTokenVerifier(token_from_env())
+    policy = HostOriginPolicy.for_bind(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines; put TLS in front of it", host)
     create_app(auth=auth).run(transport="http", host=host, port=port, path=path, show_banner=False,
-                              log_level=log_level.lower())
+                              log_level=log_level.lower(),
+                              middleware=[ASGIMiddleware(HostOriginGuard, policy=policy)])
 
 
 def _configure_logging(level: str) -> None:

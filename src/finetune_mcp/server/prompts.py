@@ -53,8 +53,11 @@ Requested: job = {job_id}; repository = {repo_id}; private = {private}; merge = 
 2. get_job(job_id) must say succeeded. If not, stop and say why.
 3. generate_model_card(job_id) so the repository gets a README with the run's metrics and plots;
    show the user the card's summary.
-4. deploy_to_hf(job_id, repo_id, private={private}, merge={merge}). It needs HF_TOKEN in the server's
-   environment; if it reports a missing or read-only token, tell the user how to set one.
+4. deploy_to_hf(job_id, repo_id, private={private}, merge={merge}). The server asks the user to
+   agree to the repo, visibility and files; if your client cannot show that form, the tool says so
+   and lists the terms: show them to the user and call again with confirm=true only if they agree.
+   It needs HF_TOKEN in the server's environment; if it reports a missing or read-only token, tell
+   the user how to set one.
 5. Report the URL it returns. Never claim an upload that the tool did not confirm.
 """
 

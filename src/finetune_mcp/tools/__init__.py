@@ -1,4 +1,6 @@
 """The MCP tools, one module per area. Each module exposes `register(mcp: FastMCP) -> None`.
+Two helpers are not tool modules: `consent` (asking the user before spending or publishing) and
+`spending` (a RunPod start's quote, consent and cap).
 
 A tool is thin: validate its arguments (typed, with `Field` descriptions the agent reads), make one
 call into `jobs/` or a capability package (`train/`, `report/`, ...), shape a typed result. It raises `FinetuneError`s as they come: the

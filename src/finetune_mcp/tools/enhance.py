@@ -50,7 +50,9 @@ def register(mcp: FastMCP) -> None:
                                                       max_length=1000)] = None,
         teacher_api_key_env: Annotated[str | None, Field(
             description="NAME of the environment variable (of the server) holding the endpoint's key, never the "
-            "key itself; default OPENAI_API_KEY; '' for an endpoint without a key.", max_length=128)] = None,
+            "key itself; default OPENAI_API_KEY; '' for an endpoint without a key. The key is sent only to a base "
+            "URL the operator bound it to (FINETUNE_MCP_TEACHER_KEYS; well-known providers' keys to their own "
+            "APIs).", max_length=128)] = None,
         hint_rule: Annotated[Literal["wrong", "entropy", "wrong_or_entropy"], Field(
             description="When the teacher gives a hint: the answer is wrong, the student was uncertain (a span of "
             "high-entropy tokens), or either.")] = "wrong_or_entropy",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastmcp import Context, FastMCP
-from mcp_types import ToolAnnotations
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
@@ -17,6 +17,8 @@ from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.consent import ConsentRecord
+from finetune_mcp.tools.spending import start_with_consent
 
 JobId = Annotated[str, Field(description="Job id from start_finetune or list_jobs, e.g. 'ft-3f9a0c1b2d4e'.",
                              max_length=64)]
@@ -60,6 +62,8 @@ class JobView(BaseModel):
 
 class StartResult(JobView):
     ignored_fields: list[str] = Field(description="GRANGER config fields accepted but not used.")
+    consent: ConsentRecord | None = Field(None, description="On RunPod: the GPU type, price and spending cap the "
+                                          "user agreed to before the pod was rented, and how.")
 
 
 class JobList(BaseModel):
@@ -151,6 +155,7 @@ def register(mcp: FastMCP) -> None:
     async def start_finetune(
         model: ModelArg,
         dataset: DatasetArg,
+        ctx: Context,
         entropy_weighting: EntropyArg = False,
         target: TargetArg = "auto",
         max_steps: MaxStepsArg = None,
@@ -166,11 +171,21 @@ def register(mcp: FastMCP) -> None:
         entropy_weight_fn: WeightFnArg = None,
         num_gpus: NumGpusArg = None,
         config_overrides: OverridesArg = None,
+        max_cost_usd: Annotated[float | None, Field(
+            description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
+            "reaches it (default FINETUNE_MCP_RUNPOD_MAX_COST_USD, else none).", gt=0, le=100_000)] = None,
+        confirm: Annotated[bool, Field(
+            description="RunPod only, for clients that cannot show the user a form (no MCP elicitation): true once "
+            "you showed the user the GPU type, $/h and cap and they agreed. Clients with elicitation ask the user "
+            "directly.")] = False,
     ) -> StartResult:
         """Start a LoRA fine-tuning job in the background and return its id at once.
 
         Checks the model, dataset and numbers first; on any problem it fails with what to fix and
-        creates nothing. Example: start_finetune(model="unsloth/Qwen3-4B", dataset="data/qa.jsonl",
+        creates nothing. A job placed on RunPod (target='runpod', or 'auto' without a local GPU) costs
+        money: the server first asks the user to agree to the GPU type, $/h and spending cap (MCP
+        elicitation), or, for a client that cannot show that form, needs confirm=true after the user
+        agreed. Example: start_finetune(model="unsloth/Qwen3-4B", dataset="data/qa.jsonl",
         entropy_weighting=true, max_steps=60) → {"job_id": "ft-3f9a0c1b2d4e", "state": "queued", ...}.
         """
         manager = get_manager()
@@ -181,9 +196,13 @@ def register(mcp: FastMCP) -> None:
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
             load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
         )
-        job = await kinds.start_job(manager, "train", config, target)
+        started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
+                                           max_cost_usd=max_cost_usd)
+        if isinstance(started, InputRequiredResult):
+            return started  # type: ignore[return-value]  # 2026-07-28: the client asks the user, then calls again
+        job, consent = started
         view = job_view(manager, job)
-        return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields)
+        return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent)
 
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
     async def get_job(job_id: JobId) -> JobView:

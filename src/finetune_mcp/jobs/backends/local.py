@@ -11,7 +11,8 @@ reaped by whoever is their parent now) count as gone. Off Linux, without /proc, 
 to `kill(pid, 0)` and the start-time check is skipped.
 
 The worker's stdout and stderr go to <run_dir>/train.log, never to the server's stdout (which is the
-MCP channel on stdio).
+MCP channel on stdio). Its environment is an allow-list of the server's (`jobs.worker_env`) plus the
+variables the manager hands over, never the server's whole environment.
 """
 
 from __future__ import annotations
@@ -32,13 +33,12 @@ from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.backends.base import Handle, PollResult, SaveHandle
 from finetune_mcp.jobs.multi_gpu import distributed_command
 from finetune_mcp.jobs.placement import Placement, gpu_indices
+from finetune_mcp.jobs.worker_env import worker_environment
 
 if TYPE_CHECKING:
     from finetune_mcp.config import Settings
     from finetune_mcp.jobs.store import Job, JobState
 
-# Variables the local worker never needs; kept out of its environment.
-_WITHHELD_ENV = ("RUNPOD_API_KEY", "FINETUNE_MCP_TOKEN")
 _PROC = Path("/proc")
 
 
@@ -62,8 +62,7 @@ class LocalBackend:
         run_dir = spec_path.parent
         processes = len(gpu_indices(Placement.from_json(job.placement))) if job.placement else 0
         command = distributed_command(self.command, processes)  # torchrun when the job owns several GPUs
-        child_env = {k: v for k, v in os.environ.items() if k not in _WITHHELD_ENV}
-        child_env.update(env)
+        child_env = worker_environment(os.environ, env)
         try:
             with (run_dir / "train.log").open("ab") as log:
                 proc = subprocess.Popen(

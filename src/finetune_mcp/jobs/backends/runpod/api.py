@@ -57,6 +57,8 @@ class RunPodSettings(BaseModel):
     cloud_type: str = Field("ALL", description="ALL, SECURE or COMMUNITY.")
     container_disk_gb: int = Field(60, ge=10, le=2000)
     max_price_per_hr: float | None = Field(None, gt=0, description="Refuse GPU types above this $/h.")
+    max_cost_usd: float | None = Field(None, gt=0, description="Default spending cap of one job (the pod is "
+                                       "stopped and the job fails when it is reached); a job's own cap wins.")
     port: int = Field(8000, ge=1, le=65535)
     proxy_url: str = Field(DEFAULT_PROXY, description="URL of the worker; {pod_id} and {port} are filled in.")
     provision_timeout_s: float = Field(1200, gt=0, description="Pod created → worker answering (image pull + install).")
@@ -89,7 +91,8 @@ class RunPodSettings(BaseModel):
     def from_env(cls) -> RunPodSettings:
         fields = {
             "image": "IMAGE", "install_command": "INSTALL", "gpu_type": "GPU", "cloud_type": "CLOUD",
-            "container_disk_gb": "DISK_GB", "max_price_per_hr": "MAX_PRICE", "port": "PORT", "proxy_url": "PROXY_URL",
+            "container_disk_gb": "DISK_GB", "max_price_per_hr": "MAX_PRICE", "max_cost_usd": "MAX_COST_USD",
+            "port": "PORT", "proxy_url": "PROXY_URL",
             "provision_timeout_s": "PROVISION_TIMEOUT_S", "idle_timeout_s": "IDLE_TIMEOUT_S",
             "unreachable_timeout_s": "UNREACHABLE_TIMEOUT_S", "max_runtime_s": "MAX_RUNTIME_S",
             "api_timeout_s": "API_TIMEOUT_S", "api_retries": "API_RETRIES", "backoff_s": "BACKOFF_S",

@@ -8,14 +8,20 @@ Life of a job here (the manager's protocol is in `base.py`):
               a per-job worker token in its env), save the pod id, wait until the worker answers
               through the proxy (≤ provision_timeout_s), upload the spec's local inputs, start.
     poll      pull new events.jsonl / train.log bytes into the local run dir; the worker's state says
-              when it ended; an unreachable worker (≥ unreachable_timeout_s), a vanished pod or
-              max_runtime_s ends the job. Cost = $/h × time since the pod was created.
+              when it ended; an unreachable worker (≥ unreachable_timeout_s), a vanished pod,
+              max_runtime_s or the spending cap ends the job. Cost = $/h × time since the pod was created.
     cancel    ask the worker to stop, collect what it has, terminate the pod.
     finalize  collect (events, log, adapter/, tensorboard/, entropy/, result.json) if the pod is
               still there, terminate it and every other pod with the job's name (a create that
               timed out may still have made one), write `cost_usd` into result.json.
     reattach  after a restart: the stored pod id (or, for a launch cut short, the pod name) leads
               back to the pod; a finished worker is collected and settled.
+
+Spending: what the user agreed to at start (`quote` shows the GPU type and $/h first; the tool asks)
+travels in the placement: `max_price_per_hr` (no GPU type above it is rented, even if the quoted
+one is gone by launch) and `max_cost_usd` (else FINETUNE_MCP_RUNPOD_MAX_COST_USD). The cap is
+checked while the pod starts and on every poll; when the cost, plus the minute it takes to stop,
+reaches it, the job fails with "spending cap reached: $X of $Y" and the pod is terminated.
 
 Every ending goes through finalize, and launch terminates its own pod on any error or cancellation
 before re-raising, so no path leaves a pod running. As a last line, the worker terminates its own
@@ -36,6 +42,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +60,7 @@ from finetune_mcp.jobs.backends.runpod.api import (
 )
 from finetune_mcp.jobs.backends.runpod.client import (
     TERMINAL,
+    ArtifactsRefused,
     WorkerClient,
     WorkerUnreachable,
     local_inputs,
@@ -71,6 +79,51 @@ log = logging.getLogger("finetune_mcp.runpod")
 POD_PREFIX = "finetune-mcp-"
 GONE = ("TERMINATED", "EXITED")
 MAX_CREATE_CHOICES = 3
+STOP_MARGIN_S = 60.0  # billed while a capped job is stopped (collect, terminate): stop this much early
+
+
+@dataclass(frozen=True)
+class PodQuote:
+    """What a job would rent, before anything is rented: shown to the user for consent."""
+
+    gpu_type_id: str
+    gpu_name: str
+    gpu_count: int
+    price_per_hr: float  # for all gpu_count GPUs
+    cloud_type: str
+    max_runtime_s: float
+    default_cap_usd: float | None  # FINETUNE_MCP_RUNPOD_MAX_COST_USD
+
+    @property
+    def worst_case_usd(self) -> float:
+        return round(self.price_per_hr * self.max_runtime_s / 3600.0, 2)
+
+
+def quote(placement: Placement, settings: Settings | None = None, runpod: RunPodSettings | None = None) -> PodQuote:
+    """The GPU type `launch` would pick now for `placement` (the cheapest on-demand type that fits,
+    or FINETUNE_MCP_RUNPOD_GPU) and its price. One RunPod API read; nothing is created."""
+    settings = settings or Settings.from_env()
+    rp = runpod or RunPodSettings.from_env()
+    if not settings.runpod_api_key:
+        raise BackendError("RUNPOD_API_KEY is not set; set it in the server's environment to use RunPod")
+    required = float(placement.details.get("required_gb") or DEFAULT_RUNPOD_MIN_GPU_GB)
+    count = int(placement.details.get("gpu_count") or 1)
+    choices = RunPodAPI(settings.runpod_api_key, rp).choose_gpu(required)
+    priced = [c for c in choices if c.price_per_hr is not None]
+    if not priced:
+        raise BackendError(_no_gpu_message(required, rp))
+    best = priced[0]
+    return PodQuote(best.id, best.display_name, count, round(float(best.price_per_hr) * count, 4), rp.cloud_type,
+                    rp.max_runtime_s, rp.max_cost_usd)
+
+
+def _no_gpu_message(required: float, rp: RunPodSettings, agreed: float | None = None) -> str:
+    cap = f" at ≤ ${rp.max_price_per_hr}/h" if rp.max_price_per_hr else ""
+    if agreed is not None:
+        cap = f" at or below the ${agreed:.2f}/h agreed to when the job started"
+    return (f"no RunPod GPU type with ≥ {required:.1f} GB can be rented now in cloud {rp.cloud_type}{cap}; try again "
+            "later (start_finetune shows the current price), set FINETUNE_MCP_RUNPOD_GPU / FINETUNE_MCP_RUNPOD_CLOUD, "
+            "or use load_in_4bit=True")
 
 
 class RunPodBackend:
@@ -122,7 +175,7 @@ class RunPodBackend:
 
     def public_info(self, handle: Handle) -> dict[str, Any]:
         return {k: handle.get(k) for k in ("pod_id", "pod_name", "gpu_type_id", "gpu_name", "price_per_hr",
-                                            "cloud_type")} | {"cost_usd": self._cost(handle)}
+                                            "cloud_type", "max_cost_usd")} | {"cost_usd": self._cost(handle)}
 
     # -- launch ----------------------------------------------------------------------------------
     async def launch(self, job: Job, spec_path: Path, *, env: Mapping[str, str], save_handle: SaveHandle) -> Handle:
@@ -133,16 +186,18 @@ class RunPodBackend:
         required = float(placement.details.get("required_gb") or DEFAULT_RUNPOD_MIN_GPU_GB)
         gpu_count = int(placement.details.get("gpu_count") or 1)  # > 1: DDP on the pod (num_gpus)
         choices: list[GpuChoice] = await self._in_thread(api.choose_gpu, required)
+        agreed = placement.details.get("max_price_per_hr")  # the $/h the user agreed to (all GPUs)
+        if agreed is not None:
+            choices = [c for c in choices if c.price_per_hr is not None
+                       and c.price_per_hr * gpu_count <= float(agreed) + 1e-9]
         if not choices:
-            cap = f" at ≤ ${self.rp.max_price_per_hr}/h" if self.rp.max_price_per_hr else ""
-            raise BackendError(
-                f"no RunPod GPU type with ≥ {required:.1f} GB can be rented now in cloud {self.rp.cloud_type}{cap}; "
-                "try again later, set FINETUNE_MCP_RUNPOD_GPU / FINETUNE_MCP_RUNPOD_CLOUD, or use load_in_4bit=True"
-            )
+            raise BackendError(_no_gpu_message(required, self.rp, None if agreed is None else float(agreed)))
         nonce = secrets.token_hex(16)
+        cap = placement.details.get("max_cost_usd", self.rp.max_cost_usd)
         handle: Handle = {
             "job_id": job.id, "run_dir": str(spec_path.parent), "pod_name": POD_PREFIX + job.id, "pod_id": None,
             "nonce": nonce, "cloud_type": self.rp.cloud_type, "started": False,
+            "max_cost_usd": None if cap is None else float(cap),
         }
         await save_handle(dict(handle))  # from here on, a restart finds the pod by its name
         pod_env = {
@@ -200,11 +255,26 @@ class RunPodBackend:
                     break
         raise BackendError(f"could not create a RunPod pod: {last}")
 
+    def _cap_reached(self, handle: Handle) -> str | None:
+        """'spending cap reached: $X of $Y' once the cost so far, plus what stopping costs, reaches the
+        job's cap; None while under it (or without a cap)."""
+        cap, cost = handle.get("max_cost_usd"), self._cost(handle)
+        if cap is None or cost is None:
+            return None
+        price = float(read_sidecar(Path(handle["run_dir"])).get("cost_per_hr") or handle.get("price_per_hr") or 0)
+        if cost + price * STOP_MARGIN_S / 3600.0 < float(cap):
+            return None
+        return f"spending cap reached: ${cost:.2f} of ${float(cap):.2f}"
+
     async def _wait_ready(self, api: RunPodAPI, handle: Handle, worker: WorkerClient) -> None:
         deadline = handle["created_at"] + self.rp.provision_timeout_s
         last, checked = "no answer yet", 0.0
         while True:
             now = self.clock()
+            capped = self._cap_reached(handle)
+            if capped:
+                raise BackendError(f"{capped} while pod {handle['pod_id']} was starting (the pod is terminated); "
+                                   "raise max_cost_usd, or try another time or GPU type if starting is slow")
             if now - checked >= max(self.rp.ready_poll_s * 3, 5.0):
                 checked = now
                 pod = await self._in_thread(api.pod, handle["pod_id"])
@@ -236,6 +306,10 @@ class RunPodBackend:
         if self.clock() - handle["created_at"] > self.rp.max_runtime_s:
             return PollResult(alive=False, cost_usd=cost, detail=f"the job ran past FINETUNE_MCP_RUNPOD_MAX_RUNTIME_S="
                               f"{self.rp.max_runtime_s:g} s and was stopped")
+        capped = self._cap_reached(handle)
+        if capped:
+            return PollResult(alive=False, cost_usd=cost, detail=f"{capped}; the pod was stopped (raise max_cost_usd "
+                              "to let a run like this finish)")
         worker = self._worker(handle)
         try:
             state = await worker.pull()
@@ -288,8 +362,10 @@ class RunPodBackend:
         return state == "running"
 
     async def finalize(self, handle: Handle, state: JobState) -> None:
-        await self._collect(handle)
-        await self._terminate_all(handle)
+        try:
+            await self._collect(handle)
+        finally:
+            await self._terminate_all(handle)
         run_dir = Path(handle["run_dir"])
         ended = read_sidecar(run_dir).get("terminated_at") or self.clock()
         update_sidecar(run_dir, terminated_at=ended)
@@ -301,6 +377,11 @@ class RunPodBackend:
             data["compute"] = {"provider": "runpod", "billed_s": round(ended - handle["created_at"], 1),
                                **{k: handle.get(k) for k in ("pod_id", "gpu_name", "price_per_hr")}}
             run.write_json(run.result, data)
+        refused = read_sidecar(run_dir).get("artifacts_refused")
+        if refused:
+            raise BackendError(f"the artifacts of pod {handle.get('pod_id')} were refused: {refused}; nothing from "
+                               "the pod was written into the run directory (the pod is terminated); start the job "
+                               "again, and report it if it happens again with the default image")
 
     async def _collect(self, handle: Handle) -> None:
         """Bring the last events, the log and the artifacts home, once, if the worker still answers."""
@@ -315,6 +396,9 @@ class RunPodBackend:
                 names = await worker.download_artifacts()
                 worker.update_sidecar(collected=True)
                 log.info("job %s: artifacts from pod %s: %s", handle["job_id"], handle["pod_id"], ", ".join(names))
+            except ArtifactsRefused as exc:  # a hostile or broken pod: never asked again; finalize fails the job
+                worker.update_sidecar(collected=True, artifacts_refused=str(exc))
+                log.error("job %s: artifacts from pod %s refused: %s", handle["job_id"], handle["pod_id"], exc)
             except (WorkerUnreachable, BackendError) as exc:
                 log.warning("job %s: could not collect artifacts from pod %s: %s", handle["job_id"],
                             handle["pod_id"], exc)

@@ -4,11 +4,19 @@ Keeps the job's LOCAL run directory current: the worker's events.jsonl and train
 byte offset and appended locally (the offsets live in `<run_dir>/.runpod.json`, so a restarted
 server continues where the last one stopped and the manager's own lines in events.jsonl never
 shift them), and the final artifacts arrive as a tar extracted into the run dir.
+
+The pod is not trusted with the local run directory: the tar is checked whole before anything is
+written (`check_members`: every name normalised, then refused if absolute, leaving the folder, a
+link, a device, or one of the files only this side writes: spec.json, events.jsonl, .runpod.json),
+extracted into a staging folder, and only then moved into place, entry by entry. A refused archive
+changes nothing and fails the job with the reason (`ArtifactsRefused`).
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +34,12 @@ UPLOAD_CHUNK = 16 * 1024 * 1024  # one request per 16 MiB: far inside the proxy'
 SKIP_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
 SIDECAR = ".runpod.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
+LOCAL_ONLY = frozenset({"spec.json", "events.jsonl", SIDECAR})  # written by this side; a pod never replaces them
+STAGING_PREFIX = ".artifacts-staging-"
+
+
+class ArtifactsRefused(BackendError):
+    """The pod's artifact archive broke a rule (see the module docstring); nothing was extracted."""
 
 
 class WorkerUnreachable(Exception):
@@ -156,12 +170,63 @@ def update_sidecar(run_dir: Path, **values: Any) -> dict[str, Any]:
     return data
 
 
+def member_path(name: str) -> str:
+    """A tar member's name as the path it would land on: `./a//b/../c` → `a/c`; '' for the folder itself.
+    Raises ArtifactsRefused for an absolute name or one that climbs out of the folder."""
+    if name.startswith("/") or "\\" in name or "\0" in name:
+        raise ArtifactsRefused(f"the member {name!r} is an absolute or malformed path")
+    normal = posixpath.normpath(name)
+    if normal == ".":
+        return ""
+    if normal == ".." or normal.startswith("../"):
+        raise ArtifactsRefused(f"the member {name!r} points outside the run directory")
+    return normal
+
+
+def check_members(members: list[tarfile.TarInfo]) -> list[str]:
+    """The top-level names the archive would create, once every member passed: regular files and
+    folders only, inside the folder, none of the LOCAL_ONLY files. ArtifactsRefused otherwise."""
+    tops: set[str] = set()
+    for member in members:
+        path = member_path(member.name)
+        if not (member.isfile() or member.isdir()):
+            kind = "a link" if member.issym() or member.islnk() else "not a regular file or folder"
+            raise ArtifactsRefused(f"the member {member.name!r} is {kind}")
+        if not path:
+            if member.isfile():
+                raise ArtifactsRefused(f"the member {member.name!r} is a file named like the folder")
+            continue
+        top = path.split("/")[0]
+        if top in LOCAL_ONLY:
+            raise ArtifactsRefused(f"the member {member.name!r} would replace {top}, which only this side writes")
+        tops.add(top)
+    return sorted(tops)
+
+
 def _extract(tar_path: Path, dest: Path) -> list[str]:
-    """Extract with the 'data' filter: no absolute paths, no `..`, no links out, no devices."""
-    with tarfile.open(tar_path) as tar:
-        members = [m for m in tar.getmembers() if m.name.split("/")[0] not in ("events.jsonl", "spec.json", SIDECAR)]
-        tar.extractall(dest, members=members, filter="data")
-    return sorted({m.name.split("/")[0] for m in members})
+    """Check the whole archive, extract it into a staging folder beside `dest` (the 'data' filter on
+    top), then move each top-level entry into place. Returns the top-level names placed."""
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
+    try:
+        try:
+            with tarfile.open(tar_path) as tar:
+                members = tar.getmembers()
+                tops = check_members(members)
+                tar.extractall(staging, members=members, filter="data")
+        except tarfile.FilterError as exc:
+            raise ArtifactsRefused(f"the archive broke the extraction filter ({exc})") from None
+        except (tarfile.TarError, OSError) as exc:
+            raise ArtifactsRefused(f"the archive could not be extracted ({type(exc).__name__}: {exc})") from None
+        for top in tops:
+            target = dest / top
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            (staging / top).replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return tops
 
 
 def local_inputs(spec: dict[str, Any]) -> tuple[list[tuple[Path, str]], dict[str, str]]:

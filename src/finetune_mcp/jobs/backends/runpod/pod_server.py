@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.multi_gpu import distributed_command
+from finetune_mcp.jobs.worker_env import worker_environment
 
 log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
 
@@ -82,11 +83,8 @@ class WorkerJob:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             spec_path = self.run_dir / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
-            env = dict(os.environ)
-            env.pop(TOKEN_ENV, None)
-            env.pop("RUNPOD_API_KEY", None)  # the training code needs neither
-            if hf_token:
-                env["HF_TOKEN"] = hf_token
+            # The pod's own environment holds the worker token and RunPod's pod key; the run needs neither.
+            env = worker_environment(os.environ, {"HF_TOKEN": hf_token} if hf_token else {})
             out = (self.run_dir / "train.log").open("ab")  # as the local backend does
             processes = _gpu_processes(spec.get("num_gpus", 1))
             command = distributed_command([sys.executable, "-m", "finetune_mcp.cli", "worker", "run"], processes)
