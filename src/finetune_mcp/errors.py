@@ -59,3 +59,7 @@ class ExperimentError(FinetuneError):
     def __init__(self, message: str, *, run: str | None = None) -> None:
         self.run = run
         super().__init__(message)
+
+
+class ExportError(FinetuneError):
+    """A GGUF export cannot run, or its file failed verification; nothing is left half-written."""
