@@ -134,7 +134,7 @@ def _check_held_out(render: Render, turns: TurnFormat, bos_token: str | None) ->
 def modelfile_text(gguf_name: str, *, turns: TurnFormat | None, stops: Sequence[str], system: str | None,
                    parameters: dict[str, Any] | None = None) -> str:
     """The Modelfile: FROM ./<file>, TEMPLATE (when measured), SYSTEM, PARAMETER stop ... ."""
-    lines = [f"# Ollama Modelfile written by finetune-mcp. Use: ollama create NAME -f Modelfile", f"FROM ./{gguf_name}"]
+    lines = ["# Ollama Modelfile written by finetune-mcp; use: ollama create NAME -f <this file>", f"FROM ./{gguf_name}"]
     if turns is not None:
         lines.append(f'TEMPLATE """{_triple_quoted(turns.go_template())}"""')
     else:
