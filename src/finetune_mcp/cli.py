@@ -559,6 +559,8 @@ def deploy(
     repo: Annotated[str, typer.Argument(help="Hub repo 'owner/name' (or 'name' under your account).")],
     public: Annotated[bool, typer.Option(help="Create the repo public (default: private).")] = False,
     merge: Annotated[bool, typer.Option(help="Upload a merged 16-bit model instead of the LoRA adapter.")] = False,
+    include_gguf: Annotated[bool, typer.Option(help="Also upload the run's GGUF exports + Modelfiles "
+                                               "(finetune-mcp export).")] = False,
     compare_with: CompareWith = None,
 ) -> None:
     """Upload a succeeded run to the Hugging Face Hub in one commit: adapter (or merged model), card,
@@ -567,7 +569,7 @@ def deploy(
     from finetune_mcp.report.deploy import deploy_run
 
     run = _finished_run(job, "a deployment")
-    result = deploy_run(run, repo, private=not public, merge=merge,
+    result = deploy_run(run, repo, private=not public, merge=merge, include_gguf=include_gguf,
                         compare_with=_finished_run(compare_with, "the comparison"))
     console.print(f"[green]deployed[/] {len(result.files)} files ({result.bytes_uploaded / 1e6:.1f} MB) in commit "
                   f"{result.commit_oid[:12]}, {'private' if result.private else 'public'}")

@@ -33,7 +33,7 @@ def _with_pre_tokenizer(path: Path, pre: dict) -> Path:
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
 ])
 def test_rules_llama_cpp_does_not_implement_are_refused_with_what_was_found(tmp_path: Path, pre: dict) -> None:
-    with pytest.raises(ValueError, match="none that llama.cpp implements") as err:
+    with pytest.raises(ValueError, match=r"none that llama\.cpp implements") as err:
         pre_tokenizer_name(_with_pre_tokenizer(tmp_path, pre))
     assert pre["type"] in str(err.value)
 

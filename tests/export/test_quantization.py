@@ -26,6 +26,6 @@ def test_every_file_type_exists_in_llama_cpp() -> None:
 
 @pytest.mark.parametrize("bad", ["q4", "iq2_xs", "gguf", ""])
 def test_an_unknown_name_lists_the_choices(bad: str) -> None:
-    with pytest.raises(ConfigError, match="q8_0.*q4_k_m") as err:
+    with pytest.raises(ConfigError, match=r"q8_0.*q4_k_m") as err:
         parse_quantization(bad)
     assert err.value.field == "quantization" and repr(bad) in str(err.value)

@@ -37,7 +37,6 @@ from finetune_mcp.runs.session import library_versions, worker_session
 log = logging.getLogger("finetune_mcp.export")
 
 STAGES = ("merge", "convert", "modelfile", "verify", "publish")
-EXPORTS_RECORD = "exports.json"  # <source run>/export/exports.json: one entry per finished export
 _WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")
 _NOT_TOKENIZER = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md")
 
@@ -58,7 +57,7 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
     source = RunDirectory(Path(spec.source_run_dir))
     config = EnhancedTrainingConfig.from_file(source.spec)
     stem = spec.file_stem(config.model)
-    destination = source.root / "export"
+    destination = source.export
     staging = source.root / f".export-{run.root.name}"
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -129,7 +128,7 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
         "runtime_s": round(time.time() - started, 2),
         "versions": {**library_versions(), **tools},
     }
-    _record(destination, result)
+    _record(source, result)
     run.write_json(run.result, result)
     run.write_event("end", status="succeeded", metrics=_metrics(figures))
     return result
@@ -197,19 +196,12 @@ def _publish(staging: Path, destination: Path, files: list[Path]) -> list[Path]:
     return moved
 
 
-def _record(destination: Path, result: dict[str, Any]) -> None:
-    """Append to export/exports.json (the card's "Use with llama.cpp / Ollama" section reads it)."""
-    from finetune_mcp.runs.rundir import write_atomic
-
-    path = destination / EXPORTS_RECORD
-    try:
-        history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
-    except ValueError:
-        history = []
-    history = [h for h in history if h.get("gguf") != result["gguf"]] + [
-        {k: result[k] for k in ("quantization", "gguf", "modelfile", "size_bytes", "verification", "commands")}
-        | {"time": time.time()}]
-    write_atomic(path, json.dumps(history, indent=2))
+def _record(source: RunDirectory, result: dict[str, Any]) -> None:
+    """Add to export/exports.json (replacing an older export of the same file): the card's "Use with
+    llama.cpp / Ollama" section and deploy_to_hf(include_gguf=True) read it."""
+    keep = [e for e in source.read_exports() if e.get("gguf") != result["gguf"]]
+    entry = {k: result[k] for k in ("quantization", "gguf", "modelfile", "size_bytes", "verification", "commands")}
+    source.write_json(source.exports_record, [*keep, {**entry, "time": time.time()}])
 
 
 @contextmanager

@@ -42,6 +42,10 @@ def register(mcp: FastMCP) -> None:
                                                    "visibility).")] = True,
         merge: Annotated[bool, Field(description="Upload the adapter merged into its base as a 16-bit model "
                                                  "instead of the LoRA adapter (much larger).")] = False,
+        include_gguf: Annotated[bool, Field(description="Also upload the job's verified GGUF files and Ollama "
+                                                        "Modelfiles (made by export_model), in the same commit; "
+                                                        "the card gets a 'Use with llama.cpp / Ollama' section."
+                                            )] = False,
         token: Annotated[SecretStr | None, Field(description="Hugging Face write token; default HF_TOKEN from "
                                                              "the server's environment. Never echoed.")] = None,
     ) -> DeployResult:
@@ -54,5 +58,5 @@ def register(mcp: FastMCP) -> None:
         run = succeeded_run(get_manager(), job_id, "a deployment")
         secret = token.get_secret_value() if token is not None else None
         result = await anyio.to_thread.run_sync(functools.partial(
-            deploy_run, run, repo_id, token=secret, private=private, merge=merge))
+            deploy_run, run, repo_id, token=secret, private=private, merge=merge, include_gguf=include_gguf))
         return DeployResult(job_id=job_id, **result.to_dict())
