@@ -40,7 +40,7 @@ def test_f16_and_q8_0_files_load_in_llama_cpp_and_match_the_merged_model(runs: T
     q8 = run_export(_spec(source, "q8_0"), tmp_path / "export-q8_0")
 
     v = f16["verification"]
-    assert v["prompts"] == 8 and v["rows_from"] == "validation"
+    assert v["prompts"] == 6 and v["rows_from"] == "validation", v  # 64 rows, 10% held out
     assert v["tokenizer_identical"] == v["greedy_identical"] == v["prompts"]  # f16: identical tokens
     assert v["greedy_token_agreement"] == 1.0 and v["top1_agreement"] >= 0.99 and v["max_abs_logit_diff"] < 0.1
     assert abs(v["perplexity_delta"]) < 0.01 * v["perplexity_transformers"]
@@ -128,16 +128,25 @@ def test_the_qwen2_and_llama3_splitting_rules_tokenize_alike_in_llama_cpp(tmp_pa
     """Tokenizers trained anew with Qwen's or Llama 3's regex: the converter does not know their hash;
     the exporter names the pre-tokenizer from the rules and llama.cpp then gives the same ids."""
     from finetune_mcp.export.convert import convert_checkpoint
+    from finetune_mcp.export.metadata import TrainingTokenizer
     from finetune_mcp.export.quantization import parse_quantization
     from finetune_mcp.export.verify import verify_gguf
     from finetune_mcp.testing import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model", pre_tokenizer=style)
-    decided = convert_checkpoint(model, tmp_path / "m.gguf", "f16", model_name="m")
-    assert decided["pre_tokenizer_from"] == "tokenizer.json rules"
     texts = ["what is 12345 plus 678?", "I've been 'told' he's there,\n\n  \tok?", "naïve café — 東京 🚀 x",
              "  leading spaces and trailing   ", "line\r\nbreaks\n\n\nand    gaps"]
     rows = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": t[::-1]}]} for t in texts]
-    check = verify_gguf(tmp_path / "m.gguf", model, model, rows, parse_quantization("f16"), max_seq_length=256,
-                        assistant_only_loss=True, max_new_tokens=4)
-    assert check.figures["tokenizer_identical"] == len(texts), check.failures
+
+    def tokenizer_identical(gguf_file: Path) -> int:
+        check = verify_gguf(gguf_file, model, model, rows, parse_quantization("f16"), max_seq_length=256,
+                            assistant_only_loss=True, max_new_tokens=4)
+        return check.figures["tokenizer_identical"]
+
+    if style == "llama3":  # llama.cpp's default for this vocabulary adds a BOS the tokenizer does not have
+        convert_checkpoint(model, tmp_path / "no-flags.gguf", "f16", model_name="m")
+        assert tokenizer_identical(tmp_path / "no-flags.gguf") == 0  # and the verification sees it
+    TrainingTokenizer.load(model).write_bos_eos_flags(model)  # what the workflow does to the converter's input
+    decided = convert_checkpoint(model, tmp_path / "m.gguf", "f16", model_name="m")
+    assert decided["pre_tokenizer_from"] == "tokenizer.json rules"
+    assert tokenizer_identical(tmp_path / "m.gguf") == len(texts)

@@ -66,7 +66,7 @@ def register(mcp: FastMCP) -> None:
         try:
             spec = ExportSpec.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc).replace("training config", "export")) from None
+            raise ConfigError(format_validation_error(exc, "export", "export_model")) from None
         started = await kinds.start_job(manager, "export", spec, "local")
         return ExportStartResult(**job_view(manager, started).model_dump(), source_job=job_id,
                                  quantization=spec.quantization, destination=str(Path(job.run_dir) / "export"),
