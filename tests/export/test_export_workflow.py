@@ -79,7 +79,7 @@ def test_f16_and_q8_0_files_load_in_llama_cpp_and_match_the_merged_model(runs: T
     assert log.read_json(log.result) == q8
     events = [json.loads(line) for line in log.events.read_text().splitlines()]
     assert [e.get("stage") for e in events if e["type"] == "progress"] == ["merge", "convert", "modelfile", "verify",
-                                                                        "publish"]
+                                                                        "publish", "done"]
     assert events[-1]["type"] == "end" and events[-1]["metrics"]["export/top1_agreement"] == q["top1_agreement"]
 
 

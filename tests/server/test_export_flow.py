@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job, JobState, JobStore
 from finetune_mcp.runs.rundir import RunDirectory
 from standins.finished_runs import TinyRuns, copy_run, tiny_runs
@@ -27,7 +28,7 @@ def _register(store: JobStore, job_id: str, run: RunDirectory, state: JobState, 
     now = time.time()
     config = run.read_json(run.spec) | ({"kind": kind} if kind else {})
     store.insert(Job(id=job_id, state=JobState.QUEUED, target="local", backend="local", device="cpu", slot="cpu",
-                     placement={}, config=config, run_dir=str(run.root), created_at=now, updated_at=now))
+                     placement=Placement("local", "cpu", None, "registered by the test").to_json(), config=config, run_dir=str(run.root), created_at=now, updated_at=now))
     if state is JobState.SUCCEEDED:
         store.transition(job_id, JobState.RUNNING)
     store.transition(job_id, state, reason="registered by the test")

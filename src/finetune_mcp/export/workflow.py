@@ -130,6 +130,8 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
     }
     _record(source, result)
     run.write_json(run.result, result)
+    run.write_event("progress", step=len(STAGES), total_steps=len(STAGES), stage="done")
+    run.write_event("eval", step=len(STAGES), metrics=_metrics(figures), phase="export")  # get_job's metrics
     run.write_event("end", status="succeeded", metrics=_metrics(figures))
     return result
 
