@@ -150,3 +150,18 @@ def test_the_qwen2_and_llama3_splitting_rules_tokenize_alike_in_llama_cpp(tmp_pa
     decided = convert_checkpoint(model, tmp_path / "m.gguf", "f16", model_name="m")
     assert decided["pre_tokenizer_from"] == "tokenizer.json rules"
     assert tokenizer_identical(tmp_path / "m.gguf") == len(texts)
+
+
+def test_bf16_is_held_to_the_f16_bar_and_q4_k_m_reports_its_loss(runs: TinyRuns, tmp_path: Path) -> None:
+    """q4_k_m on the tiny model: its 64-wide rows are not a multiple of 256, so llama.cpp keeps them in
+    q5_0 and says so (the job's log); the quantised file passes on its tokenizer and reports the rest."""
+    source = copy_run(runs.plain, tmp_path)
+    bf16 = run_export(_spec(source, "bf16"), tmp_path / "export-bf16")
+    q4 = run_export(_spec(source, "q4_k_m"), tmp_path / "export-q4_k_m")
+    b = bf16["verification"]
+    assert b["greedy_identical"] == b["prompts"] and b["top1_agreement"] >= 0.99
+    q = q4["verification"]
+    assert q["tokenizer_identical"] == q["prompts"] and q["perplexity_gguf"] > 0
+    assert q4["size_bytes"] < 0.5 * bf16["size_bytes"]
+    log = (tmp_path / "export-q4_k_m" / "train.log").read_text()
+    assert "not divisible by 256" in log and "falling back to" in log

@@ -16,7 +16,12 @@ tokenizer (every published Qwen / Llama one) goes through the converter's table 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +114,36 @@ def quantize_file(source: Path, out_file: Path, quantization: Quantization, *, t
     params.ftype = getattr(llama_cpp, quantization.ftype)
     params.nthread = threads
     started = time.time()
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out_file).encode(), params)
+    with _captured_output() as output:  # llama.cpp writes its log (a line per tensor) to the process's fds
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(out_file).encode(), params)
+    for line in output:
+        if "fallback" in line or "warning" in line.lower() or "error" in line.lower():
+            log.warning("llama.cpp quantiser: %s", line.strip())
+        elif "size =" in line and "_impl" in line:  # model size / quant size, in MiB and bits per weight
+            log.info("llama.cpp quantiser: %s", line.strip())
     if status != 0:
         raise ExportError(f"llama.cpp's quantiser failed on {source.name} → {quantization.name} (status {status}); "
                           "its message is in the job's log; try q8_0, which every tensor shape supports")
     log.info("quantised %s to %s in %.1fs", source.name, out_file.name, time.time() - started)
+
+
+@contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Send this process's stdout/stderr file descriptors to a temporary file while the block runs
+    (C code's prints included); the yielded list holds the lines written, once the block is over."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", errors="replace").splitlines())
