@@ -15,13 +15,14 @@ tokenizer (every published Qwen / Llama one) goes through the converter's table 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,11 @@ def quantize_file(source: Path, out_file: Path, quantization: Quantization, *, t
 
 @contextmanager
 def _captured_output() -> Iterator[list[str]]:
-    """Send this process's stdout/stderr file descriptors to a temporary file while the block runs
-    (C code's prints included); the yielded list holds the lines written, once the block is over."""
+    """Capture what the block writes to stdout/stderr, both the file descriptors (C code's prints) and
+    Python's sys.stdout/sys.stderr (llama-cpp-python's log callback prints there); the yielded list
+    holds the lines once the block is over."""
     lines: list[str] = []
+    python_side = io.StringIO()
     with tempfile.TemporaryFile() as sink:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -139,7 +142,8 @@ def _captured_output() -> Iterator[list[str]]:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            yield lines
+            with redirect_stdout(python_side), redirect_stderr(python_side):
+                yield lines
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
@@ -147,3 +151,4 @@ def _captured_output() -> Iterator[list[str]]:
                 os.close(fd)
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", errors="replace").splitlines())
+            lines.extend(python_side.getvalue().splitlines())
