@@ -31,6 +31,7 @@ from finetune_mcp.experiment.spec import load_experiment_spec
 from finetune_mcp.experiment.start import check_experiment_start, place_experiment
 from finetune_mcp.experiment.workflow import run_experiment
 from finetune_mcp.export.spec import check_export_start, load_export_spec, place_export_job
+from finetune_mcp.export.workflow import result_view as export_view
 from finetune_mcp.export.workflow import run_export
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
@@ -145,7 +146,7 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
             running_hint=_experiment_running, done_hint=_experiment_done),
     JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
             load_export_spec, check_export_start, place_export_job, run_export,
-            running_hint=_export_running, done_hint=_export_done),
+            running_hint=_export_running, done_hint=_export_done, result_view=export_view),
 )}
 
 

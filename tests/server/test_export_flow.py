@@ -77,6 +77,8 @@ async def test_export_model_refuses_with_the_fix_then_exports_a_verified_gguf(se
     assert done["metrics"]["export/greedy_token_agreement"] >= 0.9
     assert "export/perplexity_delta" in done["metrics"] and "include_gguf=True" in done["hint"]
     assert (good.export / "tiny-model-q8_0.gguf").is_file() and (good.export / "tiny-model-q8_0.Modelfile").is_file()
+    assert done["result"]["gguf"] == str(good.export / "tiny-model-q8_0.gguf")  # the export's view in get_job
+    assert done["result"]["commands"]["ollama"].endswith("ollama run tiny-model-q8_0")
     result = RunDirectory(Path(done["run_dir"])).read_json(Path(done["run_dir"]) / "result.json")
     assert result["verification"]["tokenizer_identical"] == result["verification"]["prompts"]
     assert result["gguf"] == str(good.export / "tiny-model-q8_0.gguf")

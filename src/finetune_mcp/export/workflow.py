@@ -136,6 +136,17 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
     return result
 
 
+def result_view(job: Any) -> dict[str, Any] | None:
+    """What get_job / wait_for_job show of a succeeded export: the files, the figures, the commands."""
+    try:
+        result = json.loads((Path(job.run_dir) / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a view must never break get_job
+        return None
+    keys = ("quantization", "gguf", "modelfile", "size_bytes", "pre_tokenizer", "ollama_template", "verification",
+            "examples", "commands")
+    return {k: result.get(k) for k in keys}
+
+
 def usage_commands(gguf_file: Path, modelfile: Path) -> dict[str, str]:
     """How to run the file: Ollama, llama.cpp's CLI and server, LM Studio's CLI."""
     name = gguf_file.stem.lower()

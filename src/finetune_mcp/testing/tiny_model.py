@@ -23,6 +23,12 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # How text is split before BPE: GPT-2's byte-level regex (the default), or the Split regexes of the
 # Qwen2/Qwen3 and Llama 3 tokenizer.json files (the GGUF export tests use them: llama.cpp must split alike).
 PRE_TOKENIZERS = ("gpt2", "qwen2", "llama3")
+# The Split regexes of Qwen2/Qwen3's and Llama 3's published tokenizer.json (tests/export checks that
+# the exporter names them `qwen2` and `llama-bpe`).
+_SPLIT_REGEXES = {
+    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
 
 _CORPUS_WORDS = (
     "the a an is are was of to in on for with and or not what which who how why when where answer question "
@@ -49,17 +55,14 @@ def build_tokenizer(path: str | Path | None = None, vocab_size: int = 512, pre_t
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from finetune_mcp.export.pretokenizer import LLAMA3_REGEX, QWEN2_REGEX
-
     if pre_tokenizer not in PRE_TOKENIZERS:
         raise ValueError(f"pre_tokenizer must be one of {PRE_TOKENIZERS}, not {pre_tokenizer!r}")
     tok = Tokenizer(models.BPE())
     if pre_tokenizer == "gpt2":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     else:
-        regex = QWEN2_REGEX if pre_tokenizer == "qwen2" else LLAMA3_REGEX
         tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(_SPLIT_REGEXES[pre_tokenizer]), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
