@@ -10,9 +10,11 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first, pinned to the CPU build, so no later step can pull a CUDA torch onto a CPU machine.
+# llama-cpp-python (the `export` extra) is built from its sdist the first time on a machine (~15-25 min
+# on 2 cores; pip's wheel cache in ~/.cache/pip serves later installs); its multimodal library is not built.
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install -q -e ".[test]"
 
 # Debian's Chromium for the TensorBoard screenshots (Playwright drives it; no browser download).
 browser:

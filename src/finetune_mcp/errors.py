@@ -64,3 +64,7 @@ class ExperimentError(FinetuneError):
 class ConsentError(FinetuneError):
     """Spending or publishing needs the user's agreement, which was refused or could not be asked
     for; nothing was started or uploaded."""
+
+
+class ExportError(FinetuneError):
+    """A GGUF export cannot run, or its file failed verification; nothing is left half-written."""

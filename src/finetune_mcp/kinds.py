@@ -31,6 +31,9 @@ from finetune_mcp.errors import JobError
 from finetune_mcp.experiment.spec import load_experiment_spec
 from finetune_mcp.experiment.start import check_experiment_start, place_experiment
 from finetune_mcp.experiment.workflow import run_experiment
+from finetune_mcp.export.spec import check_export_start, load_export_spec, place_export_job
+from finetune_mcp.export.workflow import result_view as export_view
+from finetune_mcp.export.workflow import run_export
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
@@ -112,6 +115,17 @@ def _experiment_done(job: Job) -> str:
             f"{job.run_dir}/experiment/report.md")
 
 
+def _export_running(job: Job, follow: str) -> str:
+    return (f"exporting to GGUF {job.config.get('quantization')} (steps: merge, convert, modelfile, verify, "
+            f"publish); {follow}, or cancel_job to stop it (nothing half-written is kept)")
+
+
+def _export_done(job: Job) -> str:
+    return (f"done: {job.run_dir}/result.json has the GGUF path, the verification figures and the ollama / "
+            f"llama-cli / LM Studio commands; deploy_to_hf(job_id='{job.config.get('source_job')}', "
+            "include_gguf=True) publishes it with the adapter, only if the user asks")
+
+
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, place_job, run_training,
@@ -131,6 +145,9 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
             "report.md, plot.png) and one training run directory per arm and seed (runs/)",
             load_experiment_spec, check_experiment_start, place_experiment, run_experiment,
             running_hint=_experiment_running, done_hint=_experiment_done),
+    JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
+            load_export_spec, check_export_start, place_export_job, run_export,
+            running_hint=_export_running, done_hint=_export_done, result_view=export_view),
 )}
 
 

@@ -18,6 +18,7 @@ EXPECTED_TOOLS = {
     "tensorboard_screenshot", "generate_model_card", "deploy_to_hf", "enhance_dataset", "evaluate_model",
     "sample_model", "get_samples",
     "start_experiment", "get_experiment",
+    "export_model",
 }
 
 

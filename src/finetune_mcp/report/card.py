@@ -18,6 +18,7 @@ from typing import Any
 from finetune_mcp.report import plots as P
 from finetune_mcp.report.enhancement_section import student_teacher_section
 from finetune_mcp.report.experiment_section import experiment_section
+from finetune_mcp.report.gguf_section import gguf_section
 from finetune_mcp.report.ranking_section import ranking_section
 from finetune_mcp.report.samples_section import samples_section
 from finetune_mcp.runs import metric_names as M
@@ -40,26 +41,30 @@ _NOT_HYPERPARAMETERS = {"model", "dataset", "run_dir", "ignored_fields"}
 
 
 def render_model_card(run: RunDirectory, compare_with: RunDirectory | None = None, *,
-                      repo_id: str | None = None, samples: dict[str, Any] | None = None) -> str:
+                      repo_id: str | None = None, samples: dict[str, Any] | None = None,
+                      with_gguf: bool = True) -> str:
     """The card's markdown (YAML header included) for a succeeded run; plots referenced under plots/.
-    `samples`: a sample job's result.json for the base-vs-tuned table."""
+    `samples`: a sample job's result.json for the base-vs-tuned table. `with_gguf`: describe the run's
+    GGUF exports (a Hub card does only when they are uploaded too)."""
     facts = RunFacts.load(run)
     other = RunFacts.load(compare_with) if compare_with is not None else None
-    return _render(facts, other, repo_id, samples)
+    return _render(facts, other, repo_id, samples, run.read_exports() if with_gguf else [])
 
 
 def write_model_card(run: RunDirectory, compare_with: RunDirectory | None = None, *,
-                     repo_id: str | None = None, samples: dict[str, Any] | None = None) -> tuple[Path, dict[str, Path]]:
+                     repo_id: str | None = None, samples: dict[str, Any] | None = None,
+                     with_gguf: bool = True) -> tuple[Path, dict[str, Path]]:
     """Draw the plots into card/plots/, write card/README.md; returns the README path and the plots."""
     facts = RunFacts.load(run)
     other = RunFacts.load(compare_with) if compare_with is not None else None
     plots = P.make_plots(facts, run.card / PLOT_DIR.rstrip("/"), other)
     readme = run.card / "README.md"
-    write_atomic(readme, _render(facts, other, repo_id, samples))
+    write_atomic(readme, _render(facts, other, repo_id, samples, run.read_exports() if with_gguf else []))
     return readme, plots
 
 
-def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, samples: dict[str, Any] | None = None) -> str:
+def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, samples: dict[str, Any] | None = None,
+            exports: list[dict[str, Any]] | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     spec, result = facts.spec, facts.result
@@ -85,6 +90,7 @@ def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, sample
     adapter_ref = repo_id or str(facts.root / "adapter")
     context = _context(facts, other, repo_id, base, adapter_ref)
     context["samples"] = samples_section(samples)  # None unless a sample job sampled this run and its base
+    context["gguf"] = gguf_section(exports or [], repo_id)  # None without exports: the section is left out
     card = ModelCard.from_template(data, template_path=str(TEMPLATE), **context)
     return str(card)
 

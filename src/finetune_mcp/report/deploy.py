@@ -137,14 +137,21 @@ def deploy_run(
     private: bool = True,
     merge: bool = False,
     compare_with: RunDirectory | None = None,
+    include_gguf: bool = False,
 ) -> DeployResult:
-    """Upload a succeeded run to `repo_id` (created if needed, private by default) in one commit."""
+    """Upload a succeeded run to `repo_id` (created if needed, private by default) in one commit;
+    `include_gguf`: with the run's verified GGUF exports and their Modelfiles (export_model)."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.constants import is_offline_mode
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     validate_repo_id(repo_id)
     RunFacts.load(run)  # refuses a run that has not succeeded, before anything touches the network
+    exports = run.read_exports() if include_gguf else []
+    if include_gguf and not exports:
+        raise DeployError(f"{run.root.name} has no GGUF export to include; run export_model(job_id="
+                          f"'{run.root.name}', quantization='q8_0') (CLI: finetune-mcp export {run.root.name}) "
+                          "first, or deploy without include_gguf")
     secret = resolve_token(token)
     if is_offline_mode():
         raise DeployError("HF_HUB_OFFLINE is set, so the Hugging Face client makes no network calls; unset "
@@ -159,9 +166,10 @@ def deploy_run(
         user = _call(api.whoami, secret, endpoint, repo_id)["name"]
         if "/" not in repo_id:
             repo_id = f"{user}/{repo_id}"
-        write_model_card(run, compare_with, repo_id=repo_id)
+        write_model_card(run, compare_with, repo_id=repo_id, with_gguf=include_gguf)
         weights = merge_in_subprocess(run) if merge else run.adapter
-        files = _files_to_upload(run, weights)
+        files = _files_to_upload(run, weights) + [(Path(e[key]).name, Path(e[key]))
+                                                  for e in exports for key in ("gguf", "modelfile")]
         if not _call(lambda: api.repo_exists(repo_id), secret, endpoint, repo_id):
             _call(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"), secret,
                   endpoint, repo_id)
@@ -169,8 +177,9 @@ def deploy_run(
         operations = [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for dest, src in files]
         commit = _call(lambda: api.create_commit(
             repo_id, operations, commit_message=f"Upload {run.root.name} (finetune-mcp)",
-            commit_description=f"{'Merged 16-bit model' if merge else 'LoRA adapter'}, model card and metrics "
-                               f"of run {run.root.name}."), secret, endpoint, repo_id, created=created)
+            commit_description=f"{'Merged 16-bit model' if merge else 'LoRA adapter'}, "
+                               f"{'GGUF file(s) with Ollama Modelfiles, ' if exports else ''}model card and "
+                               f"metrics of run {run.root.name}."), secret, endpoint, repo_id, created=created)
         visible = _call(lambda: api.model_info(repo_id), secret, endpoint, repo_id, committed=commit.oid)
     except DeployError:
         raise

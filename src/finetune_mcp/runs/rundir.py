@@ -11,6 +11,7 @@ same for both:
     checkpoints/     trainer checkpoints (resume)
     adapter/         the LoRA adapter + tokenizer
     merged/          merged 16-bit model, when asked
+    export/          GGUF files + Ollama Modelfiles (export_model), exports.json: one entry each
     entropy/         epoch_<k>.json: sampled token entropies + top high-entropy tokens; eval.json
     card/            README.md + PNG plots
     experiment/      an experiment job's table.json, report.md, plot.png; its runs in runs/<arm>-s<seed>/
@@ -72,6 +73,23 @@ class RunDirectory:
     @property
     def merged(self) -> Path:
         return self.root / "merged"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def exports_record(self) -> Path:
+        """export/exports.json: the verified GGUF exports of this run (path, figures, commands)."""
+        return self.export / "exports.json"
+
+    def read_exports(self) -> list[dict[str, Any]]:
+        """The recorded exports whose GGUF is still there (an unreadable record counts as none)."""
+        try:
+            entries = self.read_json(self.exports_record)
+        except (OSError, ValueError):
+            return []
+        return [e for e in entries if isinstance(e, dict) and Path(str(e.get("gguf"))).is_file()]
 
     @property
     def entropy(self) -> Path:

@@ -32,6 +32,7 @@ from finetune_mcp.tools import (
     enhance,
     evaluate,
     experiment,
+    export,
     gpu,
     metrics,
     preview,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
 # the import graph (and the layer contract in pyproject.toml) shows server -> tools.
-TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample, experiment)
+TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample, experiment, export)
 
 INSTRUCTIONS = """\
 Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
@@ -55,6 +56,7 @@ Rerankers: start_finetune(task="rerank") on ranking data; evaluate_model scores 
 Try a finished job: sample_model(job_id) → wait_for_job: its answers beside the base model's, with the
 tokens where it is unsure marked; get_samples for every token's entropy.
 Does a loss setting help? start_experiment(arms, seeds) → get_experiment: a table with intervals and a verdict.
+Run it locally: export_model(job_id, quantization="q8_0") → a verified GGUF + Ollama Modelfile.
 Jobs survive server restarts; list_jobs finds them again. Errors say what to change."""
 
 

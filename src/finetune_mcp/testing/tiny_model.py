@@ -20,6 +20,15 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# How text is split before BPE: GPT-2's byte-level regex (the default), or the Split regexes of the
+# Qwen2/Qwen3 and Llama 3 tokenizer.json files (the GGUF export tests use them: llama.cpp must split alike).
+PRE_TOKENIZERS = ("gpt2", "qwen2", "llama3")
+# The Split regexes of Qwen2/Qwen3's and Llama 3's published tokenizer.json (tests/export checks that
+# the exporter names them `qwen2` and `llama-bpe`).
+_SPLIT_REGEXES = {
+    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
 
 _CORPUS_WORDS = (
     "the a an is are was of to in on for with and or not what which who how why when where answer question "
@@ -39,13 +48,22 @@ def _corpus() -> list[str]:
     return lines * 4
 
 
-def build_tokenizer(path: str | Path | None = None, vocab_size: int = 512):
-    """Train a byte-level BPE tokenizer with ChatML special tokens; save it to `path` if given."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(path: str | Path | None = None, vocab_size: int = 512, pre_tokenizer: str = "gpt2"):
+    """Train a byte-level BPE tokenizer with ChatML special tokens; save it to `path` if given.
+
+    `pre_tokenizer`: one of PRE_TOKENIZERS (see there)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if pre_tokenizer not in PRE_TOKENIZERS:
+        raise ValueError(f"pre_tokenizer must be one of {PRE_TOKENIZERS}, not {pre_tokenizer!r}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if pre_tokenizer == "gpt2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_SPLIT_REGEXES[pre_tokenizer]), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -81,6 +99,7 @@ def build_tiny_model(
     model_vocab_size: int | None = None,
     initializer_range: float = 0.1,
     seed: int = 0,
+    pre_tokenizer: str = "gpt2",
 ) -> Path:
     """Write a randomly initialised Qwen3 causal LM + tokenizer to `path` and return it.
 
@@ -88,6 +107,7 @@ def build_tiny_model(
     `initializer_range` is larger than the usual 0.02 so that the untrained model's predictions are
     not uniform and LoRA alone (the lm_head stays frozen) can make them confident within a minute
     of CPU training, which the demo's before/after comparison needs.
+    `pre_tokenizer` picks the tokenizer's splitting rules (`build_tokenizer`).
     `model_vocab_size` pads the model's vocabulary beyond the tokenizer's (benchmarks use real
     vocabulary sizes such as 151,936 to measure the loss head at scale).
     """
@@ -98,7 +118,7 @@ def build_tiny_model(
     if (path / "config.json").exists() and (path / "model.safetensors").exists() and (path / "tokenizer.json").exists():
         return path
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(path, vocab_size=vocab_size)
+    tokenizer = build_tokenizer(path, vocab_size=vocab_size, pre_tokenizer=pre_tokenizer)
     config = Qwen3Config(
         vocab_size=max(model_vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,

@@ -53,6 +53,10 @@ def register(mcp: FastMCP) -> None:
                                                    "visibility).")] = True,
         merge: Annotated[bool, Field(description="Upload the adapter merged into its base as a 16-bit model "
                                                  "instead of the LoRA adapter (much larger).")] = False,
+        include_gguf: Annotated[bool, Field(description="Also upload the job's verified GGUF files and Ollama "
+                                                        "Modelfiles (made by export_model), in the same commit; "
+                                                        "the card gets a 'Use with llama.cpp / Ollama' section."
+                                            )] = False,
         token: Annotated[SecretStr | None, Field(description="Hugging Face write token; default HF_TOKEN from "
                                                              "the server's environment. Never echoed.")] = None,
         confirm: Annotated[bool, Field(description="Only for clients that cannot show the user a form (no MCP "
@@ -76,5 +80,5 @@ def register(mcp: FastMCP) -> None:
         if isinstance(agreed, InputRequiredResult):
             return agreed  # type: ignore[return-value]  # 2026-07-28: the client asks the user, then calls again
         result = await anyio.to_thread.run_sync(functools.partial(
-            deploy_run, run, repo_id, token=secret, private=private, merge=merge))
+            deploy_run, run, repo_id, token=secret, private=private, merge=merge, include_gguf=include_gguf))
         return DeployResult(job_id=job_id, **result.to_dict(), consent=agreed[0])

@@ -30,7 +30,7 @@ class JobView(BaseModel):
 
     job_id: str
     kind: str = Field("train", description="train (start_finetune) | enhance (enhance_dataset) | evaluate "
-                      "(evaluate_model) | sample (sample_model) | experiment (start_experiment).")
+                      "(evaluate_model) | sample (sample_model) | experiment (start_experiment) | export (export_model).")
     state: StateName
     hint: str = Field(description="What to do next.")
     model: str
