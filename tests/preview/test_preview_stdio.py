@@ -58,7 +58,9 @@ async def test_preview_over_stdio_and_the_refusals_of_start_finetune(tiny_model_
         listed = await client.call_tool("list_jobs", {})
 
     assert tool.annotations.read_only_hint is True
-    assert set(start.input_schema["properties"]) < set(tool.input_schema["properties"])  # the same arguments + examples
+    # the same arguments + examples; not the consent ones (confirm, max_cost_usd): a dry run spends nothing
+    consent = {"confirm", "max_cost_usd"}
+    assert set(start.input_schema["properties"]) - consent < set(tool.input_schema["properties"])
     assert tool.output_schema and "estimate" in tool.output_schema["properties"]
     report = result.structured_content
     assert report["data"]["format"] == "messages" and report["data"]["train_rows"] == 36
