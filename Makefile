@@ -11,10 +11,11 @@ $(BIN)/python:
 
 # torch first, pinned to the CPU build, so no later step can pull a CUDA torch onto a CPU machine.
 # llama-cpp-python (the `export` extra) is built from its sdist the first time on a machine (~15-25 min
-# on 2 cores; pip's wheel cache in ~/.cache/pip serves later installs); its multimodal library is not built.
+# on 2 cores; pip's wheel cache in ~/.cache/pip serves later installs); its multimodal library is not built,
+# and it targets AVX2 rather than this CPU, so the same wheel also runs on another x86-64 host (the GPU machine).
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install -q -e ".[test]"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON $(CMAKE_ARGS)" $(BIN)/pip install -q -e ".[test]"
 
 # Debian's Chromium for the TensorBoard screenshots (Playwright drives it; no browser download).
 browser:

@@ -131,7 +131,7 @@ async def test_a_key_goes_only_where_the_operator_bound_it(server_home, tiny_mod
 
 
 async def test_restart_and_cancel_an_enhancement(server_home, tiny_model: Path, qa: Path, teacher) -> None:
-    """A slow teacher keeps the job running; the server is SIGKILLed; the next server re-attaches the
+    """A slow (then stalled) teacher keeps the job running; the server is SIGKILLed; the next server re-attaches the
     worker, and cancel_job stops it: cancelled, finished examples kept in enhanced.jsonl. The worker's
     environment holds its teacher key and none of the server's other secrets."""
     teacher.reset()
@@ -150,6 +150,7 @@ async def test_restart_and_cancel_an_enhancement(server_home, tiny_model: Path, 
                 if job["step"] >= 3:  # the first batch is done: the worker really enhances
                     break
                 await anyio.sleep(0.3)
+        teacher.always(delay_s=20.0)  # from now on the teacher stalls, so the job is still mid-way at cancel
         assert job["hint"].startswith("enhancing the dataset")
         environ = dict(item.split("=", 1) for item in
                        Path(f"/proc/{job['worker']['pid']}/environ").read_text().split("\0") if "=" in item)
