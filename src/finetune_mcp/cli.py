@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from finetune_mcp.cli_preview import config_from_stdin, run_preview
+from finetune_mcp.cli_preview import config_from_stdin, run_preview, serve_previews
 from finetune_mcp.cli_progress import run_with_progress
 from finetune_mcp.config import EnhancedTrainingConfig, Settings, build_config
 from finetune_mcp.errors import ConfigError, FinetuneError
@@ -156,7 +156,9 @@ def preview(
     examples: Annotated[int, typer.Option(help="Examples to render.", min=0, max=20)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     spec_stdin: Annotated[bool, typer.Option("--spec-stdin", hidden=True,
-                                             help="Read the whole config as JSON from stdin (the MCP tool).")] = False,
+                                             help="Read the whole config as JSON from stdin.")] = False,
+    serve: Annotated[bool, typer.Option("--serve", hidden=True,
+                                        help="Answer JSON requests line by line on stdin (the MCP tool's child).")] = False,
 ) -> None:
     """Dry run: the format, rows, rendered examples with the trained tokens marked, lengths, steps, memory,
     placement, time and cost that `train` / start_finetune would have. Loads no weights, writes nothing."""
@@ -166,6 +168,8 @@ def preview(
         "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": grad_accum, "lora_r": lora_r, "load_in_4bit": load_in_4bit, "task": task,
     }
+    if serve:
+        return serve_previews()
     run_preview(config_from_stdin if spec_stdin else lambda: _load_config(config_file, overrides), target,
                 examples=examples, as_json=as_json)
 

@@ -46,6 +46,30 @@ def run_preview(make_config: Callable[[], EnhancedTrainingConfig], target: str, 
         _print(report.model_dump(mode="json"), config)
 
 
+def serve_previews() -> None:
+    """The MCP tool's child (`preview --serve`): one JSON request per stdin line, one answer per stdout line.
+
+    Library output must not corrupt the answers, so the real stdout is kept for them alone and
+    file descriptor 1 points at stderr from here on; the loop ends when stdin closes.
+    """
+    import os
+
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    from finetune_mcp.preview.dry_run import preview_training
+
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            config = build_config(request["config"])
+            report = preview_training(config, request["target"], examples=int(request["examples"]))
+            answer: dict[str, Any] = {"report": report.model_dump(mode="json")}
+        except FinetuneError as exc:
+            answer = {"error": str(exc), "kind": type(exc).__name__}
+        answers.write(json.dumps(answer) + "\n")
+
+
 def config_from_stdin() -> EnhancedTrainingConfig:
     """The MCP tool's way in: the whole config as JSON on stdin."""
     try:

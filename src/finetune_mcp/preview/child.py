@@ -1,10 +1,14 @@
-"""Run the dry run in a child process (`finetune-mcp preview --spec-stdin --json`) from the server.
+"""Run the dry run in a child process (`finetune-mcp preview --serve`) that the server keeps warm.
 
 The dry run needs transformers (the model's tokenizer and chat template), and transformers imports
 torch: neither may enter the server process, which must stay as light as a bare FastMCP server.
-The child gets the config on stdin and answers one JSON object on stdout; a refusal comes back
-as its message, raised here as a `FinetuneError` with the same text start_finetune would give.
-Nothing is written: the child only reads, and its stdout is a pipe.
+Starting a fresh Python for every call would pay that import (seconds) each time, so the server
+starts one child on the first preview and keeps it: each request is one JSON line on the child's
+stdin ({"config", "target", "examples"}), each answer one JSON line on its stdout — {"report": ...}
+or {"error": "...", "kind": ...}, a refusal raised here as a `FinetuneError` with the text
+start_finetune would give. Requests are serialised (one child, one at a time). A child that dies
+or outlives the timeout is killed and the next call starts another. Nothing is written: the child
+only reads. It exits when its stdin closes, so it never outlives the server.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
+import tempfile
+import threading
+from typing import IO, Any
 
 import anyio
 
@@ -25,37 +33,94 @@ DEFAULT_TIMEOUT_S = 300.0  # a hub dataset or tokenizer may need a download firs
 
 
 class PreviewFailed(RuntimeError):
-    """The child crashed (a bug, not bad input): its last output lines say where."""
+    """The child crashed (a bug, not bad input): its last stderr lines say where."""
+
+
+class PreviewChild:
+    """One warm `finetune-mcp preview --serve` process, started on first use, replaced when it dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait for its answer line (blocking: call it from a worker thread)."""
+        with self._lock:
+            process = self._running()
+            assert process.stdin is not None and process.stdout is not None
+            expired = threading.Event()
+
+            def expire() -> None:  # a stuck child is killed; readline then ends
+                expired.set()
+                process.kill()
+
+            watchdog = threading.Timer(timeout, expire)
+            watchdog.start()
+            try:
+                process.stdin.write(json.dumps(payload).encode() + b"\n")
+                process.stdin.flush()
+                line = process.stdout.readline()
+            except OSError:  # the child died before reading (broken pipe)
+                line = b""
+            finally:
+                watchdog.cancel()
+            if line:
+                return json.loads(line)
+            tail = self._stderr_tail()
+            self.close()
+            if expired.is_set():
+                raise TimeoutError
+            raise PreviewFailed(f"the preview process exited with code {process.returncode}: {tail}")
+
+    def close(self) -> None:
+        """Stop the child (its stdin closes, it exits; killed if it does not)."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self.close()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the child; close() closes it)
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "finetune_mcp.cli", "preview", "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, start_new_session=True,
+        )
+        log.info("started the preview child (pid %d)", self._process.pid)
+        return self._process
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return "\n".join(self._stderr.read().decode(errors="replace").strip().splitlines()[-15:])
+
+
+_child = PreviewChild()
 
 
 async def preview_in_child(config: EnhancedTrainingConfig, target: str, examples: int) -> PreviewReport:
     timeout = float(os.environ.get("FINETUNE_MCP_PREVIEW_TIMEOUT_S") or DEFAULT_TIMEOUT_S)
-    command = [sys.executable, "-m", "finetune_mcp.cli", "preview", "--spec-stdin", "--json",
-               "--target", target, "--examples", str(examples)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    payload = {"config": config.model_dump(mode="json"), "target": target, "examples": examples}
     try:
-        with anyio.fail_after(timeout):
-            done = await anyio.run_process(command, input=config.model_dump_json().encode(), check=False, env=env)
+        answer = await anyio.to_thread.run_sync(_child.request, payload, timeout)
     except TimeoutError:
         raise FinetuneError(
             f"the preview took longer than {timeout:g} s (FINETUNE_MCP_PREVIEW_TIMEOUT_S); a hub model or dataset may "
             "be downloading: try again, or pass local paths"
         ) from None
-    answer = _last_json_line(done.stdout.decode(errors="replace"))
-    if answer is not None and "report" in answer:
+    if "report" in answer:
         return PreviewReport.model_validate(answer["report"])
-    if answer is not None and "error" in answer:
-        raise FinetuneError(answer["error"])
-    tail = done.stderr.decode(errors="replace").strip().splitlines()[-15:]
-    raise PreviewFailed(f"the preview process exited with code {done.returncode}: " + "\n".join(tail))
-
-
-def _last_json_line(stdout: str) -> dict | None:
-    for line in reversed(stdout.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+    raise FinetuneError(answer["error"])
