@@ -31,16 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from finetune_mcp.errors import ModelError
-from finetune_mcp.sample.spec import GenerationSettings
+from finetune_mcp.sample.spec import GenerationSettings, PlainText
 
 _PROBE = "\u2047sample-probe-reply\u2047"  # a reply no template or dataset contains
-
-
-@dataclass(frozen=True)
-class PlainText:
-    """A raw prompt, tokenised without the chat template (as training tokenises prompt/completion rows)."""
-
-    text: str
 
 
 PromptInput = str | Sequence[Mapping[str, str]] | PlainText  # str: one user turn

@@ -13,6 +13,7 @@ kind reuses it): greedy by default, so the same prompts give the same outputs.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,13 @@ from finetune_mcp.errors import ConfigError
 
 MAX_PROMPTS = 200
 LABEL_PATTERN = r"^(tuned|base|model|compare:[\w.-]{1,64})$"
+
+
+@dataclass(frozen=True)
+class PlainText:
+    """A raw prompt, tokenised without the chat template (as training tokenises prompt/completion rows)."""
+
+    text: str
 
 
 class GenerationSettings(BaseModel):
@@ -85,8 +93,6 @@ class SamplePrompt(BaseModel):
 
     def generation_input(self) -> Any:
         """What `sample.generate.generate` takes for this prompt."""
-        from finetune_mcp.sample.generate import PlainText
-
         if self.text is not None:
             return PlainText(self.text)
         assert self.messages is not None
