@@ -15,13 +15,10 @@ Releasing it is deleting the file.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import sqlite3
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 WRITE_ERRNOS = DISK_FULL_ERRNOS | {errno.EROFS, errno.EIO, errno.EFBIG}
@@ -116,5 +113,4 @@ class SpaceReserve:
             self.path.unlink()
         except OSError:
             return False
-        log.info("released the space reserve %s (%d bytes) to record a failure", self.path, self.size)
         return True
