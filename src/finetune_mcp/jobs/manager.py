@@ -19,8 +19,8 @@ poll is logged and the job goes on.
 
 Faults: a supervisor pass (or one job's part of it) that fails is retried after an exponential
 back-off (0.5 s doubling to 30 s), logged once per distinct error, not a traceback a pass. A full
-disk is named ("disk full at <path>: free N GB; ...") by `start`, and in the error of a job whose
-worker died of it, with or without its `error` event. The supervisor keeps 1 MiB aside in
+disk is named ("disk full at <path>: free N GB; ...") by `start` (which refuses below 16 MiB free),
+and in the error of a job whose worker died of it, with or without its `error` event. The supervisor keeps 1 MiB aside in
 FINETUNE_MCP_HOME (`.space-reserve`) and gives it up when SQLite reports the disk full, so the
 failure itself can still be recorded.
 """
@@ -87,7 +87,7 @@ BACKEND_CLASSES = {
 MAX_POLL_FAILURES = 30
 BACKOFF_CAP_S = 30.0  # longest wait between retries of a failing supervisor pass
 HOME_RESERVE_BYTES = 1024 * 1024  # kept aside so SQLite can record a failure on a full disk
-LOW_SPACE_BYTES = 16 * 1024 * 1024  # a worker that died with less free than this: the disk is named
+LOW_SPACE_BYTES = 16 * 1024 * 1024  # less free: no job starts, and a worker that died is said to have filled it
 
 
 class Backoff:
@@ -227,6 +227,9 @@ class JobManager:
         job_id = new_job_id()
         root = Path(config.run_dir).expanduser().resolve() if config.run_dir else self.settings.runs_dir / job_id
         config = config.model_copy(update={"run_dir": str(root)})
+        free = free_bytes(root.parent)
+        if free is not None and free < LOW_SPACE_BYTES:  # a run writes far more; it would only die of it
+            raise DiskFullError(disk_full_message(root.parent), path=root.parent, free_bytes=free)
         try:
             return self._queue(job_id, root, config, target, placement)
         except (OSError, sqlite3.Error, ConfigError) as exc:
