@@ -6,6 +6,8 @@ compares a job with itself."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,12 +64,22 @@ async def test_forged_and_torn_event_lines_move_nothing(server_home, tiny_model:
         job_id = (await client.call_tool("start_finetune", args)).structured_content["job_id"]
         running = await until_step(client, job_id, step=1, timeout=120)
         events = Path(running["run_dir"]) / "events.jsonl"
-        with events.open("a") as fh:
-            fh.write(json.dumps({"type": "progress", "step": 999_999, "total_steps": running["total_steps"]}) + "\n")
-            fh.write(json.dumps({"type": "progress", "step": 999_999}) + "\n")
-            fh.write(json.dumps({"type": "delete_everything"}) + "\n")
-            fh.write('{"type": "progress", "step": 3, "metr')  # torn: the worker's next event follows it
-        later = await until_step(client, job_id, step=running["step"] + 2, timeout=120)
+        pgid = running["worker"]["pgid"]
+        os.killpg(pgid, signal.SIGSTOP)  # the worker holds still: the forged lines are the newest
+        try:
+            with events.open("a") as fh:
+                fh.write(json.dumps({"type": "progress", "step": 999_999, "total_steps": running["total_steps"]})
+                         + "\n")
+                fh.write(json.dumps({"type": "progress", "step": 999_999}) + "\n")
+                fh.write(json.dumps({"type": "delete_everything"}) + "\n")
+            await anyio.sleep(2)  # the manager has read them
+            frozen = await job_state(client, job_id)
+            with events.open("a") as fh:
+                fh.write('{"type": "progress", "step": 3, "metr')  # torn: the worker's next event follows it
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+        assert frozen["step"] < 1000 and frozen["total_steps"] == running["total_steps"], frozen
+        later = await until_step(client, job_id, step=frozen["step"] + 2, timeout=120)
         assert later["step"] < 1000 and later["total_steps"] == running["total_steps"]
         cancelled = (await client.call_tool("cancel_job", {"job_id": job_id})).structured_content
         shot = None
