@@ -35,3 +35,12 @@ def tiny_tokenizer(tiny_tokenizer_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A tmpfs of 32 MiB at tmp_path/disk (skipped where mount is not permitted)."""
+    from standins.small_disk import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "disk", "32M") as disk:
+        yield disk

@@ -68,3 +68,12 @@ class ConsentError(FinetuneError):
 
 class ExportError(FinetuneError):
     """A GGUF export cannot run, or its file failed verification; nothing is left half-written."""
+
+
+class DiskFullError(FinetuneError):
+    """A write failed because the disk (or quota) is full; `path` is where, `free_bytes` what is left."""
+
+    def __init__(self, message: str, *, path: str | Path, free_bytes: int | None = None) -> None:
+        self.path = str(path)
+        self.free_bytes = free_bytes
+        super().__init__(message)

@@ -50,6 +50,25 @@ def main() -> int:
         event(run_dir, type="progress", step=step, total_steps=steps, epoch=step / steps, eta_s=(steps - step) * delay,
               metrics={"train/loss": 2.0 / step, "train/entropy_mean": 1.5, "train/grad_norm": float("nan")})
         print(f"step {step}", flush=True)
+    if mode == "forged":  # a forged / corrupt progress line and an unknown type, then a good end
+        event(run_dir, type="progress", step=999_999, metrics={"train/loss": -1.0})
+        event(run_dir, type="progress", step=1, total_steps=steps, metrics={"train/loss": -2.0})
+        event(run_dir, type="shell", step=steps)
+    if mode == "torn":  # killed mid-write, and the next write (an older writer) lands on the same line
+        with (run_dir / "events.jsonl").open("a") as fh:
+            fh.write('{"type": "progress", "step": 99, "metr')
+        event(run_dir, type="error", message="the real reason", error_type="RuntimeError", work="training")
+        return 1
+    if mode == "fill":  # the disk fills up (nothing more can be written, not even the error): the worker dies
+        fd = os.open(run_dir / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        block = b"\0" * 65536
+        while len(block) >= 1:
+            try:
+                os.write(fd, block)
+            except OSError:
+                block = block[: len(block) // 2] if len(block) > 1 else b""
+        os.close(fd)
+        return 1
     if mode == "error":
         print("Traceback (most recent call last):\nRuntimeError: CUDA out of memory", file=sys.stderr, flush=True)
         event(run_dir, type="error", message="CUDA out of memory", error_type="RuntimeError", work="training")

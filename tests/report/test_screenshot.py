@@ -148,3 +148,16 @@ def _alive(pid: int) -> bool:
         return False
     # a zombie (exited, not yet reaped by init) counts as gone
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@needs_chromium
+def test_a_run_compared_with_itself_is_shown_once(runs: TinyRuns, server: TensorBoardServer) -> None:
+    """Was: each chart waited for a second data-table row of the same run, 60 s, then failed."""
+    run = runs.weighted
+    again = RunDirectory(run.root / ".." / run.root.name)  # the same folder, spelled differently
+    started = time.monotonic()
+    shot = take_screenshot([run, again, run], server=server, tags=[M.CE_LOSS])
+    seconds = time.monotonic() - started
+    assert shot.runs == [run.root.name] and shot.tags == [M.CE_LOSS]
+    assert seconds < 30, seconds
+    print(f"compare_with itself: {seconds:.1f} s")

@@ -16,6 +16,13 @@ status `cancelled`. A worker silent (no new log or event bytes) for FINETUNE_MCP
 
 Observers cannot break a job: a failing progress callback, a malformed events line or a failing
 poll is logged and the job goes on.
+
+Faults: a supervisor pass (or one job's part of it) that fails is retried after an exponential
+back-off (0.5 s doubling to 30 s), logged once per distinct error, not a traceback a pass. A full
+disk is named ("disk full at <path>: free N GB; ...") by `start` (which refuses below 16 MiB free),
+and in the error of a job whose worker died of it, with or without its `error` event. The supervisor keeps 1 MiB aside in
+FINETUNE_MCP_HOME (`.space-reserve`) and gives it up when SQLite reports the disk full, so the
+failure itself can still be recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -35,7 +43,7 @@ import anyio
 import anyio.abc
 
 from finetune_mcp.config import Settings
-from finetune_mcp.errors import BackendError, ConfigError, FinetuneError, JobError
+from finetune_mcp.errors import BackendError, ConfigError, DiskFullError, FinetuneError, JobError
 from finetune_mcp.jobs.backends.base import Backend, PollResult
 from finetune_mcp.jobs.placement import Placement, gpu_indices, slot_parts
 from finetune_mcp.jobs.records import check_run_dir, claim_run_dir, clean_metrics, last_ending, log_tail, mark_ended
@@ -49,6 +57,7 @@ from finetune_mcp.jobs.store import (
     new_job_id,
     validate_job_id,
 )
+from finetune_mcp.runs.disk import SpaceReserve, disk_full_message, free_bytes, is_disk_full
 from finetune_mcp.runs.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -76,6 +85,45 @@ BACKEND_CLASSES = {
     "runpod": ("finetune_mcp.jobs.backends.runpod.backend", "RunPodBackend"),
 }
 MAX_POLL_FAILURES = 30
+BACKOFF_CAP_S = 30.0  # longest wait between retries of a failing supervisor pass
+HOME_RESERVE_BYTES = 1024 * 1024  # kept aside so SQLite can record a failure on a full disk
+LOW_SPACE_BYTES = 16 * 1024 * 1024  # less free: no job starts, and a worker that died is said to have filled it
+
+
+class Backoff:
+    """Retry timing and logging of one failing thing (the supervisor pass, one job): the delay
+    doubles from `base` to `cap`; each distinct error is logged once (a line, no traceback)."""
+
+    def __init__(self, what: str, base: float, cap: float = BACKOFF_CAP_S) -> None:
+        self.what, self.base, self.cap = what, max(base, 0.05), cap
+        self.failures = 0
+        self.retry_at = 0.0
+        self._logged: set[str] = set()
+
+    @property
+    def delay(self) -> float:
+        return 0.0 if not self.failures else min(self.cap, self.base * 2 ** (self.failures - 1))
+
+    def failed(self, exc: BaseException, now: float) -> float:
+        self.failures += 1
+        self.retry_at = now + self.delay
+        key = f"{type(exc).__name__}: {exc}"
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s failed: %s; retrying with back-off (up to %.0f s), logged once", self.what, key, self.cap)
+        return self.delay
+
+    def succeeded(self) -> bool:
+        """Reset; True if it had been failing."""
+        was = self.failures > 0
+        if was:
+            log.info("%s works again after %d failed attempts", self.what, self.failures)
+        self.failures, self.retry_at = 0, 0.0
+        self._logged.clear()
+        return was
+
+    def waiting(self, now: float) -> bool:
+        return self.failures > 0 and now < self.retry_at
 SHUTDOWN_STOP_S = 120.0  # bound on stopping remote workers when the server exits
 
 
@@ -115,6 +163,10 @@ class JobManager:
         self._stopping: set[str] = set()
         self._kill_reasons: dict[str, str] = {}
         self._poll_failures: dict[str, int] = {}
+        self._pass_backoff = Backoff("supervisor pass", self.poll_interval_s)
+        self._job_backoff: dict[str, Backoff] = {}
+        self._unsettled: dict[str, PollResult] = {}  # a worker that ended, whose ending could not be recorded yet
+        self._home_reserve = SpaceReserve(self.settings.home / ".space-reserve", HOME_RESERVE_BYTES)
         self._tg: anyio.abc.TaskGroup | None = None
         self._changed: anyio.Event | None = None
         self._wake: anyio.Event | None = None
@@ -175,6 +227,19 @@ class JobManager:
         job_id = new_job_id()
         root = Path(config.run_dir).expanduser().resolve() if config.run_dir else self.settings.runs_dir / job_id
         config = config.model_copy(update={"run_dir": str(root)})
+        free = free_bytes(root.parent)
+        if free is not None and free < LOW_SPACE_BYTES:  # a run writes far more; it would only die of it
+            raise DiskFullError(disk_full_message(root.parent), path=root.parent, free_bytes=free)
+        try:
+            return self._queue(job_id, root, config, target, placement)
+        except (OSError, sqlite3.Error, ConfigError) as exc:
+            if not is_disk_full(exc):
+                raise
+            where = self.settings.home if isinstance(exc, sqlite3.Error) else root.parent
+            raise DiskFullError(disk_full_message(where), path=where, free_bytes=free_bytes(where)) from None
+
+    def _queue(self, job_id: str, root: Path, config: JobSpec, target: str, placement: Placement) -> Job:
+        """Claim the run directory, write the spec, insert the row; undone on any failure."""
         created = claim_run_dir(root)
         try:
             run_dir = RunDirectory(root)
@@ -260,12 +325,18 @@ class JobManager:
                             self.is_supervisor = self._try_lock()
                             if self.is_supervisor:
                                 log.info("supervising jobs in %s", self.settings.home)
+                                self._home_reserve.ensure()
                         if self.is_supervisor:
                             await self.tick()
-                    except Exception:  # the loop outlives any one bad pass (disk full, a locked db)
-                        log.exception("supervisor pass failed; retrying")
+                    except Exception as exc:  # the loop outlives any one bad pass (disk full, a locked db)
+                        self._pass_backoff.failed(exc, anyio.current_time())
+                        self._on_failure(exc)
+                    else:
+                        if self._pass_backoff.succeeded():
+                            self._home_reserve.ensure()
                     wake = self._wake_event()
-                    with anyio.move_on_after(self.poll_interval_s if self.is_supervisor else 2.0):
+                    wait = self.poll_interval_s if self.is_supervisor else 2.0
+                    with anyio.move_on_after(max(wait, self._pass_backoff.delay)):
                         await wake.wait()
                     self._wake = None
             finally:
@@ -295,18 +366,36 @@ class JobManager:
                 log.exception("stopping %s at shutdown failed", job.id)
 
     async def tick(self) -> None:
-        """One supervisor pass: adopt, poll and settle active jobs, then start what fits."""
-        for job in self.store.in_states(ACTIVE_STATES):
+        """One supervisor pass: adopt, poll and settle active jobs, then start what fits. A job whose
+        supervision fails is retried after its own back-off; the others go on."""
+        now = anyio.current_time()
+        active = self.store.in_states(ACTIVE_STATES)
+        for job in active:
             if job.id in self._launching or job.id in self._stopping:
+                continue
+            backoff = self._job_backoff.setdefault(job.id, Backoff(f"supervising {job.id}", self.poll_interval_s))
+            if backoff.waiting(now):
                 continue
             try:
                 if job.id not in self._watched:
                     await self._adopt(job)
                 else:
                     await self._check(job)
-            except Exception:
-                log.exception("supervising %s failed; will retry", job.id)
+            except Exception as exc:
+                backoff.failed(exc, now)
+                self._on_failure(exc)
+            else:
+                if backoff.succeeded():
+                    self._home_reserve.ensure()
+        for job_id in set(self._job_backoff) - {job.id for job in active}:
+            del self._job_backoff[job_id]
         await self._schedule()
+
+    def _on_failure(self, exc: BaseException) -> None:
+        """A full disk: give up the home's reserve, so the next try can record what happened."""
+        if is_disk_full(exc) and self._home_reserve.release():
+            log.warning("%s; released %d bytes kept aside to record job failures",
+                        disk_full_message(self.settings.home), HOME_RESERVE_BYTES)
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -339,6 +428,9 @@ class JobManager:
         await self._settle(job, PollResult(alive=False, detail="the worker was gone when the server (re)started"))
 
     async def _check(self, job: Job) -> None:
+        if job.id in self._unsettled:  # the worker ended; recording it failed last time
+            await self._settle(job, self._unsettled[job.id])
+            return
         backend = self.backend(job.backend)
         try:
             poll = await backend.poll(job.handle or {})
@@ -350,6 +442,8 @@ class JobManager:
                 self._start_stop(job)
             return
         self._poll_failures.pop(job.id, None)
+        if not poll.alive:  # kept until recorded: the exit code is known once (a full disk may fail the record)
+            self._unsettled[job.id] = poll
         job = self._ingest_events(job)
         if poll.cost_usd is not None:
             job = self.store.update(job.id, cost_usd=poll.cost_usd) or job
@@ -467,6 +561,8 @@ class JobManager:
         """The worker is gone: finalize with the backend, decide the ending, record it once."""
         if job.state.terminal:
             return job
+        if job.id in self._watched:  # until recorded (a full disk may fail it): the next pass retries with it
+            self._unsettled.setdefault(job.id, poll)
         job = self._ingest_events(job)
         state, error = self._decide(job, poll)
         if job.handle is not None:
@@ -488,16 +584,20 @@ class JobManager:
                 error=error, cost_usd=poll.cost_usd if poll.cost_usd is not None else job.cost_usd,
             )
         except InvalidTransition:  # another process settled it first
+            self._forget(job.id)
             return self.store.get(job.id)
-        finally:
-            self._watched.discard(job.id)
-            self._kill_reasons.pop(job.id, None)
-            self._poll_failures.pop(job.id, None)
+        self._forget(job.id)
         if state is not JobState.SUCCEEDED:
             mark_ended(new, state.value, (error or "").splitlines()[0] if error else state.value)
         log.info("job %s %s%s", job.id, state, f": {error.splitlines()[0]}" if error else "")
         self._notify()
         return new
+
+    def _forget(self, job_id: str) -> None:
+        self._watched.discard(job_id)
+        self._kill_reasons.pop(job_id, None)
+        self._poll_failures.pop(job_id, None)
+        self._unsettled.pop(job_id, None)
 
     def _decide(self, job: Job, poll: PollResult) -> tuple[JobState, str | None]:
         run_dir = RunDirectory(Path(job.run_dir))
@@ -515,12 +615,16 @@ class JobManager:
             work = ending.get("work") or "the job"  # the worker names its kind's work ("training")
             return JobState.FAILED, f"{work} failed at {where}: {ending.get('message')}" + log_tail(run_dir)
         detail = poll.detail or "the worker stopped"
-        return JobState.FAILED, f"{detail} at {where} without reporting an end" + log_tail(run_dir)
+        tail = log_tail(run_dir)
+        free = free_bytes(run_dir.root)
+        if is_disk_full(Exception(tail)) or (free is not None and free < LOW_SPACE_BYTES):
+            detail += f" ({disk_full_message(run_dir.root)})"
+        return JobState.FAILED, f"{detail} at {where} without reporting an end" + tail
 
     def _ingest_events(self, job: Job) -> Job:
         """Fold new events.jsonl lines into the row: step, total, epoch, ETA, latest metrics."""
         run_dir = RunDirectory(Path(job.run_dir))
-        events, offset = run_dir.read_events(job.events_offset)
+        events, offset = run_dir.read_events(job.events_offset, after_step=job.step, total_steps=job.total_steps)
         if offset == job.events_offset:
             return job
         fields: dict[str, Any] = {"events_offset": offset, "heartbeat_at": self.clock()}

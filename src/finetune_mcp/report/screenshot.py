@@ -139,7 +139,10 @@ def take_screenshot(
 ) -> Screenshot:
     """The TensorBoard page for `runs` (the first is the job; the rest are compared), saved as a PNG
     under the first run's `screenshots/` (or `out_dir`: an experiment's own folder).
-    Without Chromium: matplotlib when `fallback`, else an error."""
+    Without Chromium: matplotlib when `fallback`, else an error. A run given twice (the job in its
+    own comparison) is shown once: each chart would otherwise wait for a second table row that
+    TensorBoard never draws."""
+    runs = unique_runs(runs)
     if find_chromium() is None:
         if not fallback:
             raise ChromiumMissingError(
@@ -151,6 +154,18 @@ def take_screenshot(
         with TensorBoardServer() as own:
             return capture_tensorboard(own, runs, tags=tags, view=view, timeout=timeout, out_dir=out_dir)
     return capture_tensorboard(server, runs, tags=tags, view=view, timeout=timeout, out_dir=out_dir)
+
+
+def unique_runs(runs: Sequence[RunDirectory]) -> list[RunDirectory]:
+    """`runs` without repeats (the same folder, however spelled), in their order."""
+    seen: set[Path] = set()
+    unique = []
+    for run in runs:
+        key = run.root.expanduser().resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(run)
+    return unique
 
 
 def capture_tensorboard(
@@ -165,6 +180,8 @@ def capture_tensorboard(
     """Open the filtered Time Series page in headless Chromium, wait for the charts, capture it."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
+
+    runs = unique_runs(runs)
 
     started = time.monotonic()
     chromium = find_chromium()

@@ -4,6 +4,7 @@ A run (training, enhancement, evaluation, ...) writes only into its run director
 `$FINETUNE_MCP_HOME/runs/<job_id>/`; every reader (the job manager tailing events, the card, the
 metrics tool, the CLI, the RunPod client) goes through here. Owns: `rundir` (the layout, atomic
 writes, the events log and its readers), `metric_names` (the names of every logged series),
-`session` (the worker's process-level set-up: log file, spec, error event, exit code).
+`session` (the worker's process-level set-up: log file, spec, error event, exit code), `disk`
+(write failures named for the user, the space reserve).
 Depends on nothing but `errors`.
 """

@@ -17,7 +17,15 @@ same for both:
     experiment/      an experiment job's table.json, report.md, plot.png; its runs in runs/<arm>-s<seed>/
 
 Events are appended with one `write` of a whole line, so a reader tailing the file sees whole
-lines or nothing; `read_events` skips a trailing partial line.
+lines or nothing; `read_events` skips a trailing partial line. A line can still be torn (a worker
+killed mid-write, a write cut short by a full disk): the next event then starts on a new line
+(`write_event` adds the missing newline first), and the reader resynchronises on a line that joins a
+fragment to a whole event, so a torn line costs only itself.
+
+Events are checked where they are read (`EventCheck`): unknown types, and progress whose step goes
+backwards or past total_steps (a forged or corrupt line), are ignored with a warning; `end` and
+`error` events always count. A run dir also keeps `.space-reserve` (64 KiB) while a worker runs:
+on a full disk, `write_event` deletes it and retries once, so the last word (the error) is written.
 """
 
 from __future__ import annotations
@@ -30,9 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune_mcp.runs.disk import SpaceReserve, is_disk_full
+
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("start", "progress", "eval", "epoch_end", "end", "error")
+STEP_ORDERED = ("progress", "epoch_end")  # the events that move a job's step: never backwards
+OUTCOMES = ("end", "error")  # how a run ended: never dropped for their numbers
+RESERVE_BYTES = 64 * 1024
+_MAX_RESYNC_TRIES = 64
 
 
 @dataclass(frozen=True)
@@ -120,21 +134,43 @@ class RunDirectory:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 
+    @property
+    def space_reserve(self) -> SpaceReserve:
+        """64 KiB kept aside while a worker runs, released for the last event on a full disk."""
+        return SpaceReserve(self.root / ".space-reserve", RESERVE_BYTES)
+
     def write_event(self, type: str, **data: Any) -> dict[str, Any]:
-        """Append one event line. `type` is one of EVENT_TYPES; `time` is added."""
+        """Append one event line. `type` is one of EVENT_TYPES; `time` is added. The line starts on
+        a line of its own even after a torn one; on a full disk the space reserve is given up and
+        the write tried once more."""
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
         event = {"type": type, "time": time.time(), **data}
-        line = json.dumps(event, default=_jsonable) + "\n"
-        with self.events.open("a", encoding="utf-8") as fh:
-            fh.write(line)
+        line = (json.dumps(event, default=_jsonable) + "\n").encode("utf-8")
+        try:
+            self._append(line)
+        except OSError as exc:
+            if not is_disk_full(exc) or not self.space_reserve.release():
+                raise
+            self._append(line)
         return event
 
-    def read_events(self, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+    def _append(self, line: bytes) -> None:
+        with self.events.open("a+b") as fh:
+            if fh.tell() > 0:  # "a" mode: the position is the end
+                fh.seek(-1, 2)
+                if fh.read(1) != b"\n":  # a torn line before us: end it, do not join it
+                    line = b"\n" + line
+            fh.write(line)
+
+    def read_events(self, start: int = 0, *, after_step: int = 0,
+                    total_steps: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """Events from byte offset `start`; returns them and the offset to continue from.
 
         A partial last line is left for the next read; a damaged line (a worker killed mid-write, a
-        stray print) costs only that line, with a warning."""
+        stray print) costs only that line, with a warning, and an event written after a torn
+        fragment on the same line is still found. Events are checked (`EventCheck`): a reader that
+        continues from an offset passes the step and total it has applied so far."""
         try:
             with self.events.open("rb") as fh:
                 fh.seek(start)
@@ -145,16 +181,13 @@ class RunDirectory:
             log.warning("cannot read %s: %s", self.events, exc)
             return [], start
         end = chunk.rfind(b"\n") + 1  # stop before a partial last line
+        check = EventCheck(str(self.events), step=after_step, total_steps=total_steps)
         events = []
         for line in chunk[:end].splitlines():
             if not line.strip():
                 continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                log.warning("skipping a damaged line in %s: %r", self.events, line[:80])
-                continue
-            if isinstance(event, dict):
+            event = _parse_line(line, str(self.events))
+            if event is not None and check.accept(event):
                 events.append(event)
         return events, start + end
 
@@ -178,6 +211,83 @@ class RunDirectory:
             fh.seek(max(0, size - 64 * 1024))
             text = fh.read().decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+class EventCheck:
+    """The rules an event must pass to count, applied in file order.
+
+    Unknown types are ignored. `total_steps` is set by the first event that states it (or by the
+    reader's caller) and changes only with a `start` event; a `progress` / `epoch_end` whose step is
+    not a whole number, goes backwards or exceeds the total is ignored. `end` and `error` events
+    always count (how the run ended must never be lost); other events with a step past the total
+    are ignored. Each ignored event is one warning."""
+
+    def __init__(self, source: str, *, step: int = 0, total_steps: int | None = None) -> None:
+        self.source = source
+        self.step = max(0, int(step or 0))
+        self.total = total_steps if total_steps and total_steps > 0 else None
+
+    def accept(self, event: Any) -> bool:
+        reason = self._reject(event)
+        if reason is not None:
+            log.warning("ignoring an event in %s: %s: %.200s", self.source, reason, json.dumps(event, default=str))
+            return False
+        return True
+
+    def _reject(self, event: Any) -> str | None:
+        if not isinstance(event, dict):
+            return "not a JSON object"
+        kind = event.get("type")
+        if kind not in EVENT_TYPES:
+            return f"unknown event type {kind!r}"
+        if kind in OUTCOMES:
+            return None
+        total, step = event.get("total_steps"), event.get("step")
+        if total is not None:
+            if not _whole(total) or total < 0:
+                return f"total_steps {total!r} is not a whole number"
+            total = total or None  # 0: not known yet
+            if self.total is not None and total != self.total and kind != "start":
+                return f"total_steps {total} differs from the run's {self.total}"
+        limit = total if total is not None else self.total
+        if step is not None:
+            if not _whole(step) or step < 0:
+                return f"step {step!r} is not a whole number"
+            if limit is not None and step > limit:
+                return f"step {step} exceeds total_steps {limit}"
+            if kind in STEP_ORDERED and step < self.step:
+                return f"step {step} goes backwards (already at {self.step})"
+        if total is not None:
+            self.total = total
+        if step is not None and kind in STEP_ORDERED:
+            self.step = step
+        return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_line(line: bytes, source: str) -> Any:
+    """One events line as JSON; a torn line (a fragment, then a whole event) yields the event."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        pass
+    start, tries = line.find(b"{", 1), 0
+    while start != -1 and tries < _MAX_RESYNC_TRIES:  # the first '{' from which the rest parses whole
+        tries += 1
+        try:
+            event = json.loads(line[start:])
+        except ValueError:
+            start = line.find(b"{", start + 1)
+            continue
+        if isinstance(event, dict):
+            log.warning("a torn line in %s: skipped %r, kept the event after it", source, line[:start][:80])
+            return event
+        start = line.find(b"{", start + 1)
+    log.warning("skipping a damaged line in %s: %r", source, line[:80])
+    return None
 
 
 def write_atomic(path: Path, text: str) -> None:

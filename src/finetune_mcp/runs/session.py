@@ -4,10 +4,16 @@
 failure an `error` event (message + traceback) before it propagates, so the job manager can say why
 a job failed however it failed. Under torchrun, rank 0 alone writes; every rank dies with the
 launcher (`bind_rank_to_launcher`).
+
+A write failure (a full disk, a read-only or failing one) is named for the user, with the free
+space: "disk full at <run dir>: free 0.00 GB; free space or set FINETUNE_MCP_HOME to another disk".
+The session keeps the run's 64 KiB space reserve while the body runs, so that error event fits on a
+full disk (`RunDirectory.write_event` gives the reserve up for it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from finetune_mcp.errors import FinetuneError
+from finetune_mcp.runs.disk import write_failure_message
 from finetune_mcp.runs.rundir import RunDirectory
 
 log = logging.getLogger("finetune_mcp.run")
@@ -32,17 +39,27 @@ def worker_session(run: RunDirectory, spec: BaseModel, what: str) -> Iterator[Ru
     """Log to the run's train.log, write its spec, and record a failure of the body as an error event."""
     run.create()
     handler = _log_to(run.log)
+    reserve = run.space_reserve if is_main_process() else None
     try:
+        if reserve is not None:
+            reserve.ensure()
         if is_main_process():
             run.write_json(run.spec, spec.model_dump(mode="json"))
         yield run
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt | SystemExit):
-            log.exception("%s failed", what)
-            run.write_event("error", message=str(exc) or type(exc).__name__, error_type=type(exc).__name__,
-                            work=what, traceback=traceback.format_exc(limit=20))
+            message = write_failure_message(exc, run.root) or str(exc) or type(exc).__name__
+            try:  # the event first: on a full disk it is what the manager needs, the log may not fit
+                run.write_event("error", message=message, error_type=type(exc).__name__, work=what,
+                                traceback=traceback.format_exc(limit=20))
+            except OSError as write_exc:
+                with contextlib.suppress(OSError):
+                    print(f"error: could not record the failure in {run.events}: {write_exc}", file=sys.stderr)
+            log.exception("%s failed: %s", what, message)
         raise
     finally:
+        if reserve is not None:
+            reserve.release()
         logging.getLogger().removeHandler(handler)
         handler.close()
 
@@ -73,7 +90,8 @@ def run_worker(spec_path: Path, load: Callable[[Path], BaseModel], body: Callabl
     try:
         body(spec, spec_path.parent)
     except Exception as exc:  # recorded as an error event by the body's worker_session
-        print(f"error: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stderr is train.log: on a full disk it cannot take more
+            print(f"error: {write_failure_message(exc, spec_path.parent) or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -39,7 +39,7 @@ class ScreenshotResult(BaseModel):
         "stand-in drawing of the same event files, only when allow_matplotlib and Chromium is missing.")
     view: Literal["scalars", "histograms"]
     tags: list[str] = Field(description="The tags shown.")
-    runs: list[str] = Field(description="The runs shown (the job first, then compare_with).")
+    runs: list[str] = Field(description="The runs shown (the job first, then compare_with; each run once).")
     width: int
     height: int
     seconds: float = Field(description="Time to capture, including waiting for the charts to draw.")
@@ -60,6 +60,7 @@ def _runs_to_show(manager, job_id: str, compare_with: list[str]) -> tuple[list[R
 
     job = manager.get(job_id)
     run = manager.run_dir(job_id)
+    compare_with = [other for other in dict.fromkeys(compare_with) if other != job_id]  # each run once
     others = [manager.run_dir(other) for other in compare_with]
     if kinds.kind_of(job).name != "experiment":
         return [run, *others], None
