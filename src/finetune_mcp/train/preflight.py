@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
+from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
+from finetune_mcp.errors import ConfigError
+from finetune_mcp.user_functions import UserFunctionError, check_resolves, require_allowed
 
 Spec = TypeVar("Spec", bound=DataConfig)
 
@@ -20,7 +23,21 @@ def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     """The `train` kind's start check: `config` with local model/dataset paths made absolute, or
     the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
     that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
+    check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
     return check_model_and_data(config)
+
+
+def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) -> None:
+    """A function named by path: allowed by the operator (FINETUNE_MCP_USER_FUNCTIONS) and found,
+    checked without importing it (importing runs the module's code); built-in names pass. A
+    ConfigError with the fix otherwise."""
+    if not path or path in builtins:
+        return
+    try:
+        require_allowed(path, what, builtins=builtins)
+        check_resolves(path, what)
+    except UserFunctionError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_model_and_data(spec: Spec) -> Spec:
