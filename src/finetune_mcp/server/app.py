@@ -21,9 +21,12 @@ from typing import Any
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import PromptError, ResourceError, ToolError
+from fastmcp.exceptions import ValidationError as ArgumentError
 from fastmcp.server.auth import AuthProvider
 from fastmcp.server.middleware import Middleware
+from pydantic import ValidationError
 
+from finetune_mcp.config.validation import format_argument_error
 from finetune_mcp.errors import ConfigError, FinetuneError
 from finetune_mcp.tools import (
     MANAGER_KEY,
@@ -85,11 +88,18 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
 
 class FinetuneErrorMiddleware(Middleware):
     """The one place a FinetuneError becomes an MCP error: its message (which says what to fix),
-    without FastMCP's "Error calling tool ..." prefix and without a traceback in the log."""
+    without FastMCP's "Error calling tool ..." prefix and without a traceback in the log. Arguments
+    that break a typed parameter's rule (FastMCP validates them before the tool runs) come back the
+    same way: the parameter, the rule and the value in one sentence, not pydantic's report."""
 
     async def on_call_tool(self, context, call_next):  # type: ignore[override]
         try:
             return await call_next(context)
+        except ArgumentError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(format_argument_error(exc.__cause__, context.message.name),
+                                log_level=logging.INFO) from None
+            raise
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, FinetuneError):
