@@ -68,3 +68,7 @@ class ConsentError(FinetuneError):
 
 class ExportError(FinetuneError):
     """A GGUF export cannot run, or its file failed verification; nothing is left half-written."""
+
+
+class HomeError(FinetuneError):
+    """The server's home (FINETUNE_MCP_HOME: the job database, run directories) cannot be written."""

@@ -47,6 +47,7 @@ from finetune_mcp.jobs.store import (
     JobState,
     JobStore,
     new_job_id,
+    unwritable_home,
     validate_job_id,
 )
 from finetune_mcp.runs.rundir import RunDirectory
@@ -174,8 +175,14 @@ class JobManager:
         placement = await anyio.to_thread.run_sync(placer, config, target, self.settings)
         job_id = new_job_id()
         root = Path(config.run_dir).expanduser().resolve() if config.run_dir else self.settings.runs_dir / job_id
+        default_root = not config.run_dir
         config = config.model_copy(update={"run_dir": str(root)})
-        created = claim_run_dir(root)
+        try:
+            created = claim_run_dir(root)
+        except ConfigError as exc:
+            if not default_root or not isinstance(exc.__context__, OSError):
+                raise
+            raise unwritable_home(root, exc.__context__, "the run directory", self.settings.home) from None
         try:
             run_dir = RunDirectory(root)
             run_dir.write_json(run_dir.spec, config.model_dump(mode="json"))

@@ -27,7 +27,7 @@ from fastmcp.server.middleware import Middleware
 from pydantic import ValidationError
 
 from finetune_mcp.config.validation import format_argument_error
-from finetune_mcp.errors import ConfigError, FinetuneError
+from finetune_mcp.errors import ConfigError, FinetuneError, HomeError
 from finetune_mcp.tools import (
     MANAGER_KEY,
     card,
@@ -71,8 +71,16 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
     from finetune_mcp.report.tensorboard_server import TensorBoardServer
     from finetune_mcp.tools.tensorboard import TENSORBOARD_KEY
 
-    manager = JobManager()
     tensorboard = TensorBoardServer()  # started by the first screenshot, stopped with the server
+    try:
+        manager = JobManager()
+    except HomeError as exc:  # a read-only home: the server still answers, every job tool says why and what to do
+        log.error("%s", exc)
+        try:
+            yield {MANAGER_KEY: _NoManager(exc), TENSORBOARD_KEY: tensorboard}
+        finally:
+            tensorboard.stop()
+        return
     # A plain task, not a task group: FastMCP may leave the lifespan from another cancel scope
     # than it entered it in, which anyio task groups refuse.
     supervisor = asyncio.get_running_loop().create_task(manager.run(), name="job-supervisor")
@@ -84,6 +92,16 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
             await supervisor
         manager.close()
         tensorboard.stop()
+
+
+class _NoManager:
+    """Stands in for the JobManager when the home cannot be written: any use raises that error."""
+
+    def __init__(self, error: HomeError) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise HomeError(str(self._error))
 
 
 class FinetuneErrorMiddleware(Middleware):
