@@ -77,3 +77,7 @@ class DiskFullError(FinetuneError):
         self.path = str(path)
         self.free_bytes = free_bytes
         super().__init__(message)
+
+
+class HomeError(FinetuneError):
+    """The server's home (FINETUNE_MCP_HOME: the job database, run directories) cannot be written."""

@@ -451,7 +451,8 @@ def test_answer_checks_and_judge_scores() -> None:
     assert parse_judge_score("1/1") == 1.0 and parse_judge_score("no idea") is None
 
 
-def test_weight_formula_and_custom_function() -> None:
+def test_weight_formula_and_custom_function(monkeypatch) -> None:
+    monkeypatch.setenv("FINETUNE_MCP_USER_FUNCTIONS", "operator")
     stats = {"quality": 1.0, "entropy_first": 3.0, "log_vocab": 6.0}
     assert example_weight(stats, ExampleWeightConfig()) == 1.5
     assert example_weight({**stats, "quality": 0.0}, ExampleWeightConfig(min_weight=0.1)) == 0.1
@@ -459,3 +460,6 @@ def test_weight_formula_and_custom_function() -> None:
     # a user function gets the stats dict (here: how many fields it has), clipped like the default
     assert example_weight(stats, ExampleWeightConfig(function="operator:length_hint")) == 3.0
     assert example_weight(stats, ExampleWeightConfig(function="operator:length_hint", max_weight=2)) == 2.0
+    monkeypatch.setenv("FINETUNE_MCP_USER_FUNCTIONS", "my_pkg")  # only modules the operator allowed
+    with pytest.raises(ValueError, match=r"'operator:length_hint' is not allowed.*FINETUNE_MCP_USER_FUNCTIONS=my_pkg,operator"):
+        example_weight(stats, ExampleWeightConfig(function="operator:length_hint"))

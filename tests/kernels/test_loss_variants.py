@@ -269,6 +269,7 @@ def user_fns(tmp_path, monkeypatch):
             return log_prob.exp() * (1 + entropy / log_vocab)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FINETUNE_MCP_USER_FUNCTIONS", "variant_user_fns")
     return "variant_user_fns"
 
 
@@ -327,3 +328,28 @@ def test_entry_point_selects_variants_by_name(kernel, fn):
     for out in outs:
         torch.testing.assert_close(out.loss, ref[0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(out.weights, ref[3], rtol=1e-5, atol=1e-6)
+
+
+def test_the_worker_imports_only_modules_the_operator_allowed(tmp_path, monkeypatch):
+    """load_user_fn checks FINETUNE_MCP_USER_FUNCTIONS before importing: a refused module never runs."""
+    marker = tmp_path / "imported"
+    (tmp_path / "refused_user_fns.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef fn(h, v):\n    return h\n")
+    (tmp_path / "allowed_pkg").mkdir()
+    (tmp_path / "allowed_pkg" / "__init__.py").write_text("")
+    (tmp_path / "allowed_pkg" / "weights.py").write_text("def fn(entropy, log_vocab):\n    return 1 + entropy\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ent = torch.tensor([0.5, 1.0])
+    for allowed in (None, "", "refused_user", "refused_user_fns_other, allowed_pkg"):
+        if allowed is None:
+            monkeypatch.delenv("FINETUNE_MCP_USER_FUNCTIONS", raising=False)
+        else:
+            monkeypatch.setenv("FINETUNE_MCP_USER_FUNCTIONS", allowed)
+        for path in ("refused_user_fns:fn", "os:system"):
+            with pytest.raises(ValueError, match=f"{path!r} is not allowed.*set FINETUNE_MCP_USER_FUNCTIONS="):
+                entropy_weights(ent, math.log(100), WeightSpec(fn=path))
+    assert not marker.exists(), "a refused module was imported"
+    # a package prefix allows its modules; built-in names never need the list
+    w = entropy_weights(ent, math.log(100), WeightSpec(fn="allowed_pkg.weights:fn"))
+    torch.testing.assert_close(w, 1 + ent)
+    monkeypatch.delenv("FINETUNE_MCP_USER_FUNCTIONS")
+    assert entropy_weights(ent, math.log(100), WeightSpec(fn="linear")).shape == (2,)

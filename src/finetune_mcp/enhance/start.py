@@ -25,7 +25,9 @@ def check_enhance_start(config: StudentTeacherConfig, settings: Settings) -> Stu
     from finetune_mcp.enhance.teachers import check_endpoint_key
     from finetune_mcp.enhance.workflow import load_items
     from finetune_mcp.jobs.vram import load_model_info
+    from finetune_mcp.train.preflight import check_user_function
 
+    check_user_function(config.weight.function, "example weight function (weight.function)", ("quality_entropy",))
     updates: dict[str, object] = {}
     for name in ("model", "dataset", "resume_from"):
         value = getattr(config, name)

@@ -24,7 +24,6 @@ concurrently (anyio), bounded by `max_concurrency`, retried with backoff, capped
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -69,6 +68,7 @@ from finetune_mcp.enhance.teachers import (
 from finetune_mcp.errors import DatasetError
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import worker_session
+from finetune_mcp.user_functions import load_callable
 
 log = logging.getLogger("finetune_mcp.enhance")
 
@@ -123,8 +123,8 @@ def example_weight(stats: dict[str, Any], cfg: ExampleWeightConfig) -> float:
         h_first = min(1.0, max(0.0, stats["entropy_first"] / stats["log_vocab"])) if stats["log_vocab"] else 0.0
         raw = stats["quality"] ** cfg.quality_power * (1.0 + cfg.entropy_scale * h_first)
     else:
-        module, _, attr = cfg.function.partition(":")
-        raw = float(getattr(importlib.import_module(module), attr)(dict(stats)))
+        function = load_callable(cfg.function, "example weight function", builtins=("quality_entropy",))
+        raw = float(function(dict(stats)))
     return round(min(cfg.max_weight, max(cfg.min_weight, raw)), 6)
 
 

@@ -17,9 +17,13 @@ from finetune_mcp.jobs.placement import Placement
 
 def check_experiment_start(spec: ExperimentSpec, settings: Settings) -> ExperimentSpec:
     """`spec` with local paths made absolute, or the FinetuneError that says what to fix."""
+    from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
     from finetune_mcp.data.loader import validate_dataset
-    from finetune_mcp.train.preflight import check_start
+    from finetune_mcp.train.preflight import check_start, check_user_function
 
+    for arm in spec.arms:  # before anything else: a function the operator did not allow is never looked at
+        check_user_function(arm.entropy.get("function"), f"arm {arm.name!r}: entropy weight function",
+                            BUILTIN_WEIGHT_FNS)
     spec = check_start(spec, settings)  # model readable, every row of the dataset checked
     if spec.eval_dataset is not None:
         path = Path(spec.eval_dataset).expanduser()

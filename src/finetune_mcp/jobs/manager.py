@@ -55,6 +55,7 @@ from finetune_mcp.jobs.store import (
     JobState,
     JobStore,
     new_job_id,
+    unwritable_home,
     validate_job_id,
 )
 from finetune_mcp.runs.disk import SpaceReserve, disk_full_message, free_bytes, is_disk_full
@@ -226,21 +227,28 @@ class JobManager:
         placement = await anyio.to_thread.run_sync(placer, config, target, self.settings)
         job_id = new_job_id()
         root = Path(config.run_dir).expanduser().resolve() if config.run_dir else self.settings.runs_dir / job_id
+        default_root = not config.run_dir
         config = config.model_copy(update={"run_dir": str(root)})
         free = free_bytes(root.parent)
         if free is not None and free < LOW_SPACE_BYTES:  # a run writes far more; it would only die of it
             raise DiskFullError(disk_full_message(root.parent), path=root.parent, free_bytes=free)
         try:
-            return self._queue(job_id, root, config, target, placement)
+            return self._queue(job_id, root, config, target, placement, default_root)
         except (OSError, sqlite3.Error, ConfigError) as exc:
             if not is_disk_full(exc):
                 raise
             where = self.settings.home if isinstance(exc, sqlite3.Error) else root.parent
             raise DiskFullError(disk_full_message(where), path=where, free_bytes=free_bytes(where)) from None
 
-    def _queue(self, job_id: str, root: Path, config: JobSpec, target: str, placement: Placement) -> Job:
+    def _queue(self, job_id: str, root: Path, config: JobSpec, target: str, placement: Placement,
+               default_root: bool) -> Job:
         """Claim the run directory, write the spec, insert the row; undone on any failure."""
-        created = claim_run_dir(root)
+        try:
+            created = claim_run_dir(root)
+        except ConfigError as exc:
+            if not default_root or not isinstance(exc.__context__, OSError) or is_disk_full(exc.__context__):
+                raise
+            raise unwritable_home(root, exc.__context__, "the run directory", self.settings.home) from None
         try:
             run_dir = RunDirectory(root)
             run_dir.write_json(run_dir.spec, config.model_dump(mode="json"))

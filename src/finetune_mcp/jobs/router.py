@@ -259,6 +259,12 @@ def place_model(model: str, target: str, settings: Settings, *, num_gpus: int | 
         details["params"] = decision.estimate.params
     if decision.target == "runpod":
         placement = Placement("runpod", "cuda", None, decision.reason, details)
+    elif load_in_4bit and decision.device != "cuda":
+        raise BackendError(
+            f"load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit weights), but this job would run on the CPU "
+            f"({decision.reason}); drop load_in_4bit (train in 16/32 bits on the CPU, fine for small models), or "
+            "run it on a GPU: target='runpod' with RUNPOD_API_KEY set, or a machine with a CUDA GPU"
+        )
     else:
         placement = Placement("local", decision.device, decision.gpu_index, decision.reason, details)
     return spread(placement, num_gpus, decision.gpus)

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from finetune_mcp.errors import JobError
+from finetune_mcp.errors import HomeError, JobError
 
 Clock = Callable[[], float]
 
@@ -191,18 +191,23 @@ class JobStore:
     def __init__(self, db_path: str | Path, *, clock: Clock = time.time, busy_timeout_s: float = 10.0) -> None:
         self.db_path = Path(db_path)
         self.clock = clock
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-check-write is atomic.
-        self._conn = sqlite3.connect(
-            str(self.db_path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.Lock()  # one connection, shared by the event loop and tool threads
-        with self._lock:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.executescript(_SCHEMA)
+        try:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a read-check-write is atomic.
+            self._conn = sqlite3.connect(
+                str(self.db_path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._lock = threading.Lock()  # one connection, shared by the event loop and tool threads
+            with self._lock:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_unwritable(exc):
+                raise
+            raise unwritable_home(self.db_path, exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -279,7 +284,7 @@ class JobStore:
             {k: getattr(job, k) for k in Job.__dataclass_fields__}  # every column
         )
         cols = ",".join(row)
-        with self._lock, _transaction(self._conn):
+        with self._lock, _transaction(self._conn, self.db_path):
             self._conn.execute(f"INSERT INTO jobs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values()))
             self._conn.execute(
                 "INSERT INTO state_changes (job_id, from_state, to_state, at, reason) VALUES (?, NULL, ?, ?, ?)",
@@ -290,7 +295,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Remove a job that never started (used to undo a half-made start)."""
         validate_job_id(job_id)
-        with self._lock, _transaction(self._conn):
+        with self._lock, _transaction(self._conn, self.db_path):
             self._conn.execute("DELETE FROM state_changes WHERE job_id = ?", (job_id,))
             self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
@@ -314,7 +319,7 @@ class JobStore:
             expected = {expected}
         _check_fields(fields)
         now = self.clock()
-        with self._lock, _transaction(self._conn):
+        with self._lock, _transaction(self._conn, self.db_path):
             row = self._conn.execute("SELECT state, started_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobError(f"no job {job_id}; list_jobs shows the known ids", job_id=job_id)
@@ -356,7 +361,7 @@ class JobStore:
             states = [JobState(s).value for s in only_in]
             sql += f" AND state IN ({','.join('?' * len(states))})"
             args += states
-        with self._lock, _transaction(self._conn):
+        with self._lock, _transaction(self._conn, self.db_path):
             cur = self._conn.execute(sql, args)
             if cur.rowcount != 1:
                 return None
@@ -367,14 +372,42 @@ class JobStore:
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error: the write lock is taken before the read."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, db_path: Path) -> None:
+        self.conn, self.db_path = conn, db_path
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_unwritable(exc):
+                raise unwritable_home(self.db_path, exc) from exc
+            raise
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+            return
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError) and _is_unwritable(exc):
+            raise unwritable_home(self.db_path, exc) from exc
+
+
+def _is_unwritable(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def unwritable_home(path: Path, exc: BaseException, what: str = "the job database", home: Path | None = None
+                    ) -> HomeError:
+    """The plain message for a job database or run folder in the home this process may not write."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(": ", 1)[-1]
+    home = home or path.parent
+    return HomeError(
+        f"cannot write {what} {path} ({detail}): the server's user needs write access to {home} and the files in "
+        f"it; check the permissions (ls -ld {home} {path}) and fix them (chown / chmod), or set FINETUNE_MCP_HOME "
+        "to a writable folder and restart the server"
+    )
 
 
 def _check_fields(fields: dict[str, Any]) -> None:

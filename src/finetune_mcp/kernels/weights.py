@@ -24,13 +24,14 @@ first, so both implementations compute the unscaled gradient and scale it afterw
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from finetune_mcp.user_functions import load_callable
 
 BUILTIN_WEIGHT_FNS = ("linear", "relu", "exponential", "sigmoid", "dft", "entropy_gated", "top_entropy")
 # Built-ins whose weight of one token depends on the other tokens of the call.
@@ -78,20 +79,11 @@ class WeightSpec:
 
 
 def load_user_fn(path: str) -> UserWeightFn:
-    """Import 'pkg.mod:fn' (or 'pkg.mod.fn'); see `takes_log_prob` for the two call forms."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(
-            f"entropy weight function {path!r} cannot be imported ({exc}); "
-            "give 'package.module:function' importable from the worker's Python path"
-        ) from exc
-    if not callable(fn):
-        raise ValueError(f"entropy weight function {path!r} is not callable")
-    return fn
+    """Import 'pkg.mod:fn' (or 'pkg.mod.fn'); see `takes_log_prob` for the two call forms.
+
+    Only from a module the operator allowed (FINETUNE_MCP_USER_FUNCTIONS, `finetune_mcp.user_functions`),
+    checked before the import: importing a module runs its code."""
+    return load_callable(path, "entropy weight function", builtins=BUILTIN_WEIGHT_FNS)
 
 
 def takes_log_prob(fn: UserWeightFn) -> bool:

@@ -21,10 +21,13 @@ from typing import Any
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import PromptError, ResourceError, ToolError
+from fastmcp.exceptions import ValidationError as ArgumentError
 from fastmcp.server.auth import AuthProvider
 from fastmcp.server.middleware import Middleware
+from pydantic import ValidationError
 
-from finetune_mcp.errors import ConfigError, FinetuneError
+from finetune_mcp.config.validation import format_argument_error
+from finetune_mcp.errors import ConfigError, FinetuneError, HomeError
 from finetune_mcp.tools import (
     MANAGER_KEY,
     card,
@@ -68,8 +71,16 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
     from finetune_mcp.report.tensorboard_server import TensorBoardServer
     from finetune_mcp.tools.tensorboard import TENSORBOARD_KEY
 
-    manager = JobManager()
     tensorboard = TensorBoardServer()  # started by the first screenshot, stopped with the server
+    try:
+        manager = JobManager()
+    except HomeError as exc:  # a read-only home: the server still answers, every job tool says why and what to do
+        log.error("%s", exc)
+        try:
+            yield {MANAGER_KEY: _NoManager(exc), TENSORBOARD_KEY: tensorboard}
+        finally:
+            tensorboard.stop()
+        return
     # A plain task, not a task group: FastMCP may leave the lifespan from another cancel scope
     # than it entered it in, which anyio task groups refuse.
     supervisor = asyncio.get_running_loop().create_task(manager.run(), name="job-supervisor")
@@ -83,13 +94,30 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         tensorboard.stop()
 
 
+class _NoManager:
+    """Stands in for the JobManager when the home cannot be written: any use raises that error."""
+
+    def __init__(self, error: HomeError) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise HomeError(str(self._error))
+
+
 class FinetuneErrorMiddleware(Middleware):
     """The one place a FinetuneError becomes an MCP error: its message (which says what to fix),
-    without FastMCP's "Error calling tool ..." prefix and without a traceback in the log."""
+    without FastMCP's "Error calling tool ..." prefix and without a traceback in the log. Arguments
+    that break a typed parameter's rule (FastMCP validates them before the tool runs) come back the
+    same way: the parameter, the rule and the value in one sentence, not pydantic's report."""
 
     async def on_call_tool(self, context, call_next):  # type: ignore[override]
         try:
             return await call_next(context)
+        except ArgumentError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(format_argument_error(exc.__cause__, context.message.name),
+                                log_level=logging.INFO) from None
+            raise
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, FinetuneError):

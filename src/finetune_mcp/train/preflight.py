@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
+from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
+from finetune_mcp.errors import ConfigError
+from finetune_mcp.user_functions import UserFunctionError, check_resolves, require_allowed
 
 Spec = TypeVar("Spec", bound=DataConfig)
 
@@ -20,7 +23,55 @@ def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     """The `train` kind's start check: `config` with local model/dataset paths made absolute, or
     the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
     that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
+    check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
+    if config.resume_from_checkpoint:
+        config = config.model_copy(update={"resume_from_checkpoint": check_checkpoint(config.resume_from_checkpoint)})
     return check_model_and_data(config)
+
+
+# What transformers' Trainer saves in each checkpoint-N folder: its state, and the weights (a PEFT
+# adapter for LoRA runs, the full model otherwise).
+CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json",
+                    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def check_checkpoint(value: str | bool) -> str:
+    """`resume_from_checkpoint` as an absolute path to a checkpoint folder, or a ConfigError that
+    says what to pass. `true` (resume from the run's own latest checkpoint) cannot work for a new
+    job, whose run directory starts empty."""
+    field = "resume_from_checkpoint"
+    if value is True:
+        raise ConfigError("true resumes from the run directory's own checkpoints, and a new job's run directory "
+                          "starts empty; pass the path of a checkpoint folder, e.g. "
+                          "<FINETUNE_MCP_HOME>/runs/<job_id>/checkpoints/checkpoint-<step>", field=field)
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        problem = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ConfigError(f"{str(value)!r} {problem}; pass a checkpoint folder of an earlier run "
+                          "(<run>/checkpoints/checkpoint-<step>)", field=field)
+    path = path.resolve()
+    if any((path / name).is_file() for name in CHECKPOINT_FILES):
+        return str(path)
+    found = sorted((p for p in path.glob("checkpoints/checkpoint-*") if p.is_dir()),
+                   key=lambda p: int(p.name.rpartition("-")[2]) if p.name.rpartition("-")[2].isdigit() else -1)
+    found = found or sorted((p for p in path.glob("checkpoint-*") if p.is_dir()), key=lambda p: p.name)
+    hint = (f"; this looks like a run: pass one of its checkpoints, e.g. {found[-1]}" if found
+            else "; pass a checkpoint folder of an earlier run (<run>/checkpoints/checkpoint-<step>)")
+    raise ConfigError(f"{str(path)!r} is not a training checkpoint (no trainer_state.json or adapter files in it)"
+                      + hint, field=field)
+
+
+def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) -> None:
+    """A function named by path: allowed by the operator (FINETUNE_MCP_USER_FUNCTIONS) and found,
+    checked without importing it (importing runs the module's code); built-in names pass. A
+    ConfigError with the fix otherwise."""
+    if not path or path in builtins:
+        return
+    try:
+        require_allowed(path, what, builtins=builtins)
+        check_resolves(path, what)
+    except UserFunctionError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_model_and_data(spec: Spec) -> Spec:
