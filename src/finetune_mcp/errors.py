@@ -68,3 +68,8 @@ class ConsentError(FinetuneError):
 
 class ExportError(FinetuneError):
     """A GGUF export cannot run, or its file failed verification; nothing is left half-written."""
+
+
+class PathAccessError(ConfigError):
+    """A path a tool was given lies outside the folders the server may use (`config.roots`);
+    nothing was read or created."""
