@@ -1,8 +1,10 @@
-"""Fixtures shared by every test area: the offline tiny model and its tokenizer (built once per session)."""
+"""Fixtures shared by every test area: the offline tiny model and its tokenizer (built once per session),
+and the session's temporary folder as an allowed root of every server a test starts."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allowed_test_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every fixture's files (tiny models, datasets, run dirs) live in the session's temporary folder,
+    outside the home folder and the cwd: servers started by tests inherit this environment and may
+    use it (FINETUNE_MCP_ROOTS, `config.roots`). Tests of the roots themselves set their own."""
+    root = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FINETUNE_MCP_ROOTS", str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ async def _start_and_follow(manager: JobManager, spec: SampleSpec, console: Cons
                             started: list[Job]) -> Job:
     from finetune_mcp import kinds
 
-    job = await kinds.start_job(manager, "sample", spec, "local")
+    job = await kinds.start_job(manager, "sample", spec, "local", roots=None)  # the user's own command
     started.append(job)
     console.print(f"{job.id}: queued on {job.device} ({len(spec.models)} model(s), "
                   f"{len(job.config.get('prompts') or []) or '?'} prompt(s))")

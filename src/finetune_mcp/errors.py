@@ -81,3 +81,8 @@ class DiskFullError(FinetuneError):
 
 class HomeError(FinetuneError):
     """The server's home (FINETUNE_MCP_HOME: the job database, run directories) cannot be written."""
+
+
+class PathAccessError(ConfigError):
+    """A path a tool was given lies outside the folders the server may use (`config.roots`);
+    nothing was read or created."""

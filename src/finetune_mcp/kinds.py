@@ -1,6 +1,7 @@
 """The job-kind registry: the one place that knows which kinds of job exist and what each needs.
 
-A job kind (train, enhance, evaluate, ...) is a spec model, a start check (`preflight`, in the
+A job kind (train, enhance, evaluate, ...) is a spec model, the paths a spec names (`paths`: what
+`start_job` confines to the client's allowed roots, `config.roots`), a start check (`preflight`, in the
 server: fails in a second with the fix, before any worker exists), a placement (`place`: where
 its worker runs), a worker body (`run`, in the worker process), the word messages use for it
 (`label`), what a succeeded job of it leaves behind (`produces`), the hints an agent reads
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune_mcp.config import EnhancedTrainingConfig, Settings
-from finetune_mcp.enhance.config import load_enhance_spec
+from finetune_mcp.config import AllowedRoots, EnhancedTrainingConfig, LocalPath, Settings
+from finetune_mcp.enhance.config import LOCAL_PREFIX, load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
@@ -65,10 +66,44 @@ class JobKind:
     preflight: Callable[[Any, Settings], Any]  # server side: the spec, checked and made absolute
     place: Callable[[Any, str, Settings], Placement]
     run: Callable[[Any, Path], object]  # the worker body: (spec, run_dir)
+    paths: Callable[[Any], list[LocalPath]]  # every path the spec names (read or written)
     running_hint: Callable[[Job, str], str] | None = None  # (job, "follow it with ...") → hint
     done_hint: Callable[[Job], str] | None = None
     before_worker: Callable[[], None] | None = None  # process set-up in the worker (DDP ranks)
     result_view: Callable[[Job], dict[str, Any] | None] | None = None  # get_job's `result` once succeeded
+
+
+def _training_paths(spec: Any) -> list[LocalPath]:
+    """A training config's paths (an experiment's too: it is one, plus held-out rows)."""
+    checkpoint = spec.resume_from_checkpoint if isinstance(spec.resume_from_checkpoint, str) else None
+    return [LocalPath("model", spec.model, hub_id_ok=True), LocalPath("dataset", spec.dataset, hub_id_ok=True),
+            LocalPath("eval_dataset", getattr(spec, "eval_dataset", None), hub_id_ok=True),
+            LocalPath("resume_from_checkpoint", checkpoint), LocalPath("run_dir", spec.run_dir)]
+
+
+def _enhance_paths(spec: Any) -> list[LocalPath]:
+    local = [LocalPath(f"{role}.model", endpoint.model.removeprefix(LOCAL_PREFIX), hub_id_ok=True)
+             for role, endpoint in (("teacher", spec.teacher), ("judge", spec.judge))
+             if endpoint is not None and endpoint.model.startswith(LOCAL_PREFIX)]
+    return [LocalPath("model", spec.model, hub_id_ok=True), LocalPath("dataset", spec.dataset, hub_id_ok=True),
+            *local, LocalPath("resume_from", spec.resume_from), LocalPath("run_dir", spec.run_dir)]
+
+
+def _evaluate_paths(spec: Any) -> list[LocalPath]:
+    return [LocalPath("model", spec.model, hub_id_ok=True), LocalPath("adapter", spec.adapter),
+            LocalPath("dataset", spec.dataset, hub_id_ok=True), LocalPath("run_dir", spec.run_dir)]
+
+
+def _sample_paths(spec: Any) -> list[LocalPath]:
+    models = [path for i, m in enumerate(spec.models) for path in (
+        LocalPath(f"models[{i}].model", m.model, hub_id_ok=True), LocalPath(f"models[{i}].adapter", m.adapter))]
+    rows = spec.rows.dataset if spec.rows is not None else None
+    return [*models, LocalPath("dataset", spec.dataset or None, hub_id_ok=True),
+            LocalPath("rows.dataset", rows, hub_id_ok=True), LocalPath("run_dir", spec.run_dir)]
+
+
+def _export_paths(spec: Any) -> list[LocalPath]:
+    return [LocalPath("source_run_dir", spec.source_run_dir), LocalPath("run_dir", spec.run_dir)]
 
 
 def _train_done(job: Job) -> str:
@@ -128,25 +163,25 @@ def _export_done(job: Job) -> str:
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
-            EnhancedTrainingConfig.from_file, check_start, place_job, run_training,
+            EnhancedTrainingConfig.from_file, check_start, place_job, run_training, _training_paths,
             done_hint=_train_done, before_worker=bind_rank_to_launcher),
     JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
-            load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement,
+            load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement, _enhance_paths,
             running_hint=_enhance_running, done_hint=_enhance_done),
     JobKind("evaluate", "evaluation", "metrics (result.json)",
-            load_evaluation_spec, check_evaluation_start, place_evaluation, run_evaluation,
+            load_evaluation_spec, check_evaluation_start, place_evaluation, run_evaluation, _evaluate_paths,
             running_hint=_evaluate_running, done_hint=_evaluate_done),
     JobKind("sample", "sampling", "generations side by side with entropy marks (result.json)",
-            load_sample_spec, check_sample_start, place_sample_job, run_sampling,
+            load_sample_spec, check_sample_start, place_sample_job, run_sampling, _sample_paths,
             running_hint=_sample_running, done_hint=_sample_done, result_view=compact_view),
 
 
     JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
             "report.md, plot.png) and one training run directory per arm and seed (runs/)",
-            load_experiment_spec, check_experiment_start, place_experiment, run_experiment,
+            load_experiment_spec, check_experiment_start, place_experiment, run_experiment, _training_paths,
             running_hint=_experiment_running, done_hint=_experiment_done),
     JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
-            load_export_spec, check_export_start, place_export_job, run_export,
+            load_export_spec, check_export_start, place_export_job, run_export, _export_paths,
             running_hint=_export_running, done_hint=_export_done, result_view=export_view),
 )}
 
@@ -164,23 +199,30 @@ def kind_of(job: Job) -> JobKind:
     return get_kind(job.config.get("kind"))
 
 
-async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "auto") -> tuple[Any, Placement]:
+async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "auto", *,
+                   roots: AllowedRoots | None) -> tuple[Any, Placement]:
     """Check and place a job of `kind` without queuing it: (the checked spec, its placement). A tool
     shows the user what a job would cost before it starts (`tools.spending`), then queues exactly
-    that with `start_job(..., placement=...)`."""
+    that with `start_job(..., placement=...)`. `roots`: as for `start_job`."""
     import anyio
 
     entry = get_kind(kind)
+    if roots is not None:
+        roots.check(entry.paths(spec))
     checked = await anyio.to_thread.run_sync(entry.preflight, spec, manager.settings)
     return checked, await anyio.to_thread.run_sync(entry.place, checked, target, manager.settings)
 
 
 async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "auto", *,
-                    placement: Placement | None = None) -> Job:
-    """Check, place and queue a job of `kind` (the tools' one way to start any job). With
-    `placement`, `spec` is the checked spec from `plan_job` and the job is queued where it was
-    planned (with what the user agreed to in `placement.details`)."""
+                    roots: AllowedRoots | None, placement: Placement | None = None) -> Job:
+    """Check, place and queue a job of `kind` (the tools' one way to start any job). Every path the
+    spec names must lie inside `roots` (the calling MCP client's) before anything is read or created;
+    None only for the CLI, the user's own command. With `placement`, `spec` is the checked spec from
+    `plan_job` and the job is queued where it was planned (with what the user agreed to in
+    `placement.details`)."""
     entry = get_kind(kind)
+    if roots is not None:
+        roots.check(entry.paths(spec))
     if placement is not None:
         planned = placement
         return await manager.start(spec, target, preflight=lambda checked, settings: checked,

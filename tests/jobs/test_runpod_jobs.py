@@ -61,7 +61,8 @@ async def supervising(home: Path, rp: RunPodStandIn, clock: SteppedClock | None 
 
 
 async def start(manager: JobManager, model: Path, dataset: Path, **fields: object) -> Job:
-    return await kinds.start_job(manager, "train", build_config(training_spec(model, dataset, **fields)), target="runpod")
+    return await kinds.start_job(manager, "train", build_config(training_spec(model, dataset, **fields)), target="runpod",
+                                 roots=None)
 
 
 async def until(manager: JobManager, job_id: str, predicate, timeout: float = 60.0) -> Job:
@@ -86,9 +87,9 @@ async def start_agreed(manager: JobManager, model: Path, dataset: Path, agreed: 
                        **fields: object) -> Job:
     """Start as start_finetune does after the user's consent: planned, with the agreed terms in the placement."""
     checked, placement = await kinds.plan_job(manager, "train", build_config(training_spec(model, dataset, **fields)),
-                                              "runpod")
+                                              "runpod", roots=None)
     placement = Placement(placement.backend, placement.device, None, placement.reason, {**placement.details, **agreed})
-    return await kinds.start_job(manager, "train", checked, "runpod", placement=placement)
+    return await kinds.start_job(manager, "train", checked, "runpod", roots=None, placement=placement)
 
 
 async def test_the_spending_cap_stops_the_pod_and_fails_the_job(rp, tmp_path, tiny_model_dir, dataset) -> None:

@@ -33,7 +33,7 @@ async def run_env_job(make_manager, monkeypatch: pytest.MonkeyPatch, placement: 
     manager = make_manager("env", placer=lambda c, t, s: placement)
     async with anyio.create_task_group() as tg:
         await tg.start(manager.run)
-        job = await kinds.start_job(manager, "train", config())
+        job = await kinds.start_job(manager, "train", config(), roots=None)
         job = await manager.wait(job.id, 30)
         tg.cancel_scope.cancel()
     assert job.state is JobState.SUCCEEDED, job.error

@@ -175,8 +175,11 @@ async def test_bad_requests_are_refused_with_the_fix_and_leave_nothing_behind(tr
         assert "give prompts or num_rows" in await refused({"job_id": job, "prompts": ["hi"], "num_rows": 3})
         assert "ends with an assistant turn" in await refused(
             {"job_id": job, "prompts": [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]})
-        assert "neither a model folder nor a Hub id" in await refused({"model": "/no/such/model", "prompts": ["hi"]})
-        assert "GGUF file is not supported yet" in await refused({"model": "/tmp/model.gguf", "prompts": ["hi"]})
+        missing = str(tmp_path / "no" / "such" / "model")  # inside the allowed roots; outside, the roots refuse it
+        assert "neither a model folder nor a Hub id" in await refused({"model": missing, "prompts": ["hi"]})
+        assert "outside the folders this server may use" in await refused({"model": "/no/such/model", "prompts": ["hi"]})
+        assert "GGUF file is not supported yet" in await refused({"model": str(tmp_path / "model.gguf"),
+                                                                        "prompts": ["hi"]})
         assert "the comparison needs a training job" in await refused(
             {"job_id": job, "compare_with": adapter_samples["job_id"]})
         after = (await client.call_tool("list_jobs", {"limit": 200})).structured_content["count"]

@@ -3,8 +3,8 @@
 Field groups, one module each: `data` (DataConfig, MetadataFilters), `lora` (LoraConfig),
 `optim` (OptimConfig), `entropy` (EntropyConfig, EntropyFields), `rerank` (RerankConfig);
 `training` composes them into `TrainingConfig` (alias `EnhancedTrainingConfig`, the GRANGER name)
-with the GRANGER field aliases; `settings` reads the process environment; `validation` words
-pydantic's errors for the caller. Other kinds' specs (evaluation, enhancement, ...) compose the
+with the GRANGER field aliases; `settings` reads the process environment; `roots` the folders an
+MCP tool's paths must lie in (`AllowedRoots`); `validation` words pydantic's errors for the caller. Other kinds' specs (evaluation, enhancement, ...) compose the
 groups they need in their own packages.
 """
 
@@ -13,6 +13,7 @@ from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS, EntropyConfig, Entro
 from finetune_mcp.config.lora import DEFAULT_TARGET_MODULES, LoraConfig
 from finetune_mcp.config.optim import OptimConfig
 from finetune_mcp.config.rerank import RerankConfig
+from finetune_mcp.config.roots import ROOTS_ENV, AllowedRoots, LocalPath
 from finetune_mcp.config.settings import Settings
 from finetune_mcp.config.training import (
     GRANGER_IGNORED_FIELDS,
@@ -28,10 +29,13 @@ __all__ = [
     "BUILTIN_WEIGHT_FNS",
     "DEFAULT_TARGET_MODULES",
     "GRANGER_IGNORED_FIELDS",
+    "ROOTS_ENV",
+    "AllowedRoots",
     "DataConfig",
     "EnhancedTrainingConfig",
     "EntropyConfig",
     "EntropyFields",
+    "LocalPath",
     "LoraConfig",
     "MetadataFilters",
     "ModelFields",

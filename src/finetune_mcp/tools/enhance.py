@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
 from finetune_mcp import kinds
 from finetune_mcp.errors import JobError
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
 
@@ -39,6 +40,7 @@ def register(mcp: FastMCP) -> None:
         model: Annotated[str, Field(description="The student: the base model you will fine-tune (Hugging Face id "
                                     "or local folder). Its own answers and uncertainty drive the hints.",
                                     min_length=1, max_length=1000)],
+        ctx: Context,
         judge: Annotated[str | None, Field(description="None or 'reference' (default: check answers against the "
                                            "dataset's, normalised), 'reference:exact', 'reference:regex', or a judge "
                                            "model name on the teacher's endpoint (scores 0-10).", max_length=500)] = None,
@@ -76,6 +78,9 @@ def register(mcp: FastMCP) -> None:
         from finetune_mcp.enhance.config import build_enhance_config
         from finetune_mcp.enhance.outputs import ENHANCE_DIR, weight_formula
 
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
         manager = get_manager()
         data: dict[str, Any] = dict(config_overrides or {})
         endpoint = dict(data.pop("teacher", None) or {})
@@ -97,7 +102,7 @@ def register(mcp: FastMCP) -> None:
                                job_id=resume_from)
             data["resume_from"] = str(Path(earlier.run_dir) / ENHANCE_DIR / "progress.jsonl")
         config = build_enhance_config(data)
-        job = await kinds.start_job(manager, "enhance", config, target)
+        job = await kinds.start_job(manager, "enhance", config, target, roots=roots)
         out = Path(job.run_dir) / ENHANCE_DIR
         return EnhanceStartResult(**job_view(manager, job).model_dump(), output=str(out / "enhanced.jsonl"),
                                   summary_path=str(out / "summary.json"), judge=config.judge_name,

@@ -12,14 +12,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from finetune_mcp import kinds
-from finetune_mcp.config import format_validation_error
+from finetune_mcp.config import LocalPath, format_validation_error
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
 # Fields an evaluation of a job's adapter takes from that job's config, so the data is read, split and
@@ -69,6 +70,7 @@ def _adapter_base(folder: Path) -> str:
 def register(mcp: FastMCP) -> None:
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
     async def evaluate_model(
+        ctx: Context,
         job_id: Annotated[str | None, Field(description="A succeeded start_finetune job: its adapter on its base "
                                             "model is scored (default data: that job's held-out validation "
                                             "queries/examples).", max_length=64)] = None,
@@ -101,6 +103,9 @@ def register(mcp: FastMCP) -> None:
         """
         from finetune_mcp.train.evaluation import EvaluationSpec
 
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
         manager = get_manager()
         if (job_id is None) == (model is None):
             raise ConfigError("give exactly one of job_id (a succeeded fine-tuning job) or model (a model id, "
@@ -115,6 +120,7 @@ def register(mcp: FastMCP) -> None:
         else:
             if dataset is None:
                 raise ConfigError("with `model`, give the `dataset` to score it on", field="dataset")
+            roots.check([LocalPath("model", model, hub_id_ok=True)])  # before its adapter_config.json is read
             folder = Path(model).expanduser()
             if (folder / "adapter_config.json").is_file():
                 adapter, model = str(folder.resolve()), _adapter_base(folder)
@@ -128,7 +134,7 @@ def register(mcp: FastMCP) -> None:
             spec = EvaluationSpec.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "evaluation", "evaluate_model")) from None
-        job = await kinds.start_job(manager, "evaluate", spec, "local")
+        job = await kinds.start_job(manager, "evaluate", spec, "local", roots=roots)
         evaluated = spec.model + (f" + adapter {spec.adapter}" if spec.adapter else "")
         return EvaluateStartResult(**job_view(manager, job).model_dump(), evaluated=evaluated,
                                    metrics_asked=spec.metrics, split=spec.split)

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
@@ -24,6 +24,7 @@ from finetune_mcp.experiment.spec import DEFAULT_SEEDS, build_experiment_spec
 from finetune_mcp.experiment.workflow import experiment_paths
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobId, JobView, job_view
 
 ArmArg = str | dict[str, Any]
@@ -119,6 +120,7 @@ def register(mcp: FastMCP) -> None:
                                     min_length=1, max_length=1000)],
         dataset: Annotated[str, Field(description="Local file/folder or Hugging Face dataset id (as start_finetune).",
                                       min_length=1, max_length=1000)],
+        ctx: Context,
         arms: Annotated[list[ArmArg] | None, Field(
             description="The loss settings to compare (2-8). A name: 'standard' (plain CE), 'entropy' (default "
             "entropy weighting, w = 1 + H/log V) or a built-in weight function (linear, relu, exponential, sigmoid, "
@@ -156,13 +158,16 @@ def register(mcp: FastMCP) -> None:
         Checks everything first (model, data, every arm's settings) and creates nothing on an error.
         Example: start_experiment(model="unsloth/Qwen3-0.6B", dataset="data/qa.jsonl", arms=["standard", "entropy"],
         seeds=3, max_steps=100) → {"job_id": "ft-1a2b3c4d5e6f", "kind": "experiment", "runs": 6, ...}."""
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
         manager = get_manager()
         data = experiment_data(model, dataset, arms, seeds, {
             "baseline": baseline, "max_steps": max_steps, "eval_dataset": eval_dataset,
             "primary_metric": primary_metric, "generation_examples": generation_examples, "task": task,
         }, config_overrides)
         spec = build_experiment_spec(data)
-        job = await kinds.start_job(manager, "experiment", spec, target)
+        job = await kinds.start_job(manager, "experiment", spec, target, roots=roots)
         return ExperimentStartResult(
             **job_view(manager, job).model_dump(), seeds=spec.seeds, baseline=spec.baseline_arm, runs=len(spec.plan),
             arms=[ArmView(name=a.name, loss=a.describe(), enable_entropy_weighting=a.enable_entropy_weighting,

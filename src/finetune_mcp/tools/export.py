@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from finetune_mcp import kinds
@@ -21,6 +21,7 @@ from finetune_mcp.config import format_validation_error
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.export.quantization import QUANTIZATIONS, parse_quantization
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
 
@@ -36,6 +37,7 @@ def register(mcp: FastMCP) -> None:
     async def export_model(
         job_id: Annotated[str, Field(description="A succeeded start_finetune job (its LoRA adapter is merged "
                                      "into its base model and exported).", max_length=64)],
+        ctx: Context,
         format: Annotated[Literal["gguf"], Field(description="gguf: one file for llama.cpp, Ollama, LM Studio.")
                           ] = "gguf",
         quantization: Annotated[str, Field(
@@ -58,6 +60,9 @@ def register(mcp: FastMCP) -> None:
         from finetune_mcp.export.spec import ExportSpec, source_base_model
 
         parse_quantization(quantization)  # the choices, before anything else
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
         manager = get_manager()
         job = kinds.succeeded_job(manager, job_id, "a GGUF export")
         data = {"source_job": job_id, "source_run_dir": str(Path(job.run_dir)), "format": format,
@@ -67,7 +72,7 @@ def register(mcp: FastMCP) -> None:
             spec = ExportSpec.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "export", "export_model")) from None
-        started = await kinds.start_job(manager, "export", spec, "local")
+        started = await kinds.start_job(manager, "export", spec, "local", roots=roots)
         return ExportStartResult(**job_view(manager, started).model_dump(), source_job=job_id,
                                  quantization=spec.quantization, destination=str(Path(job.run_dir) / "export"),
                                  file_name=spec.file_stem(source_base_model(spec)) + ".gguf")

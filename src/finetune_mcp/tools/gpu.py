@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from finetune_mcp.config import LocalPath
 from finetune_mcp.errors import BackendError, FinetuneError
+from finetune_mcp.tools.roots import allowed_roots
 
 
 class GpuView(BaseModel):
@@ -71,6 +73,7 @@ def report(model: str | None, load_in_4bit: bool | None) -> GpuReport:
 def register(mcp: FastMCP) -> None:
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
     async def detect_gpus(
+        ctx: Context,
         model: Annotated[str | None, Field(description="Hugging Face model id or local model folder to size; "
                                            "omit to list GPUs only.", max_length=1000)] = None,
         load_in_4bit: Annotated[bool | None, Field(description="Size the run as 4-bit QLoRA.")] = None,
@@ -82,4 +85,8 @@ def register(mcp: FastMCP) -> None:
         "estimate": {"total_gb": 7.9, "breakdown_gb": {...}}, "decision": {"target": "local", "reason": "..."}}.
         Defaults of the estimate: LoRA r=16 on all attention/MLP projections, max_seq_length 2048, batch 2.
         """
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
+        roots.check([LocalPath("model", model, hub_id_ok=True)])
         return await anyio.to_thread.run_sync(report, model, load_in_4bit)

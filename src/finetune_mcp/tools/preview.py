@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
+from finetune_mcp import kinds
 from finetune_mcp.preview.child import preview_in_child
 from finetune_mcp.preview.report import PreviewReport
+from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import (
     AccumulationArg,
     BatchSizeArg,
@@ -41,6 +43,7 @@ def register(mcp: FastMCP) -> None:
     async def preview_training(
         model: ModelArg,
         dataset: DatasetArg,
+        ctx: Context,
         entropy_weighting: EntropyArg = False,
         target: TargetArg = "auto",
         max_steps: MaxStepsArg = None,
@@ -80,4 +83,8 @@ def register(mcp: FastMCP) -> None:
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
             load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
         )
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
+        roots.check(kinds.get_kind("train").paths(config))  # the paths start_finetune would check
         return await preview_in_child(config, target, examples)

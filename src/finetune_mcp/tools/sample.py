@@ -13,16 +13,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastmcp import FastMCP
-from mcp_types import ToolAnnotations
+from fastmcp import Context, FastMCP
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
 from finetune_mcp import kinds
-from finetune_mcp.config import DataConfig
+from finetune_mcp.config import DataConfig, LocalPath
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ def start_result(manager: JobManager, job: Job, spec: SampleSpec) -> SampleStart
 def register(mcp: FastMCP) -> None:
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
     async def sample_model(
+        ctx: Context,
         job_id: Annotated[str | None, Field(description="A succeeded start_finetune job: its model answers (default "
                                             "prompts: the first 8 of its held-out validation rows).",
                                             max_length=64)] = None,
@@ -200,6 +202,10 @@ def register(mcp: FastMCP) -> None:
         {"job_id": "ft-0b1c2d3e4f5a", "kind": "sample", "state": "queued", ...}; later wait_for_job →
         {"result": {"samples": [{"prompt": "what color is the sky?", "outputs": {"tuned": {"answer": "blue",
         ...}, "base": {"answer": "x3 the", ...}}}], ...}}."""
+        roots = await allowed_roots(ctx)
+        if isinstance(roots, InputRequiredResult):
+            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
+        roots.check([LocalPath("model", model, hub_id_ok=True)])  # before an adapter folder's config is read
         manager = get_manager()
         settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
                     "batch_size": batch_size}
@@ -207,7 +213,7 @@ def register(mcp: FastMCP) -> None:
                                num_rows=num_rows, rows_order=rows_order, rows_seed=rows_seed, rows_split=rows_split,
                                compare_with_base=compare_with_base, compare_with=compare_with, weights=weights,
                                high_entropy_threshold=high_entropy_threshold, settings=settings)
-        job = await kinds.start_job(manager, "sample", spec, "local")
+        job = await kinds.start_job(manager, "sample", spec, "local", roots=roots)
         return start_result(manager, job, SampleSpec.model_validate(job.config))
 
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))

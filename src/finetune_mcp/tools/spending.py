@@ -23,6 +23,7 @@ from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
 from finetune_mcp.tools.consent import ConsentRecord, ask_consent
+from finetune_mcp.tools.roots import allowed_roots, ask_again
 
 
 def _form(default_cap: float) -> type[BaseModel]:
@@ -53,10 +54,14 @@ async def start_with_consent(ctx: Context, manager: JobManager, kind: str, spec:
                              confirm: bool, max_cost_usd: float | None
                              ) -> tuple[Job, ConsentRecord | None] | mcp_types.InputRequiredResult:
     """Plan the job; on RunPod, ask the user first (see the module docstring). Returns the queued job
-    and what was agreed (None for a local job), or the InputRequiredResult the tool must return."""
-    checked, placement = await kinds.plan_job(manager, kind, spec, target)
+    and what was agreed (None for a local job), or the InputRequiredResult the tool must return.
+    Every path of the spec must lie in the client's allowed roots (`tools.roots`)."""
+    roots = await allowed_roots(ctx)
+    if isinstance(roots, mcp_types.InputRequiredResult):
+        return roots
+    checked, placement = await kinds.plan_job(manager, kind, spec, target, roots=roots)
     if placement.backend != "runpod":
-        return await kinds.start_job(manager, kind, checked, target, placement=placement), None
+        return await kinds.start_job(manager, kind, checked, target, roots=roots, placement=placement), None
     from finetune_mcp.jobs.backends.runpod.backend import quote as quote_pod
 
     quote = await anyio.to_thread.run_sync(quote_pod, placement, manager.settings)
@@ -66,7 +71,7 @@ async def start_with_consent(ctx: Context, manager: JobManager, kind: str, spec:
                                summary=summary, terms=terms, form=_form(cap or quote.worst_case_usd),
                                agree_field="start", confirm=confirm)
     if isinstance(agreed, mcp_types.InputRequiredResult):
-        return agreed
+        return ask_again(ctx, agreed)  # the retry must carry the roots as well as the answer
     record, filled = agreed
     if filled is not None and filled.max_cost_usd != cap:  # the user set the cap in the form
         cap = float(filled.max_cost_usd)
@@ -76,4 +81,4 @@ async def start_with_consent(ctx: Context, manager: JobManager, kind: str, spec:
                **({"max_cost_usd": cap} if cap is not None else {})}
     planned = Placement(placement.backend, placement.device, placement.gpu_index, placement.reason, details,
                         placement.env)
-    return await kinds.start_job(manager, kind, checked, target, placement=planned), record
+    return await kinds.start_job(manager, kind, checked, target, roots=roots, placement=planned), record
