@@ -31,7 +31,7 @@ def test_a_peaked_distribution_matches_torch_and_is_shift_invariant() -> None:
 
 
 def test_minus_infinity_logits_count_as_zero_probability() -> None:
-    entropy, ids, probs = entropy_from_logits(np.array([0.0, 0.0, -np.inf, -np.inf]), 4)
+    entropy, _, probs = entropy_from_logits(np.array([0.0, 0.0, -np.inf, -np.inf]), 4)
     assert entropy == pytest.approx(math.log(2)) and probs[:2] == pytest.approx([0.5, 0.5]) and probs[2:] == [0, 0]
     assert entropy_from_logits(np.array([5.0, -np.inf]))[0] == 0.0
 

@@ -215,7 +215,9 @@ async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trai
                                            raise_on_error=False)
         exported = (await client.call_tool("export_model", {"job_id": trained.job_id, "quantization": "f16"})
                     ).structured_content
-        assert (await wait(client, exported["job_id"]))["state"] == "succeeded"
+        export_done = await wait(client, exported["job_id"])
+        assert export_done["state"] == "succeeded", export_done["error"]
+        assert Path(export_done["result"]["gguf"]).parent == trained.run_dir / "export"
         wrong_quant = await client.call_tool("sample_model", {"job_id": trained.job_id, "weights": "gguf",
                                                               "quantization": "q4_k_m"}, raise_on_error=False)
         started = (await client.call_tool("sample_model", {
@@ -224,7 +226,7 @@ async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trai
         done = await wait(client, started["job_id"])
         both = (await client.call_tool("get_samples", {"job_id": done["job_id"]})).structured_content
         adapter = (await client.call_tool("get_samples", {"job_id": adapter_samples["job_id"]})).structured_content
-        gguf_file = trained.run_dir / "export" / "tiny-model-f16.gguf"
+        gguf_file = Path(export_done["result"]["gguf"])
         by_path = await wait(client, (await client.call_tool("sample_model", {
             "model": str(gguf_file), "prompts": ["hello"], "max_new_tokens": 4})).structured_content["job_id"])
 
@@ -253,4 +255,5 @@ async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trai
     assert worst <= GGUF_ENTROPY_TOLERANCE, worst
     print(f"max |ΔH| f16 GGUF vs merged: {worst:.5f} nats")
     assert by_path["state"] == "succeeded", by_path["error"]
-    assert [m["weights"] for m in by_path["result"]["models"]] == ["gguf"]
+    assert [m["label"] for m in by_path["result"]["models"]] == ["model"]  # a GGUF given by path: no base
+    assert by_path["result"]["samples"][0]["outputs"]["model"]["answer"] is not None

@@ -6,7 +6,7 @@ CUDA). `continue_tokens` is the decoding loop: evaluate the prompt's token ids a
 re-tokenisation, no template: the caller renders the prompt as training did), then one token at a
 time, each chosen by `choose` from the step's logits (greedy by default) and handed with them to
 `on_step`, until a stop id or `max_new_tokens`. `next_logits` reads the last position's logits,
-with or without `logits_all`.
+with or without `logits_all` (sampling keeps only those: n_ctx × vocabulary floats are not needed).
 """
 
 from __future__ import annotations
@@ -45,12 +45,10 @@ def load_llama(gguf_file: Path | str, n_ctx: int, threads: int | None = None, *,
 
 
 def next_logits(llm: Any) -> Any:
-    """The logits [vocabulary] for the token after the last evaluated one (a float32 numpy copy)."""
-    import numpy as np
-
-    if llm.context_params.logits_all:
-        return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    """The logits [vocabulary] for the token after the last evaluated one (a float32 numpy copy), read
+    from llama.cpp's context (the last position of the last batch; logits_all or not)."""
     import llama_cpp
+    import numpy as np
 
     pointer = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
     return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float32, copy=True)
