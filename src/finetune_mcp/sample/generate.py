@@ -211,7 +211,7 @@ def _generate_batch(model: Any, tokenizer: Any, batch: list[list[int]], config: 
         length = next((i + 1 for i, t in enumerate(ids) if t in stops), len(ids))
         kept = ids[:length]
         finish: Literal["stop", "length"] = "stop" if kept and kept[-1] in stops else "length"
-        pieces, special = _pieces(tokenizer, kept)
+        pieces, special = token_pieces(tokenizer, kept)
         alternatives = [[(tokenizer.decode([t]), round(p, 4)) for t, p in zip(top_ids[row][i], top_probs[row][i],
                                                                                strict=True)]
                         for i in range(length)] if settings.alternatives else [[] for _ in range(length)]
@@ -228,7 +228,7 @@ def _generate_batch(model: Any, tokenizer: Any, batch: list[list[int]], config: 
     return out
 
 
-def _pieces(tokenizer: Any, ids: list[int]) -> tuple[list[str], list[str | None]]:
+def token_pieces(tokenizer: Any, ids: list[int]) -> tuple[list[str], list[str | None]]:
     """The text each token adds to the decoded answer. Tokens are decoded in the context of the line
     they are on (SentencePiece drops a leading space when a token is decoded alone); a token that
     ends inside a multi-byte character adds "" and the one that completes it adds the character."""

@@ -4,7 +4,7 @@ Models are grouped by the weights they stand on (`SampledModel.model`): a job's 
 job's adapter on the same base and the base itself form one group; the base is loaded once, each
 adapter is attached under its own name, and the base answers with the adapters disabled (PEFT's
 `disable_adapter`, which Unsloth's fast inference honours). A merged model or any other folder is
-a group of its own.
+a group of its own, and so is an exported GGUF file (opened by llama.cpp, see `sample.gguf`).
 
 Loading as training did: Unsloth on CUDA when installed (`FastLanguageModel.from_pretrained` +
 `for_inference`, its fast generation path), else transformers in bf16 on a GPU, fp32 on the CPU;
@@ -70,6 +70,8 @@ def group_models(models: list[SampledModel]) -> list[ModelGroup]:
 
 def load_group(group: ModelGroup, spec: SampleSpec, backend: str) -> LoadedGroup:
     """The group's base (Unsloth or transformers) with its adapters attached, in inference mode."""
+    if group.entries[0].is_gguf:
+        return _load_gguf_group(group, spec)
     from finetune_mcp.train.model import _check_model_reachable
 
     started = time.time()
@@ -103,12 +105,36 @@ def load_group(group: ModelGroup, spec: SampleSpec, backend: str) -> LoadedGroup
     return LoadedGroup(model, tokenizers, names, backend, device, load_s)
 
 
+def _load_gguf_group(group: ModelGroup, spec: SampleSpec) -> LoadedGroup:
+    """An exported GGUF opened by llama.cpp on the CPU (context: max_seq_length + max_new_tokens), with
+    the training tokenizer that renders its prompts."""
+    from transformers import AutoTokenizer
+
+    from finetune_mcp.sample.gguf import CONTEXT_MARGIN, load_gguf
+    from finetune_mcp.train.model import _ensure_pad_token
+
+    started = time.time()
+    entry = group.entries[0]
+    if entry.tokenizer is None:
+        raise ModelError(f"{entry.model}: no tokenizer folder to render the prompts with; sample the GGUF through "
+                         "its job (sample_model(job_id=..., weights='gguf'))")
+    tokenizer = AutoTokenizer.from_pretrained(entry.tokenizer)
+    _ensure_pad_token(tokenizer)
+    llm = load_gguf(entry.model, spec.max_seq_length + spec.settings.max_new_tokens + CONTEXT_MARGIN)
+    load_s = time.time() - started
+    log.info("loaded %s with llama.cpp on the CPU in %.1fs", entry.model, load_s)
+    return LoadedGroup(llm, {e.label: tokenizer for e in group.entries}, {}, "llama.cpp", "cpu", load_s,
+                       {"gguf": entry.model})
+
+
 def free(loaded: LoadedGroup) -> None:
     """Release a group's memory before the next group loads."""
     import gc
 
     import torch
 
+    if "gguf" in loaded.extra and loaded.model is not None:
+        loaded.model.close()
     loaded.model = None
     gc.collect()
     if torch.cuda.is_available():

@@ -23,7 +23,7 @@ from finetune_mcp.config import DataConfig, format_validation_error
 from finetune_mcp.errors import ConfigError
 
 MAX_PROMPTS = 200
-LABEL_PATTERN = r"^(tuned|base|model|compare:[\w.-]{1,64})$"
+LABEL_PATTERN = r"^(tuned|base|model|adapter|merged|gguf|compare:[\w.-]{1,64})$"
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,10 @@ class SamplePrompt(BaseModel):
 
 class SampledModel(BaseModel):
     """One model to generate with: `model` (a base model id/folder, a merged folder) with an optional
-    LoRA `adapter` folder on it. `label` names its column: tuned (a job's adapter or merged model),
-    base, model (any model given by path or id), compare:<job id>."""
+    LoRA `adapter` folder on it, or an exported GGUF file (`weights="gguf"`: `model` is the file,
+    `tokenizer` the training tokenizer that renders its prompts). `label` names its column: tuned (a
+    job's adapter, merged model or GGUF), base, model (any model given by path or id), adapter / merged
+    / gguf (a job's further weights beside `tuned`), compare:<job id>."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -110,11 +112,19 @@ class SampledModel(BaseModel):
     model: str = Field(min_length=1, max_length=1000)
     adapter: str | None = Field(None, max_length=1000)
     source_job: str | None = Field(None, max_length=64)
-    weights: Literal["adapter", "merged", "base", "model"] = Field(
+    weights: Literal["adapter", "merged", "base", "model", "gguf"] = Field(
         description="adapter: LoRA on its base; merged: the merged model of a job; base: the untrained base; "
-        "model: a model given by path or id.")
+        "model: a model given by path or id; gguf: an exported GGUF file (`model`), run by llama.cpp.")
+    tokenizer: str | None = Field(None, max_length=1000, description="gguf: the folder of the training "
+                                  "tokenizer that renders the prompts (the job's adapter/ folder).")
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.weights == "gguf"
 
     def describe(self) -> str:
+        if self.is_gguf:
+            return f"{self.model} (GGUF, llama.cpp; prompts rendered by {self.tokenizer})"
         return self.model + (f" + adapter {self.adapter}" if self.adapter else "")
 
 

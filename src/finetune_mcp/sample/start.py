@@ -2,7 +2,8 @@
 
 The promise of every kind: a job that cannot work fails in a second with the fix, before any
 worker exists, and leaves nothing behind. Checked here: each model is a model folder (config.json)
-or a Hub id in reach, each adapter folder holds adapter_config.json, a conversation is not sent
+or a Hub id in reach, each adapter folder holds adapter_config.json, a GGUF entry is a GGUF file
+with its training tokenizer beside and llama-cpp-python installed (the `export` extra), a conversation is not sent
 to a local model without a chat template, and a local dataset yields prompts (its rows are read
 now, so spec.json records exactly which prompts were asked; a Hub dataset is looked up here and
 read by the worker).
@@ -26,9 +27,12 @@ def check_sample_start(spec: SampleSpec, settings: Settings) -> SampleSpec:
 
     models = [_absolute(m) for m in spec.models]
     for entry in models:
+        if entry.is_gguf:
+            _check_gguf(entry)
+            continue
         if entry.model.lower().endswith(".gguf") or (entry.adapter or "").lower().endswith(".gguf"):
-            raise ModelError(f"{entry.model}: sampling an exported GGUF file is not supported yet; sample the job's "
-                             "adapter (weights='adapter') or its merged model (weights='merged') instead")
+            raise ModelError(f"{entry.model}: a GGUF file is sampled as weights='gguf' (sample_model(model=<file>.gguf)"
+                             " or sample_model(job_id=..., weights='gguf')), not as a transformers model or adapter")
         if entry.adapter is not None and not (Path(entry.adapter) / "adapter_config.json").is_file():
             raise ModelError(f"{entry.adapter} holds no adapter_config.json; point at a run's adapter/ folder")
         load_model_info(entry.model)
@@ -57,11 +61,17 @@ def place_sample_job(spec: SampleSpec, target: str, settings: Settings) -> Place
     if target == "runpod":
         raise ConfigError("sample jobs run on this machine (a local GPU, or the CPU for small models); use "
                           "target='auto' or 'local'", field="target")
-    base = next((m.model for m in spec.models if m.weights in ("adapter", "base")), spec.models[0].model)
+    ggufs = [m for m in spec.models if m.is_gguf]
+    on_cpu = (f"{'the GGUF runs' if len(ggufs) == 1 else 'GGUF files run'} on the CPU through llama.cpp "
+              "(n_gpu_layers=0: the llama-cpp-python build of the export extra has no CUDA)")
+    others = [m for m in spec.models if not m.is_gguf]
+    if not others:
+        return Placement("local", "cpu", None, "sampling: " + on_cpu, {"gguf": [m.model for m in ggufs]})
+    base = next((m.model for m in others if m.weights in ("adapter", "base")), others[0].model)
     placement = place_model(base, "local", settings, load_in_4bit=spec.load_in_4bit,
                             max_seq_length=spec.max_seq_length, batch_size=spec.settings.batch_size)
-    return Placement(placement.backend, placement.device, placement.gpu_index, "sampling: " + placement.reason,
-                     placement.details)
+    reason = "sampling: " + placement.reason + (f"; {on_cpu}" if ggufs else "")
+    return Placement(placement.backend, placement.device, placement.gpu_index, reason, placement.details)
 
 
 def _resolve_rows(spec: SampleSpec) -> SampleSpec:
@@ -79,9 +89,28 @@ def _resolve_rows(spec: SampleSpec) -> SampleSpec:
     return spec.model_copy(update={"prompts": row_prompts(spec.rows)})
 
 
+def _check_gguf(entry: SampledModel) -> None:
+    """A GGUF entry: the file is a GGUF, llama-cpp-python is installed, the training tokenizer is there."""
+    from finetune_mcp.export.llama import llama_cpp_missing
+
+    path = Path(entry.model)
+    if not path.is_file():
+        raise ModelError(f"{entry.model}: no such GGUF file; export one with export_model(job_id=...)")
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise ModelError(f"{entry.model} is not a GGUF file (no GGUF header); give an export_model output")
+    missing = llama_cpp_missing()
+    if missing is not None:
+        raise ConfigError(f"sampling a GGUF needs llama.cpp: {missing}")
+    if entry.tokenizer is None or not (Path(entry.tokenizer) / "tokenizer_config.json").is_file():
+        raise ModelError(f"{entry.model}: no training tokenizer (tokenizer_config.json) in {entry.tokenizer}; the "
+                         "prompts are rendered with it as in training. Sample the GGUF through its job "
+                         "(sample_model(job_id=..., weights='gguf'))")
+
+
 def _absolute(entry: SampledModel) -> SampledModel:
     update = {}
-    for name in ("model", "adapter"):
+    for name in ("model", "adapter", "tokenizer"):
         value = getattr(entry, name)
         if value is not None and Path(value).expanduser().exists():
             update[name] = str(Path(value).expanduser().resolve())
@@ -90,7 +119,7 @@ def _absolute(entry: SampledModel) -> SampledModel:
 
 def _check_chat_template(entry: SampledModel) -> None:
     """A local tokenizer folder must carry a chat template for conversational prompts."""
-    folder = Path(entry.adapter or entry.model)
+    folder = Path(entry.tokenizer or entry.adapter or entry.model)
     config = folder / "tokenizer_config.json"
     if not config.is_file():
         return  # a Hub id, or a folder whose tokenizer lives elsewhere: the worker checks

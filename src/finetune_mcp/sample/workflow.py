@@ -1,7 +1,7 @@
 """`run_sampling(spec, run_dir)`: the worker body of a `sample_model` job.
 
 Load each group of models once (see `loading`), generate every prompt with each model of the group
-(`generate`), then mark the high-entropy spans on one threshold for all models and match each
+(`generate`; an exported GGUF through llama.cpp, `gguf.generate_gguf`), then mark the high-entropy spans on one threshold for all models and match each
 answer with its reference (`marking`). Writes result.json (the `SampleResult` schema), progress
 events while it runs (step = prompts answered, summed over the models), an `eval` event with the
 per-model metrics get_job shows, and the `end` event.
@@ -94,6 +94,11 @@ def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpe
     own, so no reference to the model outlives the call)."""
     from finetune_mcp.sample.generate import generate
 
+    if entry.is_gguf:
+        from finetune_mcp.sample.gguf import generate_gguf
+
+        return generate_gguf(entry.model, loaded.tokenizers[entry.label], inputs, spec.settings, stats=stats,
+                             on_batch=progress, llm=loaded.model)
     with loaded.active(entry) as model:
         return generate(model, loaded.tokenizers[entry.label], inputs, spec.settings, stats=stats, on_batch=progress)
 

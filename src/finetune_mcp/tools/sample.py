@@ -44,8 +44,9 @@ class SampleStartResult(JobView):
 
 def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | None, prompts: list[Prompt] | None,
                     dataset: str | None, num_rows: int | None, rows_order: str, rows_seed: int, rows_split: str,
-                    compare_with_base: bool, compare_with: str | None, weights: str,
-                    high_entropy_threshold: float | None, settings: dict[str, Any]) -> SampleSpec:
+                    compare_with_base: bool, compare_with: str | None, weights: str | list[str],
+                    high_entropy_threshold: float | None, settings: dict[str, Any],
+                    quantization: str | None = None) -> SampleSpec:
     """The SampleSpec for a request (shared by the tool and the CLI); a FinetuneError naming the fix."""
     from finetune_mcp.sample.prompts import inline_prompts
 
@@ -57,8 +58,12 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
     data: dict[str, Any] = {"settings": settings, "prompts": [p.model_dump() for p in inline_prompts(prompts or [])]}
     if job_id is not None:
         job = _trained_job(manager, job_id, "sampling its model")
-        tuned = _job_model(job, weights)
-        models = [tuned] + ([SampledModel(label="base", model=job.config["model"], weights="base")]
+        chosen = [weights] if isinstance(weights, str) else list(dict.fromkeys(weights))
+        if not chosen:
+            raise ConfigError("weights is empty; give 'adapter', 'merged', 'gguf' or a list of them", field="weights")
+        models = [_job_model(job, w, label="tuned" if i == 0 else w, quantization=quantization)
+                  for i, w in enumerate(chosen)]
+        models += ([SampledModel(label="base", model=job.config["model"], weights="base")]
                             if compare_with_base else [])
         data.update(source_job=job_id, **_job_reading(job))
         threshold = _run_threshold(job)
@@ -70,6 +75,9 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
             row_data = {"dataset": dataset}
     else:
         assert model is not None
+        if not isinstance(weights, str) and len(weights) > 1:
+            raise ConfigError("several weights are a job's (adapter, merged, gguf); give job_id with them",
+                              field="weights")
         models = _given_model(model, compare_with_base)
         row_data = {"dataset": dataset} if dataset is not None else {}
     if compare_with is not None:
@@ -97,9 +105,11 @@ def _trained_job(manager: JobManager, job_id: str, purpose: str) -> Job:
     return job
 
 
-def _job_model(job: Job, weights: str, label: str = "tuned") -> SampledModel:
-    """A training job's adapter on its base, or its merged model."""
+def _job_model(job: Job, weights: str, label: str = "tuned", quantization: str | None = None) -> SampledModel:
+    """A training job's adapter on its base, its merged model, or one of its exported GGUF files."""
     run_dir = Path(job.run_dir)
+    if weights == "gguf":
+        return _job_gguf(job, label, quantization)
     if weights == "merged":
         merged = run_dir / "merged"
         if not (merged / "config.json").is_file():
@@ -113,11 +123,50 @@ def _job_model(job: Job, weights: str, label: str = "tuned") -> SampledModel:
                         weights="adapter")
 
 
+def _job_gguf(job: Job, label: str, quantization: str | None) -> SampledModel:
+    """The job's recorded export (export/exports.json) of `quantization`, else its latest one."""
+    from finetune_mcp.runs.rundir import RunDirectory
+
+    run = RunDirectory(Path(job.run_dir))
+    exports = sorted(run.read_exports(), key=lambda e: float(e.get("time") or 0))
+    if not exports:
+        raise JobError(f"job {job.id} has no exported GGUF yet; run export_model(job_id={job.id!r}, "
+                       "quantization='f16') first, wait for it, then sample_model(..., weights='gguf')", job_id=job.id)
+    if quantization is not None:
+        wanted = quantization.strip().lower()
+        exports = [e for e in exports if str(e.get("quantization", "")).lower() == wanted]
+        if not exports:
+            have = ", ".join(sorted({str(e.get("quantization")) for e in run.read_exports()}))
+            raise JobError(f"job {job.id} has no {wanted} export (it has: {have}); export it with "
+                           f"export_model(job_id={job.id!r}, quantization={wanted!r}) or pick one of those",
+                           job_id=job.id)
+    return SampledModel(label=label, model=str(exports[-1]["gguf"]), tokenizer=str(run.adapter), source_job=job.id,
+                        weights="gguf")
+
+
+def _gguf_tokenizer(gguf: Path) -> Path | None:
+    """The training tokenizer of an export_model file: its run's adapter/ (or merged/) folder, else the
+    file's own folder when it holds one."""
+    folders = [gguf.parent / "tokenizer_config.json"]
+    if gguf.parent.name == "export":
+        folders = [gguf.parent.parent / "adapter" / "tokenizer_config.json",
+                   gguf.parent.parent / "merged" / "tokenizer_config.json", *folders]
+    return next((f.parent for f in folders if f.is_file()), None)
+
+
 def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
-    """A LoRA adapter folder (on the base its adapter_config.json names), or any model."""
+    """A LoRA adapter folder (on the base its adapter_config.json names), an exported GGUF file (with
+    the training tokenizer of its run), or any model."""
     from finetune_mcp.tools.evaluate import _adapter_base
 
     folder = Path(model).expanduser()
+    if folder.suffix.lower() == ".gguf":
+        tokenizer = _gguf_tokenizer(folder.resolve())
+        if tokenizer is None:
+            raise ConfigError(f"{model}: no training tokenizer found beside the GGUF (its run's adapter/ folder); "
+                              "sample an export through its job: sample_model(job_id=..., weights='gguf')",
+                              field="model")
+        return [SampledModel(label="model", model=str(folder.resolve()), tokenizer=str(tokenizer), weights="gguf")]
     if (folder / "adapter_config.json").is_file():
         base = _adapter_base(folder)
         tuned = SampledModel(label="tuned", model=base, adapter=str(folder.resolve()), weights="adapter")
@@ -181,9 +230,14 @@ def register(mcp: FastMCP) -> None:
                                                  "model has no base).")] = True,
         compare_with: Annotated[str | None, Field(description="Another succeeded job whose adapter also answers "
                                                   "(e.g. the unweighted run of an A/B).", max_length=64)] = None,
-        weights: Annotated[Literal["adapter", "merged"], Field(
-            description="The job's LoRA adapter on its base, or its merged model (merged/, from save_merged or "
-            "deploy_to_hf(merge=true)); greedy outputs agree.")] = "adapter",
+        weights: Annotated[Literal["adapter", "merged", "gguf"] | list[Literal["adapter", "merged", "gguf"]], Field(
+            description="The job's LoRA adapter on its base, its merged model (merged/, from save_merged or "
+            "deploy_to_hf(merge=true)), or its exported GGUF (gguf: run by llama.cpp on the CPU; export_model "
+            "first); greedy outputs agree. A list answers side by side: the first is the 'tuned' column, the "
+            "others are named by their weights, e.g. ['adapter', 'gguf'].")] = "adapter",
+        quantization: Annotated[str | None, Field(
+            description="With weights 'gguf': which of the job's exports (f16, q8_0, q4_k_m, ...); default the "
+            "latest.", max_length=16)] = None,
         max_new_tokens: Annotated[int, Field(description="Tokens per answer at most (it stops at the end of the "
                                              "turn).", ge=1, le=4096)] = 128,
         temperature: Annotated[float, Field(description="0: greedy (reproducible); > 0 samples.", ge=0, le=5)] = 0.0,
@@ -212,7 +266,8 @@ def register(mcp: FastMCP) -> None:
         spec = sample_spec_for(manager, job_id=job_id, model=model, prompts=prompts, dataset=dataset,
                                num_rows=num_rows, rows_order=rows_order, rows_seed=rows_seed, rows_split=rows_split,
                                compare_with_base=compare_with_base, compare_with=compare_with, weights=weights,
-                               high_entropy_threshold=high_entropy_threshold, settings=settings)
+                               high_entropy_threshold=high_entropy_threshold, settings=settings,
+                               quantization=quantization)
         job = await kinds.start_job(manager, "sample", spec, "local", roots=roots)
         return start_result(manager, job, SampleSpec.model_validate(job.config))
 
