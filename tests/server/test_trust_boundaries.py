@@ -105,6 +105,8 @@ async def test_what_fails_in_the_worker_fails_at_start_instead(server_home, tiny
         typo = await refused(client, "start_finetune", {**base, "entropy_weighting": True,
                                                         "entropy_weight_fn": "json:dumbs"})
         resume = await refused(client, "start_finetune", {**base, "config_overrides": {
+            **TINY, "resume_from_checkpoint": str(tmp_path / "folder")}})
+        resume_outside = await refused(client, "start_finetune", {**base, "config_overrides": {
             **TINY, "resume_from_checkpoint": "/etc"}})
         resume_gone = await refused(client, "start_finetune", {**base, "config_overrides": {
             **TINY, "resume_from_checkpoint": str(tmp_path / "gone")}})
@@ -115,7 +117,8 @@ async def test_what_fails_in_the_worker_fails_at_start_instead(server_home, tiny
         word = await refused(client, "start_finetune", {**base, "learning_rate": "fast"})
     assert "no module 'no_such_weights_module'" in missing and "PYTHONPATH" in missing
     assert "'json' " in typo and "defines no 'dumbs'" in typo
-    assert "resume_from_checkpoint: '/etc' is not a training checkpoint (no trainer_state.json" in resume
+    assert f"resume_from_checkpoint: '{tmp_path / 'folder'}' is not a training checkpoint (no trainer_state.json" in resume
+    assert "resume_from_checkpoint: /etc is outside the folders this server may use" in resume_outside
     assert "does not exist" in resume_gone
     if four_bit is not None:
         assert "load_in_4bit=True needs a CUDA GPU" in four_bit and "drop load_in_4bit" in four_bit
