@@ -60,7 +60,8 @@ def assert_match(fused, oracle, rtol=2e-5, atol=2e-6):
 
 
 @pytest.mark.parametrize("fn", [*BUILTIN_WEIGHT_FNS, None, "torch:add"])
-def test_weight_functions_match_oracle(kernel, device, fn):
+def test_weight_functions_match_oracle(kernel, device, fn, monkeypatch):
+    monkeypatch.setenv("FINETUNE_MCP_USER_FUNCTIONS", "torch")  # user functions load only from allowed modules
     x, w, y = make(device)
     spec = WeightSpec(fn=fn, scale=2.0, relu_threshold=0.3) if fn else None
     assert_match(*run_both(kernel, x, w, y, spec=spec))
