@@ -157,12 +157,16 @@ def _parent_pid(pid: int) -> int:
 
 
 async def test_a_client_configured_from_mcp_json_runs_the_whole_flow(tmp_path: Path, tiny_model: Path,
-                                                                    dataset: Path, server_home) -> None:
-    """The shipped mcp.json, as Claude Code / Desktop would use it: start → poll → metrics → cancel."""
+                                                                    dataset: Path, server_home,
+                                                                    allowed_test_root: Path) -> None:
+    """The shipped mcp.json, as Claude Code / Desktop would use it: start → poll → metrics → cancel. A
+    client's `env` replaces the inherited environment, so the data's folder is allowed there, as a user
+    would allow theirs."""
     config = json.loads((Path(__file__).parents[2] / "mcp.json").read_text())
     entry = config["mcpServers"]["finetune-mcp"]
     home = server_home()  # cleans up any worker left behind
     entry["env"] = {**entry.get("env", {}), "FINETUNE_MCP_HOME": str(home.home), "HF_HUB_OFFLINE": "1",
+                    "FINETUNE_MCP_ROOTS": str(allowed_test_root),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     async with Client(config, timeout=120) as client:
         job_id = (await client.call_tool("start_finetune", {
