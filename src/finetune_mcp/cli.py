@@ -610,7 +610,8 @@ def export(
     console.print(f"[green]exported[/] {result['quantization']} ({result['size_bytes'] / 1e6:.1f} MB) in "
                   f"{result['runtime_s']:.0f}s; verified on {figures['prompts']} {figures['rows_from']} rows: greedy "
                   f"identical {figures['greedy_identical']}/{figures['prompts']}, token agreement "
-                  f"{figures['greedy_token_agreement']:.3f}, top-1 {figures['top1_agreement']:.4f}, max |Δ logit| "
+                  f"{figures['greedy_token_agreement']:.3f}, top-1 {figures['top1_agreement']:.4f} (clear positions "
+                  f"{figures['top1_agreement_clear']}), max |Δ logit| "
                   f"{figures['max_abs_logit_diff']:.4g}, perplexity {figures['perplexity_transformers']} → "
                   f"{figures['perplexity_gguf']}")
     for tool, command in result["commands"].items():

@@ -6,13 +6,16 @@ On a few validation rows of the training data, tokenised exactly as in training:
   greedy      a greedy continuation of the row's prompt (the text before the first trained token)
               from both; `greedy_identical` counts identical ones, `greedy_token_agreement` is the
               mean share of tokens that agree up to the first difference
-  next token  teacher-forced over the whole row: top-1 agreement and max |Δ logit|
+  next token  teacher-forced over the whole row: top-1 agreement and max |Δ logit|, and the top-1
+              agreement at clear positions only (transformers' top-2 margin above CLEAR_MARGIN: where the
+              two best tokens are closer than 16-bit rounding can move a logit, either is right)
   perplexity  over the trained tokens (the labels), from both, and the difference
 
 The reference is the merged checkpoint in fp32 (the GGUF's 16-bit weights are these weights). Which
 differences fail the export: for f16/bf16 any tokenizer difference, any greedy difference that is
 not at a tie (transformers' top-2 margin at that step no larger than the max |Δ logit| measured),
-or top-1 agreement below 99%; for quantised files only a tokenizer difference (the agreement and
+or top-1 agreement at clear positions below 99% (an untrained model's near-flat logits make the
+all-positions figure a coin toss at 16-bit rounding, so it is reported, not judged); for quantised files only a tokenizer difference (the agreement and
 perplexity figures are reported, since quantisation is expected to change some tokens).
 """
 
@@ -30,6 +33,9 @@ from finetune_mcp.export.quantization import Quantization
 log = logging.getLogger("finetune_mcp.export")
 
 MIN_FLOAT_TOP1 = 0.99
+# A logit gap no 16-bit rounding of the weights closes: the largest |Δ logit| measured on a real export
+# (Qwen3-0.6B shape, f16, H100) was 0.083. Fixed, not the measured max, so a wrong file cannot widen it.
+CLEAR_MARGIN = 0.25
 
 
 @dataclass
@@ -92,9 +98,11 @@ def _failures(figures: dict[str, Any], quantization: Quantization) -> list[str]:
         if figures["greedy_differences_not_at_ties"]:
             failures.append(f"{figures['greedy_differences_not_at_ties']} of {n} greedy continuations differ from "
                             f"transformers' where its choice was clear (a {quantization.name} file must match)")
-        if figures["top1_agreement"] < MIN_FLOAT_TOP1:
-            failures.append(f"top-1 next-token agreement {figures['top1_agreement']:.4f} is below {MIN_FLOAT_TOP1} "
-                            f"(max |Δ logit| {figures['max_abs_logit_diff']:.4g})")
+        clear = figures["top1_agreement_clear"]
+        if clear is not None and clear < MIN_FLOAT_TOP1:
+            failures.append(f"top-1 next-token agreement {clear:.4f} at the {figures['positions_clear']} positions "
+                            f"with a clear choice is below {MIN_FLOAT_TOP1} (max |Δ logit| "
+                            f"{figures['max_abs_logit_diff']:.4g})")
     return failures
 
 
@@ -111,6 +119,7 @@ class _Totals:
     greedy_not_at_tie: int = 0
     agreement_sum: float = 0.0
     generated: int = 0
+    top1_at: list[tuple[float, bool]] = field(default_factory=list)  # (transformers' top-2 margin, same top-1)
 
     def forced(self, reference, llm, ids: list[int], labels: list[int], ignore: int, device: str) -> None:
         import numpy as np
@@ -123,7 +132,10 @@ class _Totals:
         width = min(hf.shape[1], gg.shape[1])
         hf, gg = hf[:, :width], gg[:, :width]
         self.positions += len(ids)
-        self.top1_same += int((hf.argmax(-1) == gg.argmax(-1)).sum())
+        same = hf.argmax(-1) == gg.argmax(-1)
+        self.top1_same += int(same.sum())
+        top2 = np.sort(hf, axis=-1)[:, -2:]
+        self.top1_at.extend(zip((top2[:, 1] - top2[:, 0]).tolist(), same.tolist(), strict=True))
         self.max_abs = max(self.max_abs, float(np.abs(hf - gg).max()))
         for t in range(1, len(ids)):
             if labels[t] != ignore:
@@ -145,6 +157,7 @@ class _Totals:
     def figures(self, n: int) -> dict[str, Any]:
         ppl_hf = math.exp(self.ce_hf / self.trained_tokens) if self.trained_tokens else None
         ppl_gguf = math.exp(self.ce_gguf / self.trained_tokens) if self.trained_tokens else None
+        clear = [(margin, same) for margin, same in self.top1_at if margin > CLEAR_MARGIN]
         return {
             "prompts": n,
             "tokenizer_identical": self.tokenizer_identical,
@@ -153,6 +166,8 @@ class _Totals:
             "greedy_token_agreement": round(self.agreement_sum / n, 4) if n else None,
             "generated_tokens": self.generated,
             "top1_agreement": round(self.top1_same / self.positions, 4) if self.positions else None,
+            "top1_agreement_clear": round(sum(same for _, same in clear) / len(clear), 4) if clear else None,
+            "positions_clear": len(clear),
             "max_abs_logit_diff": round(self.max_abs, 5),
             "positions_compared": self.positions,
             "perplexity_transformers": _round(ppl_hf),

@@ -160,7 +160,8 @@ def usage_commands(gguf_file: Path, modelfile: Path) -> dict[str, str]:
 
 def _metrics(figures: dict[str, Any]) -> dict[str, float]:
     """The verification figures that get_job shows as metrics."""
-    keys = ("greedy_token_agreement", "top1_agreement", "max_abs_logit_diff", "perplexity_delta")
+    keys = ("greedy_token_agreement", "top1_agreement", "top1_agreement_clear", "max_abs_logit_diff",
+            "perplexity_delta")
     return {f"export/{k}": figures[k] for k in keys if isinstance(figures.get(k), int | float)}
 
 
