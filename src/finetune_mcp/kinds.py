@@ -7,7 +7,7 @@ its worker runs), a worker body (`run`, in the worker process), the word message
 (`label`), what a succeeded job of it leaves behind (`produces`), the hints an agent reads
 while it runs and when it is done, and, for kinds whose result is the point (sample), the
 compact result get_job and wait_for_job show once it succeeded (`result_view`). Every consumer asks
-here: the CLI's `worker run`, the tools that start jobs (`start_job`; `plan_job` first when the user
+here: the CLI's `worker run`, the tools that start jobs (`start_job`; `plan_job` then `start_planned` when the user
 must agree to where a job runs and what it costs), `get_job`'s hints (`hint`), and the "a succeeded job of kind X"
 check of the tools that build on a job (`succeeded_job`). The job manager never sees a kind: it
 receives the preflight and placement callables with the spec (see `jobs.manager.JobManager.start`).
@@ -203,7 +203,7 @@ async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "aut
                    roots: AllowedRoots | None) -> tuple[Any, Placement]:
     """Check and place a job of `kind` without queuing it: (the checked spec, its placement). A tool
     shows the user what a job would cost before it starts (`tools.spending`), then queues exactly
-    that with `start_job(..., placement=...)`. `roots`: as for `start_job`."""
+    that with `start_planned`. `roots`: as for `start_job`."""
     import anyio
 
     entry = get_kind(kind)
@@ -214,20 +214,21 @@ async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "aut
 
 
 async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "auto", *,
-                    roots: AllowedRoots | None, placement: Placement | None = None) -> Job:
-    """Check, place and queue a job of `kind` (the tools' one way to start any job). Every path the
-    spec names must lie inside `roots` (the calling MCP client's) before anything is read or created;
-    None only for the CLI, the user's own command. With `placement`, `spec` is the checked spec from
-    `plan_job` and the job is queued where it was planned (with what the user agreed to in
-    `placement.details`)."""
+                    roots: AllowedRoots | None) -> Job:
+    """Check, place and queue a job of `kind` (the tools' one way to start a job they did not plan).
+    Every path the spec names must lie inside `roots` (the calling MCP client's) before anything is
+    read or created; None only for the CLI, the user's own command."""
     entry = get_kind(kind)
     if roots is not None:
         roots.check(entry.paths(spec))
-    if placement is not None:
-        planned = placement
-        return await manager.start(spec, target, preflight=lambda checked, settings: checked,
-                                   placer=lambda checked, target, settings: planned)
     return await manager.start(spec, target, preflight=entry.preflight, placer=entry.place)
+
+
+async def start_planned(manager: JobManager, checked: Any, target: str, placement: Placement) -> Job:
+    """Queue the spec `plan_job` checked (roots included), where it was planned, with what the user
+    agreed to in `placement.details`: nothing is checked or placed a second time."""
+    return await manager.start(checked, target, preflight=lambda spec, settings: spec,
+                               placer=lambda spec, target, settings: placement)
 
 
 def worker_main(spec_path: Path) -> int:

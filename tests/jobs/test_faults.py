@@ -22,7 +22,7 @@ from finetune_mcp.jobs.store import JobState
 from standins.small_disk import fill
 
 from .conftest import SCRIPTED_WORKER, _kill_leftovers, config, cpu_placer, no_preflight
-from .test_manager import Make
+from .test_manager import Make, run_to_end
 
 
 def manager_on(home: Path, mode: str) -> JobManager:
@@ -34,11 +34,7 @@ def manager_on(home: Path, mode: str) -> JobManager:
 async def test_a_forged_step_does_not_move_a_succeeded_job(make_manager: Make) -> None:
     """Was: step 999,999 of 3 on a succeeded job, and the forged loss in its metrics."""
     manager = make_manager("forged:3")
-    async with anyio.create_task_group() as tg:
-        await tg.start(manager.run)
-        job = await manager.start(config(), "local")
-        done = await manager.wait(job.id, 10)
-        tg.cancel_scope.cancel()
+    done = await run_to_end(manager)
     assert done.state is JobState.SUCCEEDED, done.error
     assert (done.step, done.total_steps) == (3, 3)
     assert done.metrics["train/loss"] == pytest.approx(2 / 3)
@@ -48,11 +44,7 @@ async def test_a_torn_line_does_not_swallow_the_error_after_it(make_manager: Mak
     """Was: "the worker exited with code 1 ... without reporting an end": the error event shared a
     line with a torn fragment and was skipped with it."""
     manager = make_manager("torn:2")
-    async with anyio.create_task_group() as tg:
-        await tg.start(manager.run)
-        job = await manager.start(config(), "local")
-        done = await manager.wait(job.id, 10)
-        tg.cancel_scope.cancel()
+    done = await run_to_end(manager)
     assert done.state is JobState.FAILED
     assert done.error.startswith("training failed at step 2/2: the real reason"), done.error
 

@@ -36,6 +36,16 @@ def events(job: Job) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{\"")]
 
 
+async def run_to_end(manager: JobManager, timeout: float = 10) -> Job:
+    """Supervise `manager` while one job of `config()` runs to its end: the job as it ended."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(manager.run)
+        job = await manager.start(config(), "local")
+        done = await manager.wait(job.id, timeout)
+        tg.cancel_scope.cancel()
+    return done
+
+
 async def test_success_folds_events_into_the_row(make_manager: Make) -> None:
     clock = SteppedClock()
     manager = make_manager("succeed:3", clock=clock)
@@ -62,11 +72,7 @@ async def test_success_folds_events_into_the_row(make_manager: Make) -> None:
 ])
 async def test_failures_carry_the_reason_and_the_log_tail(make_manager: Make, mode: str, expected: str) -> None:
     manager = make_manager(mode)
-    async with anyio.create_task_group() as tg:
-        await tg.start(manager.run)
-        job = await manager.start(config(), "local")
-        done = await manager.wait(job.id, 10)
-        tg.cancel_scope.cancel()
+    done = await run_to_end(manager)
     assert done.state is JobState.FAILED
     assert done.error.startswith(expected)
     assert "last lines of train.log" in done.error
@@ -141,14 +147,10 @@ async def test_cancel_of_a_queued_job_never_starts_it(make_manager: Make) -> Non
 
 async def test_cancel_of_a_finished_job_is_an_error(make_manager: Make) -> None:
     manager = make_manager("succeed:1")
-    async with anyio.create_task_group() as tg:
-        await tg.start(manager.run)
-        job = await manager.start(config(), "local")
-        done = await manager.wait(job.id, 10)
-        tg.cancel_scope.cancel()
+    done = await run_to_end(manager)
     assert done.state is JobState.SUCCEEDED
-    with pytest.raises(JobError, match=f"job {job.id} already succeeded; there is nothing to cancel"):
-        await manager.cancel(job.id)
+    with pytest.raises(JobError, match=f"job {done.id} already succeeded; there is nothing to cancel"):
+        await manager.cancel(done.id)
 
 
 async def test_a_restarted_manager_reattaches_a_live_worker(make_manager: Make) -> None:

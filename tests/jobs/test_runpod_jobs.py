@@ -89,7 +89,7 @@ async def start_agreed(manager: JobManager, model: Path, dataset: Path, agreed: 
     checked, placement = await kinds.plan_job(manager, "train", build_config(training_spec(model, dataset, **fields)),
                                               "runpod", roots=None)
     placement = Placement(placement.backend, placement.device, None, placement.reason, {**placement.details, **agreed})
-    return await kinds.start_job(manager, "train", checked, "runpod", roots=None, placement=placement)
+    return await kinds.start_planned(manager, checked, "runpod", placement)
 
 
 async def test_the_spending_cap_stops_the_pod_and_fails_the_job(rp, tmp_path, tiny_model_dir, dataset) -> None:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,38 @@ from finetune_mcp.jobs.store import JobStore
 
 TEE = Path(__file__).with_name("stdout_tee.py")
 SECRET = "hf_TESTSECRETdoNotLeak0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def http_server_process(env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[str]:
+    """A real `finetune-mcp serve --transport http` on a free port with `env`: yields its MCP URL once
+    it accepts connections, stops it after. Its stderr goes to `log` (a pipe nobody reads could fill
+    and stall it), quoted when it fails to start."""
+    port = free_port()
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "finetune_mcp.cli", "serve", "--transport", "http", "--port",
+                                 str(port)], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the HTTP server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

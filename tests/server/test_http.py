@@ -6,10 +6,8 @@ rebinding, issue 16 finding 6)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +16,9 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 
+from server.conftest import free_port, http_server_process
+
 TOKEN = "test-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 ALLOWED_APP = "https://app.example.com"
@@ -34,26 +28,10 @@ HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "app
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
     env = {**os.environ, "FINETUNE_MCP_HOME": str(tmp_path / "home"), "FINETUNE_MCP_TOKEN": TOKEN,
            "FINETUNE_MCP_ALLOWED_ORIGINS": ALLOWED_APP}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "finetune_mcp.cli", "serve", "--transport", "http", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"HTTP server did not start: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with http_server_process(env, tmp_path / "http-server.log") as url:
+        yield url
 
 
 async def test_requests_without_the_token_are_refused(http_server: str) -> None:

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +17,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 
 from finetune_mcp.testing import write_dataset
-from server.conftest import ServerHome
+from server.conftest import ServerHome, http_server_process
 
 TOKEN = "roots-test-token-9f3c2a7b1e5d8046"
 SECRET_LINE = "root:$6$SECRETHASHdoNotQuote:19000:0:99999:7:::"
@@ -147,26 +143,10 @@ async def test_a_hub_id_is_not_a_path_but_a_path_shaped_value_is(server: ServerH
 @pytest.fixture
 def http_server(tmp_path: Path, layout: Layout) -> Iterator[str]:
     """`serve --transport http` with tmp/allowed in FINETUNE_MCP_ROOTS and tmp/user as HOME."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "FINETUNE_MCP_HOME": str(tmp_path / "home"), "FINETUNE_MCP_TOKEN": TOKEN,
            "FINETUNE_MCP_ROOTS": str(layout.allowed), "HOME": str(layout.user), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "finetune_mcp.cli", "serve", "--transport", "http", "--port",
-                             str(port)], env=env, cwd=layout.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("the HTTP server did not start") from None
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with http_server_process(env, tmp_path / "http-server.log", cwd=layout.user) as url:
+        yield url
 
 
 async def test_over_http_the_home_folder_and_cwd_are_not_allowed(http_server: str, layout: Layout) -> None:

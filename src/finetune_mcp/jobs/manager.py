@@ -20,9 +20,9 @@ poll is logged and the job goes on.
 Faults: a supervisor pass (or one job's part of it) that fails is retried after an exponential
 back-off (0.5 s doubling to 30 s), logged once per distinct error, not a traceback a pass. A full
 disk is named ("disk full at <path>: free N GB; ...") by `start` (which refuses below 16 MiB free),
-and in the error of a job whose worker died of it, with or without its `error` event. The supervisor keeps 1 MiB aside in
-FINETUNE_MCP_HOME (`.space-reserve`) and gives it up when SQLite reports the disk full, so the
-failure itself can still be recorded.
+and in the error of a job whose worker died of it, with or without its `error` event. The
+supervisor keeps 1 MiB aside in FINETUNE_MCP_HOME (`.space-reserve`) and gives it up when SQLite
+reports the disk full, so the failure itself can still be recorded.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from finetune_mcp.jobs.store import (
     unwritable_home,
     validate_job_id,
 )
-from finetune_mcp.runs.disk import SpaceReserve, disk_full_message, free_bytes, is_disk_full
+from finetune_mcp.runs.disk import SpaceReserve, disk_full_message, free_bytes, is_disk_full, says_disk_full
 from finetune_mcp.runs.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ BACKEND_CLASSES = {
     "runpod": ("finetune_mcp.jobs.backends.runpod.backend", "RunPodBackend"),
 }
 MAX_POLL_FAILURES = 30
+SHUTDOWN_STOP_S = 120.0  # bound on stopping remote workers when the server exits
 BACKOFF_CAP_S = 30.0  # longest wait between retries of a failing supervisor pass
 HOME_RESERVE_BYTES = 1024 * 1024  # kept aside so SQLite can record a failure on a full disk
 LOW_SPACE_BYTES = 16 * 1024 * 1024  # less free: no job starts, and a worker that died is said to have filled it
@@ -125,7 +126,6 @@ class Backoff:
 
     def waiting(self, now: float) -> bool:
         return self.failures > 0 and now < self.retry_at
-SHUTDOWN_STOP_S = 120.0  # bound on stopping remote workers when the server exits
 
 
 class JobManager:
@@ -625,7 +625,7 @@ class JobManager:
         detail = poll.detail or "the worker stopped"
         tail = log_tail(run_dir)
         free = free_bytes(run_dir.root)
-        if is_disk_full(Exception(tail)) or (free is not None and free < LOW_SPACE_BYTES):
+        if says_disk_full(tail) or (free is not None and free < LOW_SPACE_BYTES):
             detail += f" ({disk_full_message(run_dir.root)})"
         return JobState.FAILED, f"{detail} at {where} without reporting an end" + tail
 

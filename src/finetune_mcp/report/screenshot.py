@@ -181,8 +181,6 @@ def capture_tensorboard(
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    runs = unique_runs(runs)
-
     started = time.monotonic()
     chromium = find_chromium()
     if chromium is None:

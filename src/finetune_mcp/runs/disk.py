@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -51,17 +50,16 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def says_disk_full(text: str) -> bool:
+    """Whether `text` (an error message, a log tail) carries one of the disk-full wordings."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in _DISK_FULL_TEXT)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True for ENOSPC / EDQUOT however it is wrapped (OSError, sqlite3, torch, safetensors)."""
-    for link in _chain(exc):
-        if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
-            return True
-        if isinstance(link, sqlite3.OperationalError) and "disk is full" in str(link):
-            return True
-        text = str(link).lower()
-        if any(marker in text for marker in _DISK_FULL_TEXT):
-            return True
-    return False
+    return any((isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS) or says_disk_full(str(link))
+               for link in _chain(exc))
 
 
 def write_error(exc: BaseException) -> OSError | None:

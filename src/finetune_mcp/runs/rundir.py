@@ -30,6 +30,7 @@ on a full disk, `write_event` deletes it and retries once, so the last word (the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -274,17 +275,15 @@ def _parse_line(line: bytes, source: str) -> Any:
         return json.loads(line)
     except ValueError:
         pass
-    start, tries = line.find(b"{", 1), 0
-    while start != -1 and tries < _MAX_RESYNC_TRIES:  # the first '{' from which the rest parses whole
-        tries += 1
-        try:
+    start = line.find(b"{", 1)
+    for _ in range(_MAX_RESYNC_TRIES):  # the first '{' from which the rest parses whole
+        if start == -1:
+            break
+        with contextlib.suppress(ValueError):
             event = json.loads(line[start:])
-        except ValueError:
-            start = line.find(b"{", start + 1)
-            continue
-        if isinstance(event, dict):
-            log.warning("a torn line in %s: skipped %r, kept the event after it", source, line[:start][:80])
-            return event
+            if isinstance(event, dict):
+                log.warning("a torn line in %s: skipped %r, kept the event after it", source, line[:start][:80])
+                return event
         start = line.find(b"{", start + 1)
     log.warning("skipping a damaged line in %s: %r", source, line[:80])
     return None

@@ -16,7 +16,9 @@ The job manager lives in the server's lifespan; a tool reaches it with `get_mana
         ...
 
 `get_manager(ctx)` also accepts the tool's `Context` when it has one (same object as
-`ctx.lifespan_context["manager"]`). Everything here imports lazily: no torch at server start.
+`ctx.lifespan_context["manager"]`); `client_capabilities(ctx)` says what the client declared (the
+roots and consent helpers ask only a client that can answer). Everything here imports lazily: no
+torch at server start.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fastmcp import Context
+    from mcp_types import ClientCapabilities
 
     from finetune_mcp.jobs.manager import JobManager
 
@@ -38,3 +41,11 @@ def get_manager(ctx: Context | None = None) -> JobManager:
 
         ctx = get_context()
     return ctx.lifespan_context[MANAGER_KEY]
+
+
+def client_capabilities(ctx: Context) -> ClientCapabilities | None:
+    """What the connected client declared (roots, elicitation, ...); None outside a client request."""
+    try:
+        return ctx.session.client_capabilities
+    except RuntimeError:  # no session: called outside a client request
+        return None

@@ -30,6 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 
 from finetune_mcp.errors import ConsentError
+from finetune_mcp.tools import client_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,7 @@ class ConsentRecord(BaseModel):
 
 def client_can_elicit(ctx: Context) -> bool:
     """Whether the connected client declared the elicitation capability (either protocol era)."""
-    try:
-        caps = ctx.session.client_capabilities
-    except RuntimeError:  # no session: called outside a client request
-        return False
+    caps = client_capabilities(ctx)
     return caps is not None and caps.elicitation is not None
 
 

@@ -25,7 +25,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from finetune_mcp.config.roots import AllowedRoots
-from finetune_mcp.tools import get_manager
+from finetune_mcp.tools import client_capabilities, get_manager
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,7 @@ def ask_again(ctx: Context, result: mcp_types.InputRequiredResult) -> mcp_types.
 
 
 def _declares_roots(ctx: Context) -> bool:
-    try:
-        caps = ctx.session.client_capabilities
-    except RuntimeError:  # no session: called outside a client request
-        return False
+    caps = client_capabilities(ctx)
     return caps is not None and caps.roots is not None
 
 

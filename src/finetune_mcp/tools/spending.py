@@ -61,7 +61,7 @@ async def start_with_consent(ctx: Context, manager: JobManager, kind: str, spec:
         return roots
     checked, placement = await kinds.plan_job(manager, kind, spec, target, roots=roots)
     if placement.backend != "runpod":
-        return await kinds.start_job(manager, kind, checked, target, roots=roots, placement=placement), None
+        return await kinds.start_planned(manager, checked, target, placement), None
     from finetune_mcp.jobs.backends.runpod.backend import quote as quote_pod
 
     quote = await anyio.to_thread.run_sync(quote_pod, placement, manager.settings)
@@ -81,4 +81,4 @@ async def start_with_consent(ctx: Context, manager: JobManager, kind: str, spec:
                **({"max_cost_usd": cap} if cap is not None else {})}
     planned = Placement(placement.backend, placement.device, placement.gpu_index, placement.reason, details,
                         placement.env)
-    return await kinds.start_job(manager, kind, checked, target, roots=roots, placement=planned), record
+    return await kinds.start_planned(manager, checked, target, planned), record

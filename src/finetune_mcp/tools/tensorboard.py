@@ -60,7 +60,8 @@ def _runs_to_show(manager, job_id: str, compare_with: list[str]) -> tuple[list[R
 
     job = manager.get(job_id)
     run = manager.run_dir(job_id)
-    compare_with = [other for other in dict.fromkeys(compare_with) if other != job_id]  # each run once
+    # The job itself is not compared with itself (an experiment's root holds no run); take_screenshot drops repeats.
+    compare_with = [other for other in compare_with if other != job_id]
     others = [manager.run_dir(other) for other in compare_with]
     if kinds.kind_of(job).name != "experiment":
         return [run, *others], None
