@@ -74,7 +74,8 @@ async def main(args: argparse.Namespace) -> dict:
     model = build_tiny_model(work / f"model-{args.preset}", **PRESETS[args.preset])
     data = write_dataset(work / "train.jsonl", "messages", n=args.rows, seed=0)
     heldout = write_heldout(work / "heldout.jsonl", n=60)
-    env = {**os.environ, "FINETUNE_MCP_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "FINETUNE_MCP_HOME": str(work / "home"), "FINETUNE_MCP_ROOTS": str(work),
+           "HF_HUB_OFFLINE": "1"}
     transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env, keep_alive=False,
                                log_file=work / "server.log")
     experiments = []

@@ -12,6 +12,7 @@ runs to `--new-tokens`. Each configuration is run once to warm up (kernels, cach
 
     python benchmarks/sample_generation.py --out benchmarks/results/sample_generation_h100.json
     python benchmarks/sample_generation.py --preset tiny --backends hf --new-tokens 16   # CPU smoke run
+    python benchmarks/sample_generation.py --backends "" --new-tokens 128                # the server job only
 
 Reported per backend and batch size: time to first token (prefill of the batch + one step, mean
 over batches), tokens/s (all generated tokens of the batch over the generate call's wall time) and
@@ -74,7 +75,8 @@ def through_server(model_dir: Path, home: Path, batch: int, new_tokens: int) -> 
     from fastmcp.client.transports import StdioTransport
 
     async def go() -> dict[str, Any]:
-        env = {**os.environ, "FINETUNE_MCP_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "FINETUNE_MCP_HOME": str(home),
+               "FINETUNE_MCP_ROOTS": str(model_dir.parent), "HF_HUB_OFFLINE": "1"}
         transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env, keep_alive=False)
         async with Client(transport, timeout=900) as client:
             started = time.perf_counter()
@@ -98,7 +100,8 @@ def through_server(model_dir: Path, home: Path, batch: int, new_tokens: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="qwen3-0.6b")
-    parser.add_argument("--backends", default="hf,unsloth", help="comma-separated: hf, unsloth")
+    parser.add_argument("--backends", default="hf,unsloth",
+                        help='comma-separated: hf, unsloth; "" measures only the job through the server')
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="timed generate calls per configuration")
@@ -117,7 +120,7 @@ def main() -> None:
         return
 
     rows = []
-    for backend in args.backends.split(","):
+    for backend in filter(None, args.backends.split(",")):
         if backend == "unsloth" and importlib.util.find_spec("unsloth") is None:
             print("unsloth is not installed: skipping its rows", file=sys.stderr)
             continue

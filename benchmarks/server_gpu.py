@@ -52,7 +52,8 @@ async def until_done(client: Client, job_id: str, timeout_s: float) -> dict[str,
 
 
 async def drive(args: argparse.Namespace, model: Path, dataset: Path, home: Path) -> dict[str, Any]:
-    env = {**os.environ, "FINETUNE_MCP_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "FINETUNE_MCP_HOME": str(home), "FINETUNE_MCP_ROOTS": str(home.parent),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env, keep_alive=False,
                                log_file=home.parent / "server-stderr.log")
     timings: dict[str, float] = {}

@@ -68,7 +68,8 @@ async def main(args: argparse.Namespace) -> dict:
     from finetune_mcp.testing.tiny_model import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="tool-latency-"))
-    env = {**os.environ, "FINETUNE_MCP_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "FINETUNE_MCP_HOME": str(work / "home"), "FINETUNE_MCP_ROOTS": str(work),
+           "HF_HUB_OFFLINE": "1"}
     bare = work / "bare_server.py"
     bare.write_text(BARE_SERVER)
     ours_cmd = [sys.executable, "-m", "finetune_mcp.cli", "serve"]
