@@ -165,3 +165,28 @@ def test_bf16_is_held_to_the_f16_bar_and_q4_k_m_reports_its_loss(runs: TinyRuns,
     assert q4["size_bytes"] < 0.5 * bf16["size_bytes"]
     log = (tmp_path / "export-q4_k_m" / "train.log").read_text()
     assert "not divisible by 256" in log and "falling back to" in log
+
+
+def test_q4_k_m_in_real_k_quant_blocks_keeps_a_trained_models_answers(tmp_path: Path) -> None:
+    """A 256-wide model, so every matrix is quantised in Q4_K / Q6_K blocks (no fallback): a trained
+    run's q4_k_m file still gives the merged model's greedy answers and nearly its perplexity."""
+    import llama_cpp
+
+    from finetune_mcp.config import build_config
+    from finetune_mcp.testing import build_tiny_model, write_dataset
+    from finetune_mcp.train.workflow import run_training
+
+    model = build_tiny_model(tmp_path / "tiny-256", hidden_size=256, intermediate_size=512)
+    dataset = write_dataset(tmp_path / "qa.jsonl", "messages", n=64)
+    run = RunDirectory(tmp_path / "runs" / "ft-0000000000a4")
+    run_training(build_config({"model": str(model), "dataset": str(dataset), "num_train_epochs": 4,
+                               "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                               "max_seq_length": 128, "learning_rate": 5e-3, "lora_r": 8}), run.root)
+
+    q4 = run_export(_spec(run, "q4_k_m"), tmp_path / "export-q4_k_m")
+    assert _metadata(Path(q4["gguf"]))["general.file_type"] == llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert "falling back to" not in (tmp_path / "export-q4_k_m" / "train.log").read_text()
+    q = q4["verification"]
+    assert q["tokenizer_identical"] == q["greedy_identical"] == q["prompts"], q  # measured: 6/6
+    assert q["top1_agreement_clear"] >= 0.9, q  # measured 0.977
+    assert q["perplexity_gguf"] == pytest.approx(q["perplexity_transformers"], rel=0.1), q  # 3.047 → 2.993
