@@ -1,6 +1,6 @@
 """`generate` on the offline tiny model: prompts as training renders them, greedy = argmax of the model
 (whatever its own sampling defaults), the entropy of each step equal to the one computed by hand,
-stops at the end of the turn, batches equal to one-by-one, seeded sampling."""
+stops at the end of the turn, batches equal to one-by-one, seeded sampling, an untimed warm-up."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from finetune_mcp.data.chat_tokens import IGNORE_INDEX, tokenize_examples
-from finetune_mcp.sample.generate import GenerationStats, generate, prompt_ids, stop_token_ids
+from finetune_mcp.sample.generate import GenerationStats, generate, prompt_ids, stop_token_ids, warm_up
 from finetune_mcp.sample.spec import GenerationSettings, PlainText
 
 QUESTIONS = ["what color is the sky?", "repeat the word apple.", "add 2 and 3.", "say node."]
@@ -55,6 +55,18 @@ def test_greedy_is_the_argmax_of_the_model_and_the_entropy_is_the_models(model_a
     assert out.text == tokenizer.decode(expected_ids, skip_special_tokens=True) == "".join(out.tokens)
     assert out.alternatives[0][0][0] == tokenizer.decode([expected_ids[0]]) and len(out.alternatives[0]) == 3
     assert stats.generated_tokens == 6 and stats.ttft_s > 0 and stats.tokens_per_s > 0
+
+
+def test_the_warm_up_is_timed_apart_and_changes_no_answer(model_and_tokenizer) -> None:
+    model, tokenizer = model_and_tokenizer
+    settings = GenerationSettings(max_new_tokens=5, batch_size=2)
+    cold = generate(model, tokenizer, QUESTIONS, settings)
+    stats = GenerationStats()
+    warm_up(model, tokenizer, QUESTIONS, settings, stats)
+    assert stats.warmup_s > 0 and stats.batches == stats.generated_tokens == 0 and not stats.first_token_s
+    warm = generate(model, tokenizer, QUESTIONS, settings, stats=stats)
+    assert [g.token_ids for g in warm] == [g.token_ids for g in cold] and stats.batches == 2
+    assert stats.summary()["warmup_s"] == round(stats.warmup_s, 4)
 
 
 def test_batches_give_the_answers_of_one_prompt_at_a_time(model_and_tokenizer) -> None:

@@ -115,6 +115,8 @@ async def test_the_tuned_model_answers_its_training_targets_where_the_base_does_
     training = json.loads((trained.run_dir / "result.json").read_text())
     assert full["threshold"] == pytest.approx(training["high_entropy_threshold"], abs=1e-4)
     assert trained.job_id in full["threshold_source"]
+    # each model is warmed up before it is timed, so the one sampled first is not charged the start-up
+    assert all(m["warmup_s"] > 0 and m["ttft_s"] > 0 for m in full["models"])
     output = full["samples"][0]["outputs"]["tuned"]
     assert output["tokens"] and len(output["tokens"]) == output["num_tokens"]
     assert output["tokens"][-1]["special"] == "<|im_end|>" or output["finish_reason"] == "length"
@@ -242,7 +244,7 @@ async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trai
     assert models["tuned"]["weights"] == "merged" and models["gguf"]["weights"] == "gguf"
     assert models["gguf"]["backend"] == "llama.cpp" and models["gguf"]["device"] == "cpu"
     assert models["gguf"]["model"] == str(gguf_file) and models["gguf"]["tokens_per_s"] > 0
-    assert models["gguf"]["ttft_s"] > 0
+    assert models["gguf"]["ttft_s"] > 0 and models["gguf"]["warmup_s"] is None
     worst = 0.0
     for row, adapter_row in zip(both["samples"], adapter["samples"], strict=True):
         merged, gguf = row["outputs"]["tuned"], row["outputs"]["gguf"]

@@ -78,6 +78,8 @@ class ModelSummary(BaseModel):
     load_s: float
     ttft_s: float | None = Field(description="Mean time to first token per batch (prefill + one step).")
     tokens_per_s: float | None = Field(description="Generated tokens per second, all sequences of a batch.")
+    warmup_s: float | None = Field(None, description="The untimed warm-up call before the timed batches "
+                                   "(one-time compilation and kernel selection; none for GGUF files).")
     generated_tokens: int
     answers_with_reference: int
     exact_match_rate: float | None

@@ -92,7 +92,7 @@ def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpe
             progress: Any) -> list[Any]:
     """`entry`'s answers to every prompt, with the group's weights set up for it (in a function of its
     own, so no reference to the model outlives the call)."""
-    from finetune_mcp.sample.generate import generate
+    from finetune_mcp.sample.generate import generate, warm_up
 
     if entry.is_gguf:
         from finetune_mcp.sample.gguf import generate_gguf
@@ -100,6 +100,7 @@ def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpe
         return generate_gguf(entry.model, loaded.tokenizers[entry.label], inputs, spec.settings, stats=stats,
                              on_batch=progress, llm=loaded.model)
     with loaded.active(entry) as model:
+        warm_up(model, loaded.tokenizers[entry.label], inputs, spec.settings, stats)
         return generate(model, loaded.tokenizers[entry.label], inputs, spec.settings, stats=stats, on_batch=progress)
 
 
@@ -154,7 +155,8 @@ def _summary(entry: SampledModel, rows: list[SampleRow], timing: dict[str, Any])
     return ModelSummary(
         label=entry.label, model=entry.model, adapter=entry.adapter, weights=entry.weights,
         source_job=entry.source_job, backend=timing["backend"], device=timing["device"], load_s=timing["load_s"],
-        ttft_s=timing["ttft_s"], tokens_per_s=timing["tokens_per_s"], generated_tokens=tokens,
+        ttft_s=timing["ttft_s"], tokens_per_s=timing["tokens_per_s"], warmup_s=timing.get("warmup_s"),
+        generated_tokens=tokens,
         answers_with_reference=len(judged),
         exact_match_rate=sum(bool(o.exact_match) for o in judged) / len(judged) if judged else None,
         normalized_match_rate=sum(bool(o.normalized_match) for o in judged) / len(judged) if judged else None,
