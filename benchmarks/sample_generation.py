@@ -92,7 +92,8 @@ def through_server(model_dir: Path, home: Path, batch: int, new_tokens: int) -> 
                       ).structured_content
         model = result["models"][0]
         return {"job_id": job["job_id"], "job_wall_s": round(wall, 2), "placement": done["placement_reason"],
-                **{k: model[k] for k in ("backend", "device", "load_s", "ttft_s", "tokens_per_s", "generated_tokens")}}
+                **{k: model[k] for k in ("backend", "device", "load_s", "warmup_s", "ttft_s", "tokens_per_s",
+                                                    "generated_tokens")}}
 
     return anyio.run(go)
 
