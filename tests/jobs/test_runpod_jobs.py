@@ -5,6 +5,7 @@ down, server shutdown, restart — leaves the pod terminated and the job in a tr
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -190,6 +191,30 @@ def stored(home: Path, job_id: str) -> Job:
         return store.get(job_id)
     finally:
         store.close()
+
+
+async def test_a_user_function_the_operator_allowed_runs_on_the_pod(rp, tmp_path, tiny_model_dir, dataset,
+                                                                    monkeypatch) -> None:
+    """The allow-list travels in the pod's env (the pod's worker checks it again before importing);
+    the module itself reaches the pod as the operator installs it (here: on PYTHONPATH)."""
+    calls = tmp_path / "calls"
+    (tmp_path / "pod_weights.py").write_text(
+        "def doubled(entropy, log_vocab):\n"
+        f"    open({str(calls)!r}, 'a').write('called\\n')\n"
+        "    return 2.0 + 0.0 * entropy\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("FINETUNE_MCP_USER_FUNCTIONS", "pod_weights")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the server's start checks find it too
+    async with supervising(tmp_path / "home", rp) as manager:
+        job = await start(manager, tiny_model_dir, dataset, max_steps=2, enable_entropy_weighting=True,
+                          entropy_weight_fn="pod_weights:doubled")
+        job = await until(manager, job.id, lambda j: j.state.terminal, timeout=120)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert calls.read_text().count("called") >= 2  # the pod's worker called it each step
+    [create] = rp.ops("podFindAndDeployOnDemand")
+    pod_env = {e["key"]: e["value"] for e in create["args"]["input"]["env"]}
+    assert pod_env["FINETUNE_MCP_USER_FUNCTIONS"] == "pod_weights"
+    assert_no_pod_left(rp, tmp_path / "home")
 
 
 async def test_server_shutdown_terminates_the_pod(rp, tmp_path, tiny_model_dir, dataset) -> None:

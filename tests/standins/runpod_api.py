@@ -325,7 +325,9 @@ class RunPodStandIn:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             pod.worker_port = s.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if k != "RUNPOD_API_KEY"}
+        # This machine's environment stands in for the image's; the operator's allow-list of user
+        # functions is not in an image, so a pod has it only when the create request's env carries it.
+        env = {k: v for k, v in os.environ.items() if k not in ("RUNPOD_API_KEY", "FINETUNE_MCP_USER_FUNCTIONS")}
         env.update(pod.env)
         env.update({
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",

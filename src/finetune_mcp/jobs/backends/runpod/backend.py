@@ -70,6 +70,8 @@ from finetune_mcp.jobs.backends.runpod.client import (
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import DEFAULT_RUNPOD_MIN_GPU_GB
 from finetune_mcp.runs.rundir import RunDirectory
+from finetune_mcp.user_functions import ENV as USER_FUNCTIONS_ENV
+from finetune_mcp.user_functions import allowed_modules
 
 if TYPE_CHECKING:
     from finetune_mcp.jobs.store import Job, JobState
@@ -207,6 +209,8 @@ class RunPodBackend:
             "FINETUNE_MCP_BOOTSTRAP": f"{self.rp.install_command} && exec finetune-mcp worker serve",
             "PYTHONUNBUFFERED": "1",
         }
+        if allowed := allowed_modules():  # the pod's worker asks the same question the server's start checks did
+            pod_env[USER_FUNCTIONS_ENV] = ",".join(allowed)
         try:
             with anyio.CancelScope(shield=True):  # a pod id must never be lost between create and save
                 handle["created_at"] = self.clock()
