@@ -21,14 +21,12 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import anyio
 from fastmcp import Client
-from fastmcp.client.transports import StdioTransport
 
 PRESETS = {
     "tiny": dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=256, model_vocab_size=None),
@@ -67,6 +65,7 @@ async def run_experiment(client: Client, args: argparse.Namespace, model: Path, 
 async def main(args: argparse.Namespace) -> dict:
     from finetune_mcp.demo import write_heldout
     from finetune_mcp.testing.datagen import write_dataset
+    from finetune_mcp.testing.local_server import stdio_server
     from finetune_mcp.testing.tiny_model import build_tiny_model
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="experiment-overhead-"))
@@ -74,10 +73,7 @@ async def main(args: argparse.Namespace) -> dict:
     model = build_tiny_model(work / f"model-{args.preset}", **PRESETS[args.preset])
     data = write_dataset(work / "train.jsonl", "messages", n=args.rows, seed=0)
     heldout = write_heldout(work / "heldout.jsonl", n=60)
-    env = {**os.environ, "FINETUNE_MCP_HOME": str(work / "home"), "FINETUNE_MCP_ROOTS": str(work),
-           "HF_HUB_OFFLINE": "1"}
-    transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env, keep_alive=False,
-                               log_file=work / "server.log")
+    transport = stdio_server(work / "home", work, log_file=work / "server.log")
     experiments = []
     async with Client(transport, timeout=600) as client:
         experiments.append(await run_experiment(client, args, model, data, heldout, True, args.deadline))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -72,13 +71,11 @@ def through_server(model_dir: Path, home: Path, batch: int, new_tokens: int) -> 
     when installed)."""
     import anyio
     from fastmcp import Client
-    from fastmcp.client.transports import StdioTransport
+
+    from finetune_mcp.testing.local_server import stdio_server
 
     async def go() -> dict[str, Any]:
-        env = {**os.environ, "FINETUNE_MCP_HOME": str(home),
-               "FINETUNE_MCP_ROOTS": str(model_dir.parent), "HF_HUB_OFFLINE": "1"}
-        transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env, keep_alive=False)
-        async with Client(transport, timeout=900) as client:
+        async with Client(stdio_server(home, model_dir.parent), timeout=900) as client:
             started = time.perf_counter()
             job = (await client.call_tool("sample_model", {
                 "model": str(model_dir), "prompts": [PROMPT] * batch, "max_new_tokens": new_tokens,
@@ -93,7 +90,7 @@ def through_server(model_dir: Path, home: Path, batch: int, new_tokens: int) -> 
         model = result["models"][0]
         return {"job_id": job["job_id"], "job_wall_s": round(wall, 2), "placement": done["placement_reason"],
                 **{k: model[k] for k in ("backend", "device", "load_s", "warmup_s", "ttft_s", "tokens_per_s",
-                                                    "generated_tokens")}}
+                                         "generated_tokens")}}
 
     return anyio.run(go)
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from fastmcp import Client
-from fastmcp.client.transports import StdioTransport
 
 from finetune_mcp.testing import build_tiny_model, write_dataset
+from finetune_mcp.testing.local_server import stdio_server
 
 PRESETS = {
     "tiny": {},
@@ -52,10 +50,7 @@ async def until_done(client: Client, job_id: str, timeout_s: float) -> dict[str,
 
 
 async def drive(args: argparse.Namespace, model: Path, dataset: Path, home: Path) -> dict[str, Any]:
-    env = {**os.environ, "FINETUNE_MCP_HOME": str(home), "FINETUNE_MCP_ROOTS": str(home.parent),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    transport = StdioTransport(sys.executable, ["-m", "finetune_mcp.cli", "serve"], env=env, keep_alive=False,
-                               log_file=home.parent / "server-stderr.log")
+    transport = stdio_server(home, home.parent, log_file=home.parent / "server-stderr.log", TRANSFORMERS_OFFLINE="1")
     timings: dict[str, float] = {}
     report: dict[str, Any] = {"preset": args.preset, "steps": args.steps, "timings_s": timings}
     async with Client(transport, timeout=600) as client:

@@ -65,14 +65,14 @@ async def timed_calls(client: Client, tool: str, args: dict, n: int) -> list[flo
 
 async def main(args: argparse.Namespace) -> dict:
     from finetune_mcp.testing.datagen import write_dataset
+    from finetune_mcp.testing.local_server import SERVE_COMMAND, server_env, stdio_server
     from finetune_mcp.testing.tiny_model import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="tool-latency-"))
-    env = {**os.environ, "FINETUNE_MCP_HOME": str(work / "home"), "FINETUNE_MCP_ROOTS": str(work),
-           "HF_HUB_OFFLINE": "1"}
+    env = server_env(work / "home", work)
     bare = work / "bare_server.py"
     bare.write_text(BARE_SERVER)
-    ours_cmd = [sys.executable, "-m", "finetune_mcp.cli", "serve"]
+    ours_cmd = list(SERVE_COMMAND)
     bare_cmd = [sys.executable, str(bare)]
 
     await ready_time(ours_cmd, env)  # warm the page cache for both before measuring
@@ -84,9 +84,7 @@ async def main(args: argparse.Namespace) -> dict:
 
     model = build_tiny_model(work / "tiny")
     dataset = write_dataset(work / "train.jsonl", "messages", n=64)
-    transport = StdioTransport(ours_cmd[0], ours_cmd[1:], env=env, keep_alive=False,
-                               log_file=work / "server.log")
-    async with Client(transport, timeout=120) as client:
+    async with Client(stdio_server(work / "home", work, log_file=work / "server.log"), timeout=120) as client:
         started = await client.call_tool("start_finetune", {
             "model": str(model), "dataset": str(dataset), "entropy_weighting": True, "target": "local",
             "max_steps": 1_000_000, "max_seq_length": 64, "config_overrides": {"gradient_accumulation_steps": 1},

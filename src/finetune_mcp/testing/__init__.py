@@ -1,6 +1,7 @@
 """Offline stand-ins for the Hub: a tiny model + tokenizer and synthetic data with checkable answers.
 
-Used by the tests, `finetune-mcp demo` and CI, none of which may download anything.
+Used by the tests, `finetune-mcp demo` and CI, none of which may download anything; `local_server`
+starts the real server over stdio for the benchmarks (imported by name: it needs fastmcp's client).
 """
 
 from finetune_mcp.testing.datagen import (
