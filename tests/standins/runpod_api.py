@@ -325,9 +325,10 @@ class RunPodStandIn:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             pod.worker_port = s.getsockname()[1]
-        # This machine's environment stands in for the image's; the operator's allow-list of user
-        # functions is not in an image, so a pod has it only when the create request's env carries it.
-        env = {k: v for k, v in os.environ.items() if k not in ("RUNPOD_API_KEY", "FINETUNE_MCP_USER_FUNCTIONS")}
+        # This machine's environment stands in for the image's, less what no image holds: the server's
+        # own settings (FINETUNE_MCP_*, e.g. the user-function allow-list) reach a pod only through the
+        # create request's env, as on RunPod.
+        env = {k: v for k, v in os.environ.items() if k != "RUNPOD_API_KEY" and not k.startswith("FINETUNE_MCP_")}
         env.update(pod.env)
         env.update({
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
