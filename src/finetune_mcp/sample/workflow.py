@@ -155,7 +155,7 @@ def _summary(entry: SampledModel, rows: list[SampleRow], timing: dict[str, Any])
     return ModelSummary(
         label=entry.label, model=entry.model, adapter=entry.adapter, weights=entry.weights,
         source_job=entry.source_job, backend=timing["backend"], device=timing["device"], load_s=timing["load_s"],
-        ttft_s=timing["ttft_s"], tokens_per_s=timing["tokens_per_s"], warmup_s=timing["warmup_s"],
+        ttft_s=timing["ttft_s"], tokens_per_s=timing["tokens_per_s"], warmup_s=timing.get("warmup_s"),
         generated_tokens=tokens,
         answers_with_reference=len(judged),
         exact_match_rate=sum(bool(o.exact_match) for o in judged) / len(judged) if judged else None,
