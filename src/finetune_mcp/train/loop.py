@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from finetune_mcp.data.loader import LoadedData
     from finetune_mcp.train.callbacks import PerfCallback, TensorBoardCallback
     from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.train.step_plan import StepPlan
 
 log = logging.getLogger("finetune_mcp.run")
 
@@ -38,6 +39,7 @@ class TrainingRun:
     loaded: LoadedModel
     data: LoadedData
     started: float
+    plan: StepPlan | None = None  # how the step runs (`train.step_plan`); None: the model's own forward
 
 
 @dataclass
@@ -151,10 +153,10 @@ def build_trainer(training: TrainingRun, train_ds: Any, eval_ds: Any | None, *, 
         report_to="none",
         disable_tqdm=True,
         max_length=config.max_seq_length,
-        gradient_checkpointing=config.gradient_checkpointing and loaded.backend == "hf" and cuda,
+        gradient_checkpointing=config.gradient_checkpointing is True and loaded.backend == "hf" and cuda,
         dataloader_num_workers=0,
         remove_unused_columns=True,
-        **(args_overrides or {}),
+        **{**_plan_arguments(training.plan), **(args_overrides or {})},
     )
     trainer = (trainer_cls or EnhancedUnslothTrainer)(
         model=loaded.model,
@@ -166,6 +168,8 @@ def build_trainer(training: TrainingRun, train_ds: Any, eval_ds: Any | None, *, 
         entropy_config=config.entropy,
         entropy_sample_tokens=config.entropy_sample_tokens,
         loss_implementation=os.environ.get("FINETUNE_MCP_LOSS_IMPL", "auto"),
+        # a method with its own trainer class (the reranker) computes its own forward: the model's
+        decoder=training.plan.decoder if training.plan and trainer_cls is None else "model",
         **trainer_kwargs,
     )
     hparams = {
@@ -183,6 +187,18 @@ def build_trainer(training: TrainingRun, train_ds: Any, eval_ds: Any | None, *, 
     perf = PerfCallback()
     trainer.add_callback(perf)
     return BuiltTrainer(trainer, tb, perf)
+
+
+def _plan_arguments(plan: StepPlan | None) -> dict[str, Any]:
+    """The SFTConfig fields a step plan sets (padding to fixed multiples for graphs, Unsloth's padding-free)."""
+    if plan is None:
+        return {}
+    fields: dict[str, Any] = {}
+    if plan.pad_to_multiple_of:
+        fields["pad_to_multiple_of"] = plan.pad_to_multiple_of
+    if plan.padding_free is not None:
+        fields["padding_free"] = plan.padding_free
+    return fields
 
 
 def leave_process_group() -> None:

@@ -26,6 +26,7 @@ from finetune_mcp.train.rerank import workflow as rerank
 
 if TYPE_CHECKING:
     from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.train.step_plan import StepPlan
 
 log = logging.getLogger("finetune_mcp.run")
 
@@ -71,9 +72,25 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLo
     transformers.utils.logging.disable_progress_bar()  # progress is in events.jsonl; bars garble logs
     datasets.disable_progress_bars()
 
+    plan = _plan(config, backend)
+    config = config.model_copy(update={"gradient_checkpointing": plan.gradient_checkpointing})
     data = load_examples(config.data)
     log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
              len(data.train), len(data.validation))
     loaded = (load_model or load_fresh)(config, backend)
     log.info("model %s loaded with backend=%s on %s", config.model, loaded.backend, loaded.device)
-    return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started)
+    return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started, plan=plan)
+
+
+def _plan(config: EnhancedTrainingConfig, backend: str) -> StepPlan:
+    """The run's step plan (`train.step_plan`), logged with its reasons."""
+    import torch
+
+    from finetune_mcp.train.step_plan import log_plan, plan_step
+
+    cuda = torch.cuda.is_available()
+    memory = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None
+    plan = plan_step(config, backend, cuda=cuda, device_memory_gb=memory,
+                     num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    log_plan(plan)
+    return plan
