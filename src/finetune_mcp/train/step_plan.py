@@ -40,6 +40,15 @@ class StepPlan:
     padding_free: bool | None = None  # None: the library's own choice
     reasons: list[str] = field(default_factory=list)
 
+    def sft_arguments(self) -> dict[str, Any]:
+        """The SFTConfig fields this plan sets (fixed padding multiples for graphs, Unsloth's padding-free)."""
+        fields: dict[str, Any] = {}
+        if self.pad_to_multiple_of:
+            fields["pad_to_multiple_of"] = self.pad_to_multiple_of
+        if self.padding_free is not None:
+            fields["padding_free"] = self.padding_free
+        return fields
+
     def describe(self) -> dict[str, Any]:
         return {"gradient_checkpointing": self.gradient_checkpointing, "decoder": self.decoder,
                 "pad_to_multiple_of": self.pad_to_multiple_of, "padding_free": self.padding_free,
