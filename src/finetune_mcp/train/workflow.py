@@ -56,6 +56,7 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLo
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()
     backend = resolve_backend(config)
+    backend, switched = _auto_backend(config, backend)
     if backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers/TRL; must precede their import)
 
@@ -68,6 +69,8 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLo
     datasets.disable_progress_bars()
 
     plan = _plan(config, backend)
+    if switched:
+        plan.reasons.insert(0, switched)
     config = config.model_copy(update={"gradient_checkpointing": plan.gradient_checkpointing})
     data = load_examples(config.data)
     log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
@@ -76,6 +79,20 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLo
     freeze_heap()
     log.info("model %s loaded with backend=%s on %s", config.model, loaded.backend, loaded.device)
     return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started, plan=plan)
+
+
+def _auto_backend(config: EnhancedTrainingConfig, backend: str) -> tuple[str, str | None]:
+    """`train.step_plan.auto_backend`, given this machine's GPU; logs the switch."""
+    if backend != "unsloth":
+        return backend, None
+    import torch
+
+    from finetune_mcp.train.step_plan import auto_backend
+
+    backend, why = auto_backend(config, backend, torch.cuda.get_device_name(0))
+    if why:
+        log.info("step plan: %s", why)
+    return backend, why
 
 
 def freeze_heap() -> None:
