@@ -59,7 +59,8 @@ async def test_cancelling_a_parallel_experiment_stops_every_worker(server_home, 
         workers = [await job_state(client, w) for w in started["workers"]]
         cancelled = (await client.call_tool("cancel_job", {"job_id": started["job_id"]})).structured_content
         with anyio.fail_after(120):
-            while any((await job_state(client, w))["state"] not in ("cancelled", "failed") for w in started["workers"]):
+            while any(s["state"] not in ("cancelled", "failed")
+                      for s in [await job_state(client, w) for w in started["workers"]]):
                 await anyio.sleep(0.3)
         after = await experiment(client, started["job_id"])
     assert len(started["workers"]) == 2 and cancelled["state"] == "cancelled"
