@@ -24,7 +24,7 @@ from finetune_mcp.experiment.spec import DEFAULT_SEEDS, build_experiment_spec
 from finetune_mcp.experiment.workflow import experiment_paths
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
-from finetune_mcp.tools.roots import allowed_roots
+from finetune_mcp.tools.spending import start_with_consent
 from finetune_mcp.tools.training import JobId, JobView, MethodArg, TaskArg, chosen_method, job_view
 
 ArmArg = str | dict[str, Any]
@@ -41,7 +41,9 @@ class ExperimentStartResult(JobView):
     arms: list[ArmView]
     seeds: list[int]
     baseline: str
-    runs: int = Field(description="Training runs: arms × seeds, trained one after another.")
+    runs: int = Field(description="Training runs: arms × seeds (one after another, or spread over `workers`).")
+    workers: list[str] = Field(default_factory=list, description="In parallel: the job of each worker (its share of "
+                               "the runs); cancel_job on the experiment stops them all.")
 
 
 class ExperimentResult(BaseModel):
@@ -144,13 +146,26 @@ def register(mcp: FastMCP) -> None:
         generation_examples: Annotated[int | None, Field(
             description="Held-out rows answered by greedy generation for exact/normalised match (default 100, 0: none).",
             ge=0, le=100_000)] = None,
-        target: Annotated[Literal["auto", "local"], Field(description="auto/local: a local GPU, else the CPU.")] = "auto",
+        target: Annotated[Literal["auto", "local", "runpod"], Field(
+            description="auto/local: local GPUs, else the CPU; runpod: RunPod pods (one per parallel worker; the user "
+            "agrees to the whole experiment's price and cap first).")] = "auto",
+        parallel: Annotated[int | Literal["auto"] | None, Field(
+            description="Runs trained at once (default 1: one after another in one worker): one worker per free "
+            "local GPU, per CPU slot (FINETUNE_MCP_MAX_CPU_JOBS) or per RunPod pod, each keeping its base model "
+            "loaded for its runs; 'auto' = as many as are free. Same table as serial: seeds and data do not change.")
+        ] = None,
         method: MethodArg = None,
         task: TaskArg = None,
         config_overrides: Annotated[dict[str, Any] | None, Field(
             description="Any other training setting shared by every run (EnhancedTrainingConfig fields, e.g. "
             "{\"learning_rate\": 1e-4, \"max_seq_length\": 512, \"lora_r\": 16}), or experiment fields "
             "(max_new_tokens, share_model, split_seed). Loss settings belong in `arms`.")] = None,
+        max_cost_usd: Annotated[float | None, Field(
+            description="RunPod only: spending cap in USD for the whole experiment (each pod gets an equal share; a "
+            "pod at its share is stopped and the experiment fails).", gt=0, le=100_000)] = None,
+        confirm: Annotated[bool, Field(
+            description="RunPod only, for clients without MCP elicitation: true once the user agreed to the pods, "
+            "$/h and cap you showed them.")] = False,
     ) -> ExperimentStartResult:
         """Compare loss settings fairly: train every arm with every seed (one full run each, with its own run
         directory, TensorBoard and card), all other settings shared, score every run on the same held-out
@@ -159,19 +174,21 @@ def register(mcp: FastMCP) -> None:
         Checks everything first (model, data, every arm's settings) and creates nothing on an error.
         Example: start_experiment(model="unsloth/Qwen3-0.6B", dataset="data/qa.jsonl", arms=["standard", "entropy"],
         seeds=3, max_steps=100) → {"job_id": "ft-1a2b3c4d5e6f", "kind": "experiment", "runs": 6, ...}."""
-        roots = await allowed_roots(ctx)
-        if isinstance(roots, InputRequiredResult):
-            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
         manager = get_manager()
         data = experiment_data(model, dataset, arms, seeds, {
             "baseline": baseline, "max_steps": max_steps, "eval_dataset": eval_dataset,
             "primary_metric": primary_metric, "generation_examples": generation_examples,
-            "method": chosen_method(method, task),
+            "method": chosen_method(method, task), "parallel": parallel,
         }, config_overrides)
         spec = build_experiment_spec(data)
-        job = await kinds.start_job(manager, "experiment", spec, target, roots=roots)
+        started = await start_with_consent(ctx, manager, "experiment", spec, target, confirm=confirm,
+                                           max_cost_usd=max_cost_usd)
+        if isinstance(started, InputRequiredResult):
+            return started  # type: ignore[return-value]  # 2026-07-28: roots or the user's consent first
+        job, _consent = started
         return ExperimentStartResult(
             **job_view(manager, job).model_dump(), seeds=spec.seeds, baseline=spec.baseline_arm, runs=len(spec.plan),
+            workers=list(job.placement.get("details", {}).get("child_jobs") or []),
             arms=[ArmView(name=a.name, loss=a.describe(), enable_entropy_weighting=a.enable_entropy_weighting,
                           entropy=a.entropy) for a in spec.arms],
         )
