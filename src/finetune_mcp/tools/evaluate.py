@@ -19,7 +19,7 @@ from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from finetune_mcp import kinds
-from finetune_mcp.config import LocalPath, format_validation_error
+from finetune_mcp.config import DataConfig, LocalPath, format_validation_error
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.tools import get_manager
@@ -27,9 +27,9 @@ from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
 # Fields an evaluation of a job's adapter takes from that job's config, so the data is read, split and
-# prompted exactly as in training.
-_FROM_JOB = ("task", "dataset", "dataset_format", "dataset_split", "metadata_filters", "max_examples",
-             "validation_split", "seed", "max_seq_length", "assistant_only_loss", "rerank_instruction")
+# prompted exactly as in training: every field of the data group (read from DataConfig, not retyped,
+# so a new data field such as split_seed cannot be missed) and the reranker's prompt.
+_FROM_JOB = (*DataConfig.model_fields, "rerank_instruction")
 
 
 class EvaluateStartResult(JobView):
