@@ -142,11 +142,15 @@ class HostOriginPolicy:
         extra_hosts = [_split_host(h) for h in _listed(env, ALLOWED_HOSTS_ENV)]
         origins = []
         for entry in _listed(env, ALLOWED_ORIGINS_ENV):
-            parts = urlsplit(entry)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            try:
+                parts = urlsplit(entry)
+                normal = _origin(entry) if parts.scheme in ("http", "https") and parts.hostname else ""
+            except ValueError:  # `http://[::1`, a port past 65535
+                normal = ""
+            if not normal or parts.path.strip("/"):
                 raise ConfigError(f"{ALLOWED_ORIGINS_ENV}: {entry!r} is not an origin; write scheme://host[:port], "
                                   "e.g. https://app.example.com")
-            origins.append(_origin(entry))
+            origins.append(normal)
         bound = _split_host(host)[0] if host.startswith("[") else host.strip().lower()
         if _unspecified(bound):
             if not extra_hosts:
@@ -166,12 +170,20 @@ class HostOriginPolicy:
                                   for n, p in self.hosts)
 
     def origin_allowed(self, origin: str, host_header: str) -> bool:
+        """Whether a browser's Origin may call; one that does not parse (`http://[::1`, a port past
+        65535) is not ours either: refused like a foreign one, never a 500."""
         if origin.strip().lower() == "null":
             return False
-        normal = _origin(origin)
+        try:
+            normal = _origin(origin)
+        except ValueError:
+            return False
         if normal in self.origins:
             return True
-        same = {_origin(f"{scheme}://{host_header.strip()}") for scheme in ("http", "https")}
+        try:
+            same = {_origin(f"{scheme}://{host_header.strip()}") for scheme in ("http", "https")}
+        except ValueError:
+            return False
         return normal in same
 
 
