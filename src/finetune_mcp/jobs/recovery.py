@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import JOB_ID_PATTERN, Job, JobState, JobStore
 from finetune_mcp.runs.rundir import RunDirectory
 
@@ -62,9 +63,10 @@ def _enter(store: JobStore, run: RunDirectory) -> None:
     config: dict[str, Any] = json.loads(run.spec.read_text())
     created = run.spec.stat().st_mtime
     remote = (run.root / ".runpod.json").exists()
-    store.insert(Job(id=run.root.name, state=JobState.QUEUED, target="runpod" if remote else "local",
-                     backend="runpod" if remote else "local", device="cuda" if remote else "cpu",
-                     slot="runpod" if remote else "cpu", placement={"reason": "rebuilt from the run directory"},
+    backend, device = ("runpod", "cuda") if remote else ("local", "cpu")
+    placement = Placement(backend=backend, device=device, gpu_index=None, reason="rebuilt from the run directory")
+    store.insert(Job(id=run.root.name, state=JobState.QUEUED, target=backend, backend=backend, device=device,
+                     slot=placement.slot, placement=placement.to_json(),
                      config=config if isinstance(config, dict) else {}, run_dir=str(run.root), created_at=created,
                      updated_at=created))
     if run.result.is_file():
