@@ -39,6 +39,15 @@ _EXPECTED = {
 }
 
 
+def short_keys(keys: Any, *, each: int = 24, most: int = 8) -> str:
+    """Keys (or CSV header cells) for a message, each cut to a short prefix and at most `most` of them:
+    a file that is not a dataset at all (a secret read through a link, a CSV whose header is a
+    password line) must not come back whole inside an error."""
+    names = [str(k) for k in keys]
+    shown = [n if len(n) <= each else n[:each] + "…" for n in names[:most]]
+    return "[" + ", ".join(repr(n) for n in shown) + (f", … {len(names) - most} more" if len(names) > most else "") + "]"
+
+
 def detect_format(row: Any, *, path: Path | str, line: int) -> str:
     """The format a row's keys announce; an error listing the keys when none matches."""
     row = _as_object(row, path=path, line=line)
@@ -55,7 +64,7 @@ def detect_format(row: Any, *, path: Path | str, line: int) -> str:
     if "text" in row:
         return "text"
     raise DatasetError(
-        f"cannot tell the format from the keys {sorted(row)}; expected one of: "
+        f"cannot tell the format from the keys {short_keys(sorted(row))}; expected one of: "
         + "; ".join([*(_EXPECTED[f] for f in FORMATS), *(RANKING_EXPECTED[f] for f in RANKING_FORMATS)])
         + ". Rename the fields or set dataset_format",
         path=path,
