@@ -122,3 +122,18 @@ async def test_a_forged_export_record_sends_nothing(deploy_server, hub: HubStand
             assert "NOT-FOR-THE-HUB" not in text
     assert "alice/forged" not in hub.repos
     assert not [r for r in hub.requests if r[0] not in ("GET", "HEAD")]
+
+
+async def test_an_invalid_consent_answer_in_the_2025_era_says_so_plainly(deploy_server, hub: HubStandIn) -> None:
+    """Weak point: a 2025-11-25 client's answer that does not fit the form came back as pydantic's text."""
+    server, _ = deploy_server
+
+    async def confused_user(message, response_type, params, context):
+        return {"publish": ["not", "a", "yes/no"]}
+
+    async with server.client(mode="legacy", elicitation_handler=confused_user) as client:
+        result = await client.call_tool("deploy_to_hf", {"job_id": WEIGHTED_ID, "repo_id": "alice/unclear"},
+                                        raise_on_error=False)
+    text = result.content[0].text
+    assert result.is_error and "the answer to the consent form for deploying" in text and "nothing was done" in text, text
+    assert "validation error" not in text.lower() and "alice/unclear" not in hub.repos

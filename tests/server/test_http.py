@@ -18,7 +18,7 @@ from fastmcp.client.transports import StreamableHttpTransport
 
 from server.conftest import free_port, http_server_process
 
-TOKEN = "test-token-0123456789abcdef"
+TOKEN = "test-token-9f3c2a7b1e5d8046xq"
 
 
 ALLOWED_APP = "https://app.example.com"
@@ -94,7 +94,8 @@ def test_http_without_a_good_token_does_not_start(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "FINETUNE_MCP_TOKEN is not set" in out.stderr
     for weak, problem in ((" " * 16, "whitespace"), ("a" * 40, "too easy to guess"), ("0123456789abcdef", "too easy"),
-                          ("short-Tok3n", "shorter than 16"), ("good-looking token", "whitespace")):
+                          ("short-Tok3n", "shorter than 16"), ("good-looking token", "whitespace"),
+                          ("abcdefghijklmnopqrstuvwx", "too easy"), ("tok-0123456789abcdefghijk", "too easy")):
         out = serve_http(tmp_path, FINETUNE_MCP_TOKEN=weak)
         assert out.returncode == 2 and problem in out.stderr, (weak, out.stderr)
         assert "secrets.token_urlsafe(32)" in " ".join(out.stderr.split())

@@ -1,0 +1,26 @@
+"""Issue 26's weak points that are fixed in code, through the real server over stdio: experiment seeds
+outside 0…2**32−1 are refused at start (they failed in the worker), and a model card cannot compare a
+job with itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from server.conftest import ServerHome
+
+
+async def test_seeds_out_of_range_and_compare_with_itself_are_refused(server_home: Callable[..., ServerHome],
+                                                                      tiny_model: Path, dataset: Path) -> None:
+    server = server_home()
+    async with server.client() as client:
+        seeds = await client.call_tool("start_experiment", {
+            "model": str(tiny_model), "dataset": str(dataset), "arms": ["standard", "entropy"],
+            "seeds": [1, 2**32], "target": "local"}, raise_on_error=False)
+        itself = await client.call_tool("generate_model_card", {"job_id": "ft-0123456789ab",
+                                                                "compare_with": "ft-0123456789ab"},
+                                        raise_on_error=False)
+        jobs = (await client.call_tool("list_jobs", {})).structured_content
+    assert seeds.is_error and "seeds must lie in 0…4294967295" in seeds.content[0].text, seeds.content[0].text
+    assert itself.is_error and "names ft-0123456789ab itself" in itself.content[0].text, itself.content[0].text
+    assert jobs["count"] == 0
