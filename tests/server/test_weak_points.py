@@ -24,3 +24,32 @@ async def test_seeds_out_of_range_and_compare_with_itself_are_refused(server_hom
     assert seeds.is_error and "seeds must lie in 0…4294967295" in seeds.content[0].text, seeds.content[0].text
     assert itself.is_error and "names ft-0123456789ab itself" in itself.content[0].text, itself.content[0].text
     assert jobs["count"] == 0
+
+
+async def test_get_experiment_after_its_worker_was_killed_says_failed(server_home: Callable[..., ServerHome],
+                                                                      tiny_model: Path, dataset: Path) -> None:
+    """Issue 26 weak point: the table said "running" forever once the worker was killed mid-experiment."""
+    import os
+    import signal
+
+    import anyio
+
+    server = server_home()
+    overrides = {"max_seq_length": 64, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                 "max_examples": 16, "validation_split": 0.25, "max_new_tokens": 4, "save_steps": 100_000}
+    async with server.client() as client:
+        job_id = (await client.call_tool("start_experiment", {
+            "model": str(tiny_model), "dataset": str(dataset), "arms": ["standard", "entropy"], "seeds": 3,
+            "target": "local", "max_steps": 4, "config_overrides": overrides})).structured_content["job_id"]
+        with anyio.fail_after(240):
+            while (await client.call_tool("get_experiment", {"job_id": job_id})).structured_content[
+                    "status"] != "running":
+                await anyio.sleep(0.5)
+        store = server.store()
+        os.killpg(store.get(job_id).pgid, signal.SIGKILL)
+        store.close()
+        with anyio.fail_after(120):
+            while (await client.call_tool("get_job", {"job_id": job_id})).structured_content["state"] == "running":
+                await anyio.sleep(0.5)
+        result = (await client.call_tool("get_experiment", {"job_id": job_id})).structured_content
+    assert result["state"] == "failed" and result["status"] == "failed", result
