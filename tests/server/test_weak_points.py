@@ -53,3 +53,22 @@ async def test_get_experiment_after_its_worker_was_killed_says_failed(server_hom
                 await anyio.sleep(0.5)
         result = (await client.call_tool("get_experiment", {"job_id": job_id})).structured_content
     assert result["state"] == "failed" and result["status"] == "failed", result
+
+
+async def test_brackets_in_the_data_are_told_apart_from_the_trained_markers(server_home: Callable[..., ServerHome],
+                                                                            tiny_model: Path, tmp_path: Path) -> None:
+    """Issue 26 weak point: `[[…]]` in a user turn looked exactly like the trained-token markers."""
+    import json
+
+    rows = [{"messages": [{"role": "user", "content": f"Is [[this]] trained? {i}"},
+                          {"role": "assistant", "content": f"No, answer {i}."}]} for i in range(8)]
+    data = tmp_path / "brackets.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server = server_home()
+    async with server.client() as client:
+        report = (await client.call_tool("preview_training", {"model": str(tiny_model), "dataset": str(data),
+                                                              "examples": 1})).structured_content
+    [example] = report["examples"]
+    assert example["markers_in_data"] is True and "[[this]]" in example["text"]
+    pieces = [example["text"][a:b] for a, b in example["trained_spans"]]
+    assert pieces and all("this" not in p for p in pieces) and any("No, answer" in p for p in pieces), pieces
