@@ -126,11 +126,11 @@ def tokens_per_step(tokenizer, args) -> float:
 
 def ours_case(args, backend: str, entropy: bool, process_start: float) -> dict:
     from finetune_mcp.config import build_config
-    from finetune_mcp.train import loop
+    from finetune_mcp.train import builder
 
     clock = StepClock.make(process_start)
     profiler = {}
-    original = loop.build_trainer
+    original = builder.build_trainer
 
     def build_with_clock(*a, **k):
         built = original(*a, **k)
@@ -139,10 +139,10 @@ def ours_case(args, backend: str, entropy: bool, process_start: float) -> dict:
             built.trainer.add_callback(_profile_callback(args.profile, profiler))
         return built
 
-    loop.build_trainer = build_with_clock
-    from finetune_mcp.train import sft
+    builder.build_trainer = build_with_clock
+    from finetune_mcp.train.sft import workflow as sft_workflow
 
-    sft.build_trainer = build_with_clock
+    sft_workflow.build_trainer = build_with_clock
     from finetune_mcp.train.workflow import run_training
 
     data = write_data(args.work / "data.jsonl", args.batch * (args.steps + 2))

@@ -61,6 +61,12 @@ class DataConfig(BaseModel):
         "so runs with different seeds are scored on the same held-out rows.",
     )
 
+    dataset_files: dict[str, dict[str, int | str]] | None = Field(
+        None, description="Set by the server's start check, not by callers: each local data file it read, with its "
+        "device, inode, size, mtime and SHA-256. The worker reads exactly these files, without following links, "
+        "and refuses one that changed since (`data.loader`).",
+    )
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:

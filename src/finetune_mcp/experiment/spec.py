@@ -163,6 +163,9 @@ class ExperimentSpec(EnhancedTrainingConfig):
             raise ValueError("give at least one seed")
         if len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds must differ (got {self.seeds})")
+        outside = [s for s in self.seeds if not 0 <= s <= 2**32 - 1]
+        if outside:  # torch and numpy take 32-bit seeds: caught here, not in the worker after a run started
+            raise ValueError(f"seeds must lie in 0…4294967295 (2**32 − 1); {outside[:3]} do not")
         if self.enable_entropy_weighting:
             raise ValueError("enable_entropy_weighting: an experiment's loss settings belong to its arms; drop it "
                              "and name the arms, e.g. arms=['standard', 'entropy']")

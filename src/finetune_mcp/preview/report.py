@@ -38,6 +38,11 @@ class RenderedExample(BaseModel):
     row: int = Field(description="Position in the training split (after the seeded shuffle).")
     text: str = Field(description="Rendered through the model's own chat template; [[...]] marks the tokens "
                       "that carry loss.")
+    trained_spans: list[list[int]] = Field(
+        default_factory=list, description="[start, end) character offsets in `text` of each trained piece (inside "
+        "its [[ ]]): exact even when the data itself holds '[[' or ']]'.")
+    markers_in_data: bool = Field(False, description="The row's own text holds '[[' or ']]', which look like the "
+                                  "trained-token markers: read trained_spans, not the brackets.")
     tokens: int
     trained_tokens: int
     masked_tokens: int

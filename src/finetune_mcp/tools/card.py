@@ -14,6 +14,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
+from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.report.card import write_model_card
 from finetune_mcp.runs.rundir import RunDirectory
@@ -75,6 +76,9 @@ async def generate_model_card(
     this job and its base, a small table of their answers side by side. Overwrites card/README.md.
     Example: generate_model_card("ft-3f9a0c1b2d4e", compare_with="ft-0a1b2c3d4e5f") →
     {"path": ".../card/README.md", "plots": [".../card/plots/loss.png", ...], "markdown": "---\\n..."}."""
+    if compare_with == job_id:
+        raise ConfigError(f"compare_with names {job_id} itself; compare with another succeeded job (list_jobs), "
+                          "or leave compare_with out", field="compare_with")
     run = succeeded_run(manager, job_id, "a model card")
     other = succeeded_run(manager, compare_with, "the comparison") if compare_with else None
     samples = run_samples(manager, job_id)

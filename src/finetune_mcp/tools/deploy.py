@@ -77,7 +77,7 @@ async def deploy_to_hf(
     run = succeeded_run(manager, job_id, "a deployment")
     secret = token.get_secret_value() if token is not None else None
     plan = await anyio.to_thread.run_sync(functools.partial(
-        plan_deploy, run, repo_id, token=secret, private=private, merge=merge))
+        plan_deploy, run, repo_id, token=secret, private=private, merge=merge, include_gguf=include_gguf))
     agreed = await ask_consent(ctx, action=f"deploying {job_id} to {repo_id}", summary=plan.summary(),
                                terms=plan.terms(), form=DeployConsent, agree_field="publish", confirm=confirm)
     if isinstance(agreed, InputRequiredResult):

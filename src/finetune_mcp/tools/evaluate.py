@@ -30,7 +30,8 @@ from finetune_mcp.tools.training import JobView, job_view
 # Fields an evaluation of a job's adapter takes from that job's config, so the data is read, split and
 # prompted exactly as in training: every field of the data group (read from DataConfig, not retyped,
 # so a new data field such as split_seed cannot be missed) and the reranker's prompt.
-_FROM_JOB = (*DataConfig.model_fields, "rerank_instruction")
+# (dataset_files is the start check's record of one job's files: each job's own check writes it anew)
+_FROM_JOB = (*(name for name in DataConfig.model_fields if name != "dataset_files"), "rerank_instruction")
 
 
 class EvaluateStartResult(JobView):

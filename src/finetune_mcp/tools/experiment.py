@@ -102,10 +102,13 @@ def experiment_result(manager, job_id: str) -> ExperimentResult:
     if paths["table"].is_file():
         table = json.loads(paths["table"].read_text(encoding="utf-8"))
     view = job_view(manager, job)
+    status = table.get("status", "pending")
+    if job.state.terminal and status in ("pending", "running"):  # the worker died before it could say so
+        status = job.state.value
     arms = table.get("arms") or [{"name": a["name"], "enable_entropy_weighting": a.get("enable_entropy_weighting"),
                                   "entropy": a.get("entropy")} for a in spec.get("arms", [])]
     return ExperimentResult(
-        job_id=job.id, state=job.state.value, hint=view.hint, status=table.get("status", "pending"),
+        job_id=job.id, state=job.state.value, hint=view.hint, status=status,
         runs_total=table.get("runs_total", len(spec.get("arms", [])) * len(spec.get("seeds", []))),
         runs_finished=table.get("runs_finished", 0), arms=arms,
         baseline=table.get("baseline") or spec.get("baseline") or (arms[0]["name"] if arms else ""),

@@ -112,6 +112,7 @@ class GraphedDecoder(EagerDecoder):
         self.graphs: dict[tuple[int, ...], Any] = {}
         self.pool = torch.cuda.graph_pool_handle()  # one memory pool shared by every shape's graphs
         self.eager_shapes: set[tuple[int, ...]] = set()
+        self.failed: str | None = None  # why capturing failed (the decoder then runs eagerly for good)
         self.trainable = [p for p in self.stack.parameters() if p.requires_grad]
         first = self.trainable[0] if self.trainable else None
         self._grads = (torch.zeros(sum(p.numel() for p in self.trainable), dtype=first.dtype, device=first.device)
@@ -146,12 +147,20 @@ class GraphedDecoder(EagerDecoder):
         shape = tuple(input_ids.shape)
         graphed = self.graphs.get(shape)
         if graphed is None:
+            if self.failed is not None:
+                return self.stack(*args)
             if len(self.graphs) >= self.max_shapes:
                 if shape not in self.eager_shapes:
                     self.eager_shapes.add(shape)
                     log.info("batch shape %s runs eagerly: %d graph shapes already captured", shape, self.max_shapes)
                 return self.stack(*args)
-            graphed = self._capture(shape, args)
+            try:
+                graphed = self._capture(shape, args)
+            except RuntimeError as exc:  # a model whose layers cannot be captured trains eagerly, as before
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.warning("step plan: CUDA graph capture failed (%s); the decoder runs eagerly", self.failed)
+                torch.cuda.synchronize()
+                return self.stack(*args)
         return graphed(*args)
 
     def _capture(self, shape: tuple[int, ...], args: tuple[torch.Tensor, ...]) -> Any:

@@ -77,7 +77,7 @@ def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) 
 def check_model_and_data(spec: Spec) -> Spec:
     """Any spec composed of `ModelFields` and `DataConfig` (training, evaluation, ...): paths made
     absolute, the model's config.json readable, every row of the dataset valid."""
-    from finetune_mcp.data.loader import validate_dataset
+    from finetune_mcp.data.loader import check_dataset
     from finetune_mcp.jobs.vram import load_model_info
 
     updates: dict[str, str] = {}
@@ -87,5 +87,6 @@ def check_model_and_data(spec: Spec) -> Spec:
             updates[name] = str(path.resolve())
     spec = spec.model_copy(update=updates)
     load_model_info(spec.model)
-    validate_dataset(spec.data)
-    return spec
+    _, identities = check_dataset(spec.data)
+    # the worker reads exactly the files checked here, or refuses (`data.loader.read_checked`)
+    return spec.model_copy(update={"dataset_files": identities or None})

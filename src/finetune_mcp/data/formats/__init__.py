@@ -20,7 +20,15 @@ from typing import Any
 
 from finetune_mcp.config.methods import method_for_format
 from finetune_mcp.data.formats import alpaca, arangodb, chat, prompt_completion, ranking, sharegpt, text
-from finetune_mcp.data.formats.base import Checker, RowFormat, as_object, example_weight, kind, passes_filters
+from finetune_mcp.data.formats.base import (
+    Checker,
+    RowFormat,
+    as_object,
+    example_weight,
+    kind,
+    passes_filters,
+    short_keys,
+)
 from finetune_mcp.errors import DatasetError
 
 REGISTRY: tuple[RowFormat, ...] = (
@@ -43,7 +51,7 @@ def detect_format(row: Any, *, path: Path | str, line: int) -> str:
         if fmt.matches(row):
             return fmt.name
     raise DatasetError(
-        f"cannot tell the format from the keys {sorted(row)}; expected one of: "
+        f"cannot tell the format from the keys {short_keys(sorted(row))}; expected one of: "
         + "; ".join(fmt.expected for fmt in REGISTRY) + ". Rename the fields or set dataset_format",
         path=path,
         line=line,
@@ -93,4 +101,4 @@ def check_accepted(accepted: tuple[str, ...], examples: list[dict[str, Any]], fo
 
 
 __all__ = ["FORMATS", "NESTED_FIELDS", "REGISTRY", "RowFormat", "check_accepted", "detect_format", "normalize_row",
-           "passes_filters"]
+           "passes_filters", "short_keys"]

@@ -231,7 +231,8 @@ class RunPodBackend:
             await self._wait_ready(api, handle, worker)
             for local, remote in files:
                 await worker.upload(local, remote)
-            await worker.start(job.id, spec, fields, env.get("HF_TOKEN"))
+            # the start check's file identities name this machine's files; the pod reads its uploaded copies
+            await worker.start(job.id, {**spec, "dataset_files": None}, fields, env.get("HF_TOKEN"))
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.rp.api_timeout_s * 4 + 30):
                 try:

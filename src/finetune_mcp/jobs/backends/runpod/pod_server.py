@@ -46,7 +46,7 @@ log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
 TOKEN_ENV = "FINETUNE_MCP_WORKER_TOKEN"
 MAX_WAIT_S = 25.0  # long-poll bound: well under the RunPod proxy's 100 s request timeout
 CHUNK = 1024 * 1024
-ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json"}  # events are synced by offset; spec stays local
+ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json", "export"}  # events go by offset; spec, export/ stay local
 TERMINAL = {"succeeded", "failed", "cancelled"}
 _POD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
