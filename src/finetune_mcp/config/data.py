@@ -13,8 +13,16 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 DatasetFormat = Literal[
-    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded"
+    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded",
+    "preference", "implicit_preference", "unpaired_preference", "prompt_only",
 ]
+# The row formats each preference / RL method trains on (data/preference.py reads them); other methods: None.
+METHOD_FORMATS: dict[str, tuple[str, ...]] = {
+    "dpo": ("preference", "implicit_preference"),
+    "orpo": ("preference", "implicit_preference"),
+    "kto": ("unpaired_preference", "preference", "implicit_preference"),
+    "grpo": ("prompt_only",),
+}
 
 
 class MetadataFilters(BaseModel):
@@ -37,9 +45,12 @@ class DataConfig(BaseModel):
         min_length=1,
         description="Local file/folder (JSONL, JSON, CSV, Parquet) or a Hugging Face dataset id.",
     )
-    task: Literal["sft", "rerank"] = Field(
-        "sft", description="Training objective: sft (next-token loss on the replies) or rerank (Qwen3-Reranker "
-        "yes/no relevance on ranking data: query + positive(s)/negatives, triples, or graded docs).",
+    task: Literal["sft", "rerank", "dpo", "kto", "orpo", "grpo"] = Field(
+        "sft", validation_alias=AliasChoices("task", "method"),
+        description="Training method: sft (next-token loss on the replies), rerank (Qwen3-Reranker "
+        "yes/no relevance on ranking data: query + positive(s)/negatives, triples, or graded docs), dpo / orpo "
+        "(preference pairs: prompt + chosen + rejected), kto (unpaired prompt + completion + label, or pairs) or "
+        "grpo (prompt-only rows + reward functions; the reference answer in a column).",
     )
     dataset_format: DatasetFormat = "auto"
     dataset_split: str = Field("train", description="Split to read from a hub dataset.")
@@ -57,6 +68,11 @@ class DataConfig(BaseModel):
         None, description="Seed of the subset and train/validation split instead of `seed`. An experiment fixes it, "
         "so runs with different seeds are scored on the same held-out rows.",
     )
+
+    @property
+    def accepted_formats(self) -> tuple[str, ...] | None:
+        """The row formats this method trains on when it is a preference / RL method, else None."""
+        return METHOD_FORMATS.get(self.task)
 
     @property
     def data_split_seed(self) -> int:

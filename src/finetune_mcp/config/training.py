@@ -28,6 +28,7 @@ from finetune_mcp.config.data import DataConfig
 from finetune_mcp.config.entropy import EntropyFields
 from finetune_mcp.config.lora import LoraConfig
 from finetune_mcp.config.optim import OptimConfig
+from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.config.rerank import RerankConfig
 from finetune_mcp.config.validation import format_validation_error
 from finetune_mcp.errors import ConfigError
@@ -90,7 +91,7 @@ class RunFields(BaseModel):
 
 # Bases are listed last-group-first: pydantic collects fields from the last base on, so spec.json
 # (and the card's hyperparameter table) reads model, data, LoRA, optimiser, run, entropy, rerank.
-class TrainingConfig(RerankConfig, EntropyFields, RunFields, OptimConfig, LoraConfig, DataConfig, ModelFields):
+class TrainingConfig(PreferenceRLFields, RerankConfig, EntropyFields, RunFields, OptimConfig, LoraConfig, DataConfig, ModelFields):
     """One fine-tuning run. Every field has a default except `model` and `dataset`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
@@ -113,6 +114,29 @@ class TrainingConfig(RerankConfig, EntropyFields, RunFields, OptimConfig, LoraCo
         if ignored:
             data["ignored_fields"] = sorted({*data.get("ignored_fields", []), *ignored})
         return data
+
+    @model_validator(mode="after")
+    def _grpo_batch(self) -> TrainingConfig:
+        """GRPO's two recurring start failures, refused with the fix: no reward, and a generation batch
+        that is not whole groups (TRL: per_device_train_batch_size × GPUs × gradient_accumulation_steps
+        must be divisible by num_generations)."""
+        if self.task != "grpo":
+            return self
+        grpo = self.grpo
+        if not grpo.rewards:
+            raise ValueError("method='grpo' needs at least one reward in grpo.rewards, e.g. "
+                             "[{'function': 'exact', 'column': 'answer'}]")
+        gpus = self.num_gpus if isinstance(self.num_gpus, int) else 1
+        batch = self.per_device_train_batch_size * gpus * self.gradient_accumulation_steps
+        if batch % grpo.num_generations:
+            options = sorted({n for n in range(2, batch + 1) if batch % n == 0})
+            raise ValueError(
+                f"the generation batch (per_device_train_batch_size {self.per_device_train_batch_size} × {gpus} GPU(s) "
+                f"× gradient_accumulation_steps {self.gradient_accumulation_steps} = {batch}) is not divisible by "
+                f"grpo.num_generations ({grpo.num_generations}), so a prompt's group would be split; set "
+                f"num_generations to one of {options or '(none: raise the batch)'} or per_device_train_batch_size to "
+                f"a multiple of {grpo.num_generations}")
+        return self
 
     @property
     def resolved_optim(self) -> str:

@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from finetune_mcp.data import preference
 from finetune_mcp.data.ranking import EXPECTED as RANKING_EXPECTED
 from finetune_mcp.data.ranking import (
     RANKING_FORMATS,
@@ -39,9 +40,21 @@ _EXPECTED = {
 }
 
 
-def detect_format(row: Any, *, path: Path | str, line: int) -> str:
-    """The format a row's keys announce; an error listing the keys when none matches."""
+def detect_format(row: Any, *, path: Path | str, line: int, accepted: tuple[str, ...] | None = None) -> str:
+    """The format a row's keys announce; an error listing the keys when none matches. `accepted`: the
+    preference / prompt-only formats the method trains on (None: the instruction and ranking formats)."""
     row = _as_object(row, path=path, line=line)
+    found = preference.detect(row)
+    if accepted is not None:
+        if found in accepted:
+            return found
+        raise DatasetError(
+            f"the row has keys {sorted(row)}, but this method trains on "
+            + "; or ".join(preference.EXPECTED[f] for f in accepted) + ". Rename the fields or pick another method",
+            path=path, line=line)
+    if found in (*preference.PREFERENCE_FORMATS, preference.UNPAIRED_FORMAT):
+        raise DatasetError(f"this is a {found.replace('_', ' ')} row (keys {sorted(row)}); train on it with "
+                           "method='dpo', 'orpo' or 'kto', or give chat/instruction rows", path=path, line=line)
     if is_ranking_row(row):  # before "instruction": ranking rows may carry an instruction too
         return detect_ranking_format(row)
     if "messages" in row:
@@ -68,6 +81,8 @@ def normalize_row(row: Any, fmt: str, *, path: Path | str, line: int) -> dict[st
     plus the row's `metadata` object when it has one (GRANGER also exports alpaca rows with metadata)
     and its `weight` (a per-example loss multiplier) when it has one."""
     row = _as_object(row, path=path, line=line)
+    if fmt in preference.FORMATS:
+        return preference.normalize(row, fmt, path=path, line=line)
     if fmt in RANKING_FORMATS:
         return normalize_ranking_row(row, fmt, path=path, line=line)
     check = _Checker(row, fmt, path, line)

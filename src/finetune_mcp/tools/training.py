@@ -123,10 +123,18 @@ BatchSizeArg = Annotated[int | None, Field(description="Default 2.", ge=1, le=10
 AccumulationArg = Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)]
 SeqLengthArg = Annotated[int | None, Field(description="Tokens per example (default 2048).", ge=16, le=131072)]
 FourBitArg = Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")]
-TaskArg = Annotated[Literal["sft", "rerank"] | None, Field(
-    description="sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker on ranking data "
-    "(query + positive(s)/negatives, query/positive/negative triples, or query + docs with relevance); reports "
-    "MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")]
+TaskArg = Annotated[Literal["sft", "rerank", "dpo", "kto", "orpo", "grpo"] | None, Field(
+    description="The training method (`task` is its old name). sft (default): chat/instruction data. rerank: a "
+    "Qwen3-Reranker-style yes/no reranker on ranking data (query + positive(s)/negatives, triples, or query + docs "
+    "with relevance). dpo / orpo: preference pairs {prompt, chosen, rejected} (or {chosen, rejected} sharing the "
+    "prompt; strings or message lists). kto: {prompt, completion, label} rows or pairs (split into good/bad). grpo: "
+    "prompt-only rows {prompt, answer, ...} + rewards. Method settings go in config_overrides under the method's "
+    "name; safe defaults: dpo {beta: 0.1, loss_type: ['sigmoid']}, kto {beta: 0.1, desirable_weight: 1, "
+    "undesirable_weight: 1}, orpo {beta: 0.1}, grpo {num_generations: 4, max_completion_length: 256, beta: 0 (no "
+    "reference model), loss_type: 'dapo', scale_rewards: 'group', top_entropy_quantile: 1.0 (0.8 = train the top "
+    "20 % entropy tokens), entropy_bonus: 0, rewards: [{function: exact|normalized|numeric (column, tolerance) | "
+    "regex (pattern) | think_format | length_penalty (target_length) | 'pkg.mod:fn', weight: 1}]}; "
+    "per_device_train_batch_size × gradient_accumulation_steps must be divisible by grpo.num_generations.")]
 WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "
                                           "'pkg.module:fn'.", max_length=200)]
 NumGpusArg = Annotated[int | Literal["auto"] | None, Field(
@@ -171,6 +179,7 @@ def register(mcp: FastMCP) -> None:
         entropy_weight_fn: WeightFnArg = None,
         num_gpus: NumGpusArg = None,
         config_overrides: OverridesArg = None,
+        method: TaskArg = None,
         max_cost_usd: Annotated[float | None, Field(
             description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
             "reaches it (default FINETUNE_MCP_RUNPOD_MAX_COST_USD, else none).", gt=0, le=100_000)] = None,
@@ -194,7 +203,7 @@ def register(mcp: FastMCP) -> None:
             num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
             per_device_train_batch_size=per_device_train_batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
-            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
+            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=method or task,
         )
         started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
                                            max_cost_usd=max_cost_usd)

@@ -38,6 +38,16 @@ _EVAL_TAGS = {
 }
 
 
+# Preference / RL metrics TRL logs (DPO/KTO/ORPO: rewards/*, logps/*; GRPO: reward, kl, completions/*,
+# entropy/*): kept under train/<key> and eval/<key> as TRL names them.
+_METHOD_KEYS = ("rewards/", "logps/", "reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length",
+                "entropy", "entropy/", "nll_loss", "log_odds_ratio")
+
+
+def _method_key(key: str) -> bool:
+    return any(key == k or (k.endswith("/") and key.startswith(k)) for k in _METHOD_KEYS)
+
+
 def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
     """Map a Trainer log dict onto our metric names, dropping anything non-numeric or unknown.
 
@@ -52,6 +62,11 @@ def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
         value = logs.get(key)
         if isinstance(value, int | float) and math.isfinite(value):
             out[tag] = float(value)
+    prefix = "eval_" if "eval_loss" in logs else ""
+    for key, value in logs.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name and _method_key(name) and isinstance(value, int | float) and math.isfinite(value):
+            out.setdefault(f"{'eval' if prefix else 'train'}/{name}", float(value))
     return out
 
 

@@ -22,6 +22,10 @@ from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import worker_session
 from finetune_mcp.train import sft
 from finetune_mcp.train.loop import TrainingRun, leave_process_group
+from finetune_mcp.train.dpo.workflow import train_dpo
+from finetune_mcp.train.grpo.workflow import train_grpo
+from finetune_mcp.train.kto.workflow import train_kto
+from finetune_mcp.train.orpo.workflow import train_orpo
 from finetune_mcp.train.rerank import workflow as rerank
 
 if TYPE_CHECKING:
@@ -35,6 +39,10 @@ ModelLoader = Callable[[EnhancedTrainingConfig, str], "LoadedModel"]
 METHODS: dict[str, Callable[[TrainingRun], dict[str, Any]]] = {
     "sft": sft.train_sft,
     "rerank": rerank.train_reranker,  # the Qwen3-Reranker objective: its own rows, loss and ranking metrics
+    "dpo": train_dpo,
+    "kto": train_kto,
+    "orpo": train_orpo,
+    "grpo": train_grpo,
 }
 
 
