@@ -3,7 +3,7 @@
 Defaults follow TRL 1.15 where they are safe on a small GPU and say so where they differ
 (GRPO's `max_completion_length` is 256 here, TRL's 512). A block is read only by its method; the
 others keep their defaults, so one experiment's arms can differ in one method setting
-(`{"grpo": {"top_entropy_quantile": 0.8}}`). Plain pydantic: the server validates with it.
+(`{"grpo": {"top_entropy_quantile": 0.2}}`). Plain pydantic: the server validates with it.
 
 `RewardSpec` names one GRPO reward: a built-in (`REWARD_BUILTINS`, implemented in
 `train/grpo/rewards/builtins.py`) or an allowed user function 'pkg.mod:fn' (FINETUNE_MCP_USER_FUNCTIONS),
@@ -113,8 +113,8 @@ class GRPOSettings(_Block):
     Policy term per completion token t (on-policy, one update per generation batch):
       A_i = (r_i − mean(r_group)) / std(r_group)       (scale_rewards="group"; "none": no division)
       loss = −Σ_t m_t·A_t·log p(y_t) / N − λ_H·Σ_t H_t / N  (+ β·KL when beta > 0)
-    m_t = 1 when H_t ≥ Q_ρ(H over every completion token of the step, all ranks), else 0 (ρ =
-    top_entropy_quantile; 1.0 turns the mask off). Masked tokens still count in N (TRL semantics).
+    m_t = 1 when H_t ≥ Q_{1−ρ}(H over every completion token of the step, all ranks), else 0 (ρ =
+    top_entropy_quantile, the share kept: 0.2 = top 20 %; 1.0 turns the mask off). Masked tokens still count in N (TRL semantics).
     """
 
     num_generations: int = Field(4, ge=2, le=64, description="Completions per prompt (a group). TRL's default is 8.")
@@ -125,8 +125,9 @@ class GRPOSettings(_Block):
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     rewards: list[RewardSpec] = Field(default_factory=list, description="At least one reward.")
-    top_entropy_quantile: float = Field(1.0, ge=0, le=1, description="ρ: train only tokens with H ≥ the ρ-quantile "
-                                        "(0.8 = top 20 %, the 80/20 paper); 1.0 = every token.")
+    top_entropy_quantile: float = Field(1.0, ge=0, le=1, description="ρ: the share of completion tokens the "
+                                        "policy term trains, the highest-entropy ones (0.2 = top 20 %, the 80/20 paper; TRL's semantics); "
+                                        "1.0 = every token.")
     entropy_bonus: float = Field(0.0, ge=0, le=1, description="λ_H: coefficient of the mean-entropy bonus (0 = off).")
     fused_loss: bool = Field(True, description="Compute log p and H with the project's fused kernel "
                              "(no N×V logits). false = TRL's own loss (no entropy mask or bonus).")

@@ -131,8 +131,8 @@ TaskArg = Annotated[Literal["sft", "rerank", "dpo", "kto", "orpo", "grpo"] | Non
     "prompt-only rows {prompt, answer, ...} + rewards. Method settings go in config_overrides under the method's "
     "name; safe defaults: dpo {beta: 0.1, loss_type: ['sigmoid']}, kto {beta: 0.1, desirable_weight: 1, "
     "undesirable_weight: 1}, orpo {beta: 0.1}, grpo {num_generations: 4, max_completion_length: 256, beta: 0 (no "
-    "reference model), loss_type: 'dapo', scale_rewards: 'group', top_entropy_quantile: 1.0 (0.8 = train the top "
-    "20 % entropy tokens), entropy_bonus: 0, rewards: [{function: exact|normalized|numeric (column, tolerance) | "
+    "reference model), loss_type: 'dapo', scale_rewards: 'group', top_entropy_quantile: 1.0 (0.2 = the policy term trains only the "
+    "top 20 % entropy tokens), entropy_bonus: 0, rewards: [{function: exact|normalized|numeric (column, tolerance) | "
     "regex (pattern) | think_format | length_penalty (target_length) | 'pkg.mod:fn', weight: 1}]}; "
     "per_device_train_batch_size × gradient_accumulation_steps must be divisible by grpo.num_generations.")]
 WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "

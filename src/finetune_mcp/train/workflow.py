@@ -21,10 +21,10 @@ from finetune_mcp.config import EnhancedTrainingConfig
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import worker_session
 from finetune_mcp.train import sft
-from finetune_mcp.train.loop import TrainingRun, leave_process_group
 from finetune_mcp.train.dpo.workflow import train_dpo
 from finetune_mcp.train.grpo.workflow import train_grpo
 from finetune_mcp.train.kto.workflow import train_kto
+from finetune_mcp.train.loop import TrainingRun, leave_process_group
 from finetune_mcp.train.orpo.workflow import train_orpo
 from finetune_mcp.train.rerank import workflow as rerank
 

@@ -16,8 +16,8 @@ has exactly the gradient of L_pg + L_kl, and of L_H through the score-function e
 same temperature). The value returned is the objective's value (TRL's), with that gradient.
 
 m_t (Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective RL for
-LLM Reasoning"; TRL's `top_entropy_quantile`): m_t = 1 if H_t ≥ Q_ρ(H of every completion token of the
-step, gathered over all ranks) else 0. It multiplies the policy term only (not KL); masked tokens still
+LLM Reasoning"; TRL's `top_entropy_quantile`): m_t = 1 if H_t ≥ Q_{1−ρ}(H of every completion token of
+the step, gathered over all ranks) else 0, so ρ is the share kept (0.2: the top 20 %). It multiplies the policy term only (not KL); masked tokens still
 count in the normaliser s_t. ρ = 1 turns it off.
 
 When m, KL or the bonus are on, their weights need CE and H first: a statistics pass of the LM head
