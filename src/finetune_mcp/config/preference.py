@@ -149,3 +149,12 @@ class PreferenceRLFields(BaseModel):
     kto: KTOSettings = Field(default_factory=KTOSettings, description="KTO settings (method='kto').")
     orpo: ORPOSettings = Field(default_factory=ORPOSettings, description="ORPO settings (method='orpo').")
     grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO settings (method='grpo').")
+
+
+def zero_loss_note(config: dict) -> str | None:
+    """get_job's explanation of a zero loss for a GRPO run with β = 0 (spec.json as a mapping)."""
+    if config.get("task") != "grpo" or (config.get("grpo") or {}).get("beta", 0.0) != 0:
+        return None
+    return ("a loss near 0 is expected with grpo.beta = 0: the group's advantages sum to zero and the on-policy "
+            "ratio is 1, so the value says nothing; watch train/reward and train/frac_reward_zero_std (1.0 = every "
+            "group got one reward: nothing to learn)")

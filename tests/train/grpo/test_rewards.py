@@ -57,3 +57,11 @@ def test_preflight_warns_on_a_constant_reward():
     assert check_rewards([RewardSpec(function="exact")], ROWS) == []
     warnings = check_rewards([RewardSpec(function="regex", pattern="never-there")], ROWS)
     assert len(warnings) == 1 and "zero reward variance" in warnings[0]
+
+
+def test_zero_loss_note_only_for_grpo_without_kl():
+    from finetune_mcp.config.preference import zero_loss_note
+
+    assert "beta = 0" in zero_loss_note({"task": "grpo", "grpo": {"beta": 0.0}})
+    assert zero_loss_note({"task": "grpo", "grpo": {"beta": 0.04}}) is None
+    assert zero_loss_note({"task": "sft"}) is None
