@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
@@ -20,8 +20,10 @@ class LoraConfig(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
     use_rslora: bool = False
     load_in_4bit: bool = Field(False, description="QLoRA: load the base in 4 bits (needs CUDA + bitsandbytes).")
-    gradient_checkpointing: bool = Field(
-        True, validation_alias=AliasChoices("gradient_checkpointing", "use_gradient_checkpointing")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", validation_alias=AliasChoices("gradient_checkpointing", "use_gradient_checkpointing"),
+        description="Recompute layers in backward to save memory. auto: off when the step fits easily "
+        "(train.step_plan), on otherwise.",
     )
 
     @field_validator("gradient_checkpointing", mode="before")

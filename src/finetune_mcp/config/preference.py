@@ -12,9 +12,12 @@ with its weight in the combined reward Σ wᵢ·rᵢ.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import replace
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from finetune_mcp.config.methods import MemoryExtras
 
 # Built-in rewards (train/grpo/rewards/builtins.py implements them; tests check the two lists agree).
 REWARD_BUILTINS = ("exact", "normalized", "numeric", "regex", "think_format", "length_penalty")
@@ -132,6 +135,43 @@ class GRPOSettings(_Block):
     fused_loss: bool = Field(True, description="Compute log p and H with the project's fused kernel "
                              "(no N×V logits). false = TRL's own loss (no entropy mask or bonus).")
 
+    def check_run(self, config: Any) -> None:
+        """GRPO's two recurring start failures, refused with the fix: no reward, and a generation batch
+        that is not whole groups (TRL: per_device_train_batch_size × GPUs × gradient_accumulation_steps
+        must be divisible by num_generations). `config`: the whole TrainingConfig."""
+        if not self.rewards:
+            raise ValueError("method='grpo' needs at least one reward in grpo.rewards, e.g. "
+                             "[{'function': 'exact', 'column': 'answer'}]")
+        gpus = config.num_gpus if isinstance(config.num_gpus, int) else 1
+        per_device, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+        batch = per_device * gpus * accumulation
+        if batch % self.num_generations:
+            options = sorted({n for n in range(2, batch + 1) if batch % n == 0})
+            raise ValueError(
+                f"the generation batch (per_device_train_batch_size {per_device} × {gpus} GPU(s) × "
+                f"gradient_accumulation_steps {accumulation} = {batch}) is not divisible by grpo.num_generations "
+                f"({self.num_generations}), so a prompt's group would be split; set num_generations to one of "
+                f"{options or '(none: raise the batch)'} or per_device_train_batch_size to a multiple of "
+                f"{self.num_generations}")
+
+    def user_functions(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(function, what it is, the built-in names) of each reward, for the allow-list check at start."""
+        return [(reward.function, "GRPO reward function", REWARD_BUILTINS) for reward in self.rewards]
+
+    @staticmethod
+    def zero_loss_note(block: dict[str, Any]) -> str | None:
+        """Why the loss reads ~0 with β = 0 (`block`: the stored grpo settings)."""
+        if block.get("beta", 0.0) != 0:
+            return None
+        return ("a loss near 0 is expected with grpo.beta = 0: the group's advantages sum to zero and the "
+                "on-policy ratio is 1, so the value says nothing; watch train/reward and train/frac_reward_zero_std "
+                "(1.0 = every group got one reward: nothing to learn)")
+
+    def memory_extras(self, extras: MemoryExtras, config: Any) -> MemoryExtras:
+        """TRL generates a whole generation batch (gradient_accumulation_steps micro-batches) before the
+        first of them trains: its KV cache is that many micro-batches' worth."""
+        return replace(extras, generations=config.gradient_accumulation_steps)
+
     @model_validator(mode="after")
     def _entropy_needs_fused(self) -> GRPOSettings:
         if not self.fused_loss and (self.top_entropy_quantile < 1.0 or self.entropy_bonus > 0):
@@ -152,9 +192,10 @@ class PreferenceRLFields(BaseModel):
 
 
 def zero_loss_note(config: dict) -> str | None:
-    """get_job's explanation of a zero loss for a GRPO run with β = 0 (spec.json as a mapping)."""
-    if config.get("task") != "grpo" or (config.get("grpo") or {}).get("beta", 0.0) != 0:
-        return None
-    return ("a loss near 0 is expected with grpo.beta = 0: the group's advantages sum to zero and the on-policy "
-            "ratio is 1, so the value says nothing; watch train/reward and train/frac_reward_zero_std (1.0 = every "
-            "group got one reward: nothing to learn)")
+    """get_job's explanation of a zero loss for a run whose method's block explains one (spec.json as
+    a mapping): GRPO with β = 0."""
+    from finetune_mcp.config.methods import method_of
+
+    block = method_of(config).settings_block
+    note = getattr(PreferenceRLFields.model_fields[block].annotation, "zero_loss_note", None) if block else None
+    return note(config.get(block) or {}) if note else None

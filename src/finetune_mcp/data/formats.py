@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from finetune_mcp.config.methods import method_for_format
 from finetune_mcp.data import preference
 from finetune_mcp.data.ranking import EXPECTED as RANKING_EXPECTED
 from finetune_mcp.data.ranking import (
@@ -40,21 +41,25 @@ _EXPECTED = {
 }
 
 
-def detect_format(row: Any, *, path: Path | str, line: int, accepted: tuple[str, ...] | None = None) -> str:
+def detect_format(row: Any, *, path: Path | str, line: int, accepted: tuple[str, ...] = ()) -> str:
     """The format a row's keys announce; an error listing the keys when none matches. `accepted`: the
-    preference / prompt-only formats the method trains on (None: the instruction and ranking formats)."""
+    formats the training method takes (its descriptor's): a preference / prompt-only row is read as
+    such only when the method takes it, and a method that takes only those refuses other rows here,
+    at their line."""
     row = _as_object(row, path=path, line=line)
     found = preference.detect(row)
-    if accepted is not None:
-        if found in accepted:
-            return found
+    if found is not None and found in accepted:
+        return found
+    if accepted and set(accepted) <= set(preference.FORMATS):
         raise DatasetError(
-            f"the row has keys {sorted(row)}, but this method trains on "
+            f"the row has keys {sorted(row)}, but this training method takes "
             + "; or ".join(preference.EXPECTED[f] for f in accepted) + ". Rename the fields or pick another method",
             path=path, line=line)
-    if found in (*preference.PREFERENCE_FORMATS, preference.UNPAIRED_FORMAT):
-        raise DatasetError(f"this is a {found.replace('_', ' ')} row (keys {sorted(row)}); train on it with "
-                           "method='dpo', 'orpo' or 'kto', or give chat/instruction rows", path=path, line=line)
+    if found is not None and found != preference.PROMPT_ONLY_FORMAT:
+        owner = method_for_format(found)
+        use = f"method={owner.name!r}" if owner else "a preference method"
+        raise DatasetError(f"this is a {found.replace('_', ' ')} row (keys {sorted(row)}); train on it with {use}, "
+                           "or give rows this method takes", path=path, line=line)
     if is_ranking_row(row):  # before "instruction": ranking rows may carry an instruction too
         return detect_ranking_format(row)
     if "messages" in row:

@@ -32,7 +32,7 @@ from finetune_mcp.data.hub import (
     offline,
     split_files,
 )
-from finetune_mcp.data.ranking import NESTED_RANKING_FIELDS, check_task_data
+from finetune_mcp.data.ranking import NESTED_RANKING_FIELDS, check_accepted
 from finetune_mcp.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def load_examples(config: DataConfig) -> LoadedData:
             removed[name] = removed.get(name, 0) + count
     if not examples:
         raise DatasetError(_empty_message(rows_read, removed), path=source.location)
-    examples = check_task_data(config.task, examples, formats, source.location)  # rerank: one group per query
+    examples = check_accepted(config.accepted_formats, examples, formats, source.location)  # ranking: one group per query
     train, validation = subset_and_split(examples, config.max_examples, config.validation_split,
                                          config.data_split_seed)
     return LoadedData(

@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, NoReturn
 
+from finetune_mcp.config.methods import method_for_format
 from finetune_mcp.errors import DatasetError
 
 RANKING_FORMATS = ("ranking", "triples", "graded")
@@ -68,26 +69,23 @@ def normalize_ranking_row(row: dict[str, Any], fmt: str, *, path: Path | str, li
     return {"query": query, "instruction": instruction, "docs": docs, "relevance": relevance}
 
 
-def check_task_data(task: str, examples: list[dict[str, Any]], formats: set[str], source: str) -> list[dict[str, Any]]:
-    """Refuse a dataset that does not fit the task (ranking rows for sft, chat rows for rerank);
-    for rerank, merge rows of the same query into one group. Returns the examples to split."""
-    ranking = formats & set(RANKING_FORMATS)
-    if task == "rerank":
-        other = sorted(formats - set(RANKING_FORMATS))
-        if other:
-            raise DatasetError(
-                f"task='rerank' needs ranking rows, but the data is in {', '.join(other)} format; give rows with "
-                "'query' + 'positive'/'positives' + 'negatives', MS MARCO-style 'query'/'positive'/'negative' "
-                "triples, or 'query' + 'docs' with 'relevance' (or set task='sft')",
-                path=source,
-            )
-        return merge_query_groups(examples)
-    if ranking:
+def check_accepted(accepted: tuple[str, ...], examples: list[dict[str, Any]], formats: set[str],
+                   source: str) -> list[dict[str, Any]]:
+    """Refuse a dataset whose formats the training method does not take (`accepted`, from its
+    descriptor); rows of ranking formats are merged into one group per query. Returns the examples
+    to split."""
+    refused = sorted(formats - set(accepted))
+    if refused:
+        hint = method_for_format(refused[0])
         raise DatasetError(
-            f"these are ranking rows ({', '.join(sorted(ranking))} format); set task='rerank' to fine-tune a "
-            "reranker on them, or give chat/instruction data for task='sft'",
+            f"the data is in {', '.join(refused)} format, but the training method takes "
+            f"{', '.join(accepted)} rows; "
+            + (f"set method={hint.name!r} to train on {refused[0]} rows, or give such rows" if hint
+               else "give such rows"),
             path=source,
         )
+    if formats & set(RANKING_FORMATS):
+        return merge_query_groups(examples)
     return examples
 
 

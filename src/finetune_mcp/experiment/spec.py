@@ -30,6 +30,7 @@ from finetune_mcp.config import (
     build_config,
     format_validation_error,
 )
+from finetune_mcp.config.methods import METHODS
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.experiment.metrics import known_names
 
@@ -167,9 +168,9 @@ class ExperimentSpec(EnhancedTrainingConfig):
             raise ValueError("num_gpus: an experiment runs its runs one after another on one device; use num_gpus=1")
         if self.resume_from_checkpoint:
             raise ValueError("resume_from_checkpoint: each run of an experiment starts fresh; drop it")
-        if self.primary_metric is not None and self.primary_metric not in known_names(self.task):
-            raise ValueError(f"primary_metric {self.primary_metric!r} is not a metric of task={self.task!r}; "
-                             f"use one of {', '.join(known_names(self.task))}")
+        if self.primary_metric is not None and self.primary_metric not in known_names(self.method):
+            raise ValueError(f"primary_metric {self.primary_metric!r} is not a metric of method={self.method!r}; "
+                             f"use one of {', '.join(known_names(self.method))}")
         for arm in self.arms:  # every run's config must be valid, or the experiment would fail halfway
             self.run_config(arm, self.seeds[0])
         return self
@@ -191,9 +192,10 @@ class ExperimentSpec(EnhancedTrainingConfig):
     def run_config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> EnhancedTrainingConfig:
         """The training config of one run: the shared settings, the arm's loss, the seed, the fixed split."""
         data = self.model_dump(exclude={*EXPERIMENT_FIELDS, "ignored_fields"})
+        blocks = [m.settings_block for m in METHODS.values() if m.settings_block]
         for block, fields in arm.method_settings.items():
-            if block not in ("dpo", "kto", "orpo", "grpo"):
-                raise ConfigError(f"arm {arm.name!r}: method_settings has {block!r}; use dpo, kto, orpo or grpo")
+            if block not in blocks:
+                raise ConfigError(f"arm {arm.name!r}: method_settings has {block!r}; use one of {', '.join(blocks)}")
             data[block] = {**data[block], **fields}
         data.update(enable_entropy_weighting=arm.enable_entropy_weighting, entropy={**data["entropy"], **arm.entropy},
                     seed=seed, split_seed=self.data_split_seed, run_dir=str(run_dir) if run_dir else None)

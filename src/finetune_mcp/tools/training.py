@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
+from finetune_mcp.config.methods import METHOD_HELP, METHOD_NAMES
+from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
@@ -62,6 +64,9 @@ class JobView(BaseModel):
 
 class StartResult(JobView):
     ignored_fields: list[str] = Field(description="GRANGER config fields accepted but not used.")
+    warnings: list[str] = Field(default_factory=list, description="What the start check found worth fixing but "
+                                "not refusing (e.g. a GRPO reward that gives one value to every probe completion: "
+                                "zero advantage, nothing to learn).")
     consent: ConsentRecord | None = Field(None, description="On RunPod: the GPU type, price and spending cap the "
                                           "user agreed to before the pod was rented, and how.")
 
@@ -123,18 +128,8 @@ BatchSizeArg = Annotated[int | None, Field(description="Default 2.", ge=1, le=10
 AccumulationArg = Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)]
 SeqLengthArg = Annotated[int | None, Field(description="Tokens per example (default 2048).", ge=16, le=131072)]
 FourBitArg = Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")]
-TaskArg = Annotated[Literal["sft", "rerank", "dpo", "kto", "orpo", "grpo"] | None, Field(
-    description="The training method (`task` is its old name). sft (default): chat/instruction data. rerank: a "
-    "Qwen3-Reranker-style yes/no reranker on ranking data (query + positive(s)/negatives, triples, or query + docs "
-    "with relevance). dpo / orpo: preference pairs {prompt, chosen, rejected} (or {chosen, rejected} sharing the "
-    "prompt; strings or message lists). kto: {prompt, completion, label} rows or pairs (split into good/bad). grpo: "
-    "prompt-only rows {prompt, answer, ...} + rewards. Method settings go in config_overrides under the method's "
-    "name; safe defaults: dpo {beta: 0.1, loss_type: ['sigmoid']}, kto {beta: 0.1, desirable_weight: 1, "
-    "undesirable_weight: 1}, orpo {beta: 0.1}, grpo {num_generations: 4, max_completion_length: 256, beta: 0 (no "
-    "reference model), loss_type: 'dapo', scale_rewards: 'group', top_entropy_quantile: 1.0 (0.2 = the policy term trains only the "
-    "top 20 % entropy tokens), entropy_bonus: 0, rewards: [{function: exact|normalized|numeric (column, tolerance) | "
-    "regex (pattern) | think_format | length_penalty (target_length) | 'pkg.mod:fn', weight: 1}]}; "
-    "per_device_train_batch_size × gradient_accumulation_steps must be divisible by grpo.num_generations.")]
+MethodArg = Annotated[Literal[METHOD_NAMES] | None, Field(description=METHOD_HELP)]
+TaskArg = Annotated[Literal[METHOD_NAMES] | None, Field(description="The older name of `method`; give one of them.")]
 WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "
                                           "'pkg.module:fn'.", max_length=200)]
 NumGpusArg = Annotated[int | Literal["auto"] | None, Field(
@@ -143,6 +138,14 @@ OverridesArg = Annotated[dict[str, Any] | None, Field(
     description="Any other EnhancedTrainingConfig field, e.g. {\"lora_alpha\": 64, \"warmup_ratio\": 0.05, "
     "\"dataset_format\": \"messages\", \"entropy\": {\"scale\": 2.0}, \"save_merged\": true}. "
     "The typed parameters above take precedence.")]
+
+
+def chosen_method(method: str | None, task: str | None) -> str | None:
+    """`method`, or `task` (its older name) when only that is given; both must agree."""
+    if method and task and method != task:
+        raise ConfigError(f"method={method!r} and task={task!r} disagree; `task` is the older name of `method`: "
+                          "give one of them", field="method")
+    return method or task
 
 
 def training_config(model: str, dataset: str, entropy_weighting: bool, config_overrides: dict[str, Any] | None,
@@ -175,11 +178,11 @@ def register(mcp: FastMCP) -> None:
         gradient_accumulation_steps: AccumulationArg = None,
         max_seq_length: SeqLengthArg = None,
         load_in_4bit: FourBitArg = None,
+        method: MethodArg = None,
         task: TaskArg = None,
         entropy_weight_fn: WeightFnArg = None,
         num_gpus: NumGpusArg = None,
         config_overrides: OverridesArg = None,
-        method: TaskArg = None,
         max_cost_usd: Annotated[float | None, Field(
             description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
             "reaches it (default FINETUNE_MCP_RUNPOD_MAX_COST_USD, else none).", gt=0, le=100_000)] = None,
@@ -203,7 +206,8 @@ def register(mcp: FastMCP) -> None:
             num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
             per_device_train_batch_size=per_device_train_batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
-            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=method or task,
+            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
+            method=chosen_method(method, task),
         )
         started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
                                            max_cost_usd=max_cost_usd)
@@ -211,7 +215,8 @@ def register(mcp: FastMCP) -> None:
             return started  # type: ignore[return-value]  # 2026-07-28: the client asks the user, then calls again
         job, consent = started
         view = job_view(manager, job)
-        return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent)
+        return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent,
+                           warnings=job.config.get("start_warnings") or [])
 
     @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
     async def get_job(job_id: JobId) -> JobView:

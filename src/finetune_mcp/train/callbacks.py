@@ -4,7 +4,9 @@
   per logging window, hparams with the final metrics.
 - `EventsCallback`: events.jsonl lines (progress, eval, epoch ends) that the job manager tails,
   and entropy/epoch_<k>.json for the model card.
-Observers must not break a run, but a run whose progress nobody can see is not fine either: write
+Entropy is used where the trainer keeps it (`entropy_tracker`): SFT's and the reranker's trainers
+do; a TRL trainer without entropy bookkeeping (DPO, GRPO, ...) gets the same events and scalars
+without the entropy parts. Observers must not break a run, but a run whose progress nobody can see is not fine either: write
 errors propagate (disk full is a real failure).
 """
 
@@ -38,18 +40,21 @@ _EVAL_TAGS = {
 }
 
 
-# Preference / RL metrics TRL logs (DPO/KTO/ORPO: rewards/*, logps/*; GRPO: reward, kl, completions/*,
-# entropy/*): kept under train/<key> and eval/<key> as TRL names them.
-_METHOD_KEYS = ("rewards/", "logps/", "reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length",
-                "entropy", "entropy/", "nll_loss", "log_odds_ratio")
+def entropy_tracker(trainer: Any, mode: str = "train") -> Any | None:
+    """The trainer's entropy tracker for `mode`, or None for a trainer that keeps none."""
+    trackers = getattr(trainer, "entropy_trackers", None)
+    return trackers.get(mode) if trackers else None
 
 
-def _method_key(key: str) -> bool:
-    return any(key == k or (k.endswith("/") and key.startswith(k)) for k in _METHOD_KEYS)
+def _logged_key(key: str, logged: tuple[str, ...]) -> bool:
+    return any(key == k or (k.endswith("/") and key.startswith(k)) for k in logged)
 
 
-def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
+def tagged_metrics(logs: dict[str, Any], logged: tuple[str, ...] = ()) -> dict[str, float]:
     """Map a Trainer log dict onto our metric names, dropping anything non-numeric or unknown.
+
+    `logged`: the method's own log keys as its TRL trainer names them (the descriptor's
+    `logged_metrics`; a key ending in "/" is a prefix), kept as train/<key> and eval/<key>.
 
     Only training-step logs (with `loss`) and evaluations (with `eval_loss`) count; the Trainer's
     end-of-training summary (train_runtime, ...) is not a step.
@@ -65,28 +70,30 @@ def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
     prefix = "eval_" if "eval_loss" in logs else ""
     for key, value in logs.items():
         name = key[len(prefix):] if key.startswith(prefix) else None
-        if name and _method_key(name) and isinstance(value, int | float) and math.isfinite(value):
+        if name and _logged_key(name, logged) and isinstance(value, int | float) and math.isfinite(value):
             out.setdefault(f"{'eval' if prefix else 'train'}/{name}", float(value))
     return out
 
 
 class TensorBoardCallback(TrainerCallback):
-    def __init__(self, run: RunDirectory, trainer_ref: Any, hparams: dict[str, Any]) -> None:
+    def __init__(self, run: RunDirectory, trainer_ref: Any, hparams: dict[str, Any],
+                 logged: tuple[str, ...] = ()) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(run.tensorboard))
         self.trainer = trainer_ref
         self.hparams = hparams
+        self.logged = logged
         self.final: dict[str, float] = {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        metrics = tagged_metrics(logs)
+        metrics = tagged_metrics(logs, self.logged)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, state.global_step)
         self.final.update(metrics)
-        window = self.trainer.last_entropy_window
+        window = getattr(self.trainer, "last_entropy_window", None)
         if "loss" in logs and window is not None and window.numel():
             self.writer.add_histogram(M.ENTROPY_HISTOGRAM, window, state.global_step)
         self.writer.flush()
@@ -106,8 +113,10 @@ class TensorBoardCallback(TrainerCallback):
 class EventsCallback(TrainerCallback):
     """Progress for the job manager (events.jsonl) and per-epoch entropy files for the card."""
 
-    def __init__(self, run: RunDirectory, trainer_ref: Any, tokenizer: Any, clock=time.monotonic) -> None:
+    def __init__(self, run: RunDirectory, trainer_ref: Any, tokenizer: Any, clock=time.monotonic,
+                 logged: tuple[str, ...] = ()) -> None:
         self.run = run
+        self.logged = logged
         self.trainer = trainer_ref
         self.tokenizer = tokenizer
         self.clock = clock
@@ -123,7 +132,7 @@ class EventsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        metrics = tagged_metrics(logs)
+        metrics = tagged_metrics(logs, self.logged)
         if not metrics:  # e.g. the final train_runtime summary
             return
         kind = "eval" if "eval_loss" in logs else "progress"
@@ -134,7 +143,12 @@ class EventsCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self._epoch_index += 1
-        summary = self.trainer.entropy_trackers["train"].epoch_summary(self._epoch_index, self._decode)
+        tracker = entropy_tracker(self.trainer)
+        if tracker is None:  # a trainer without entropy bookkeeping: the epoch end alone
+            self.run.write_event("epoch_end", step=state.global_step, total_steps=state.max_steps,
+                                 epoch=self._epoch_index)
+            return
+        summary = tracker.epoch_summary(self._epoch_index, self._decode)
         self.run.write_json(self.run.entropy / f"epoch_{self._epoch_index}.json", summary)
         self.run.write_event("epoch_end", step=state.global_step, total_steps=state.max_steps,
                              epoch=self._epoch_index, entropy_mean=summary["mean"],

@@ -6,11 +6,12 @@ as training, so "validation" means the rows training held out) — plus its own:
 optimiser fields. `check_evaluation_start` and `place_evaluation` are its start checks and
 placement (kinds.py).
 
-What it measures, on the dataset's query groups (rerank) or examples (sft):
-  rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`ranking_metrics`), from the
-          model's P(yes) in the Qwen3-Reranker prompt
+What it measures is the method's (`evaluate` hook of `train/<method>/method.py`; the names it
+accepts are the descriptor's `eval_metrics`):
+  rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`rerank/metrics`), from the
+          model's P(yes) in the Qwen3-Reranker prompt, on query groups
   sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats),
-          token_accuracy (share of trained tokens whose most likely token is the target)
+          token_accuracy (share of trained tokens whose most likely token is the target), on examples
 Results: result.json, an `eval` event whose metrics get_job shows (`rank/eval/mrr@10`, ...,
 `eval/loss`, ...), and progress events (step = batches scored) while it runs.
 """
@@ -19,38 +20,34 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
+from finetune_mcp.config.methods import METHODS, get_method, method_for_metrics
+from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.errors import ConfigError, DatasetError
 from finetune_mcp.jobs.placement import Placement
-from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
-from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS, check_metric_names, rank_tag
 
 log = logging.getLogger("finetune_mcp.evaluate")
 
-TASK_METRICS = ("loss", "perplexity", "entropy", "token_accuracy")
-_TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M.EVAL_ENTROPY_MEAN,
-              "token_accuracy": "eval/token_accuracy"}
-ARGMAX_CHUNK = 1024  # tokens per lm_head product when finding the argmax: [1024, V] logits, 0.3 GB at V = 152k bf16
 
 
-class EvaluationSpec(DataConfig, ModelFields):
-    """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`."""
+class EvaluationSpec(PreferenceRLFields, DataConfig, ModelFields):
+    """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`. The method
+    settings blocks are there for methods that score with them (GRPO: its rewards), copied from the job."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     kind: Literal["evaluate"] = "evaluate"
     adapter: str | None = Field(None, description="LoRA adapter folder (a run's adapter/) applied to `model`.")
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=20)
+    metrics: list[str] = Field(default_factory=lambda: list(method_for_metrics(None).default_eval_metrics),
+                               min_length=1, max_length=20)
     split: Literal["all", "validation"] = Field(
         "all", description="all: every row; validation: the held-out part of the seeded split (as in training).")
     source_job: str | None = Field(None, description="The job whose adapter is evaluated, if any.")
@@ -63,29 +60,21 @@ class EvaluationSpec(DataConfig, ModelFields):
     @classmethod
     def _known_metrics(cls, value: list[str]) -> list[str]:
         names = [m.strip().lower() for m in value]
-        ranking = [m for m in names if m not in TASK_METRICS]
-        if ranking:
-            try:
-                check_metric_names(ranking)
-            except ConfigError as exc:
-                raise ValueError(str(exc).removeprefix("metrics: ")) from None
+        unknown = [m for m in names if not any(method.accepts_metric(m) for method in METHODS.values())]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; use " + "; ".join(
+                f"{method.metric_help} (method={method.name!r})" for method in METHODS.values()))
         return list(dict.fromkeys(names))
 
     @model_validator(mode="after")
-    def _metrics_fit_task(self) -> EvaluationSpec:
-        task_metrics = [m for m in self.metrics if m in TASK_METRICS]
-        if self.task == "rerank" and task_metrics:
-            raise ValueError(f"{task_metrics} are metrics of task='sft' data; for ranking data use mrr@k, ndcg@k, "
-                             "recall@k, precision@k, map or accuracy")
-        if self.task == "sft" and len(task_metrics) < len(self.metrics):
-            raise ValueError(f"ranking metrics need task='rerank' (ranking data); for task='sft' use "
-                             f"{', '.join(TASK_METRICS)}")
+    def _metrics_fit_method(self) -> EvaluationSpec:
+        method = get_method(self.method)
+        foreign = [m for m in self.metrics if not method.accepts_metric(m)]
+        if foreign:
+            owner = method_for_metrics(foreign)
+            raise ValueError(f"{foreign} are not metrics of method={method.name!r}; for its {method.unit} use "
+                             f"{method.metric_help} ({foreign[0]!r} is a metric of method={owner.name!r})")
         return self
-
-
-def metrics_task(metrics: list[str] | None) -> str:
-    """The task a metric list implies: sft for loss/perplexity/entropy, rerank otherwise (the default)."""
-    return "sft" if metrics and all(m.strip().lower() in TASK_METRICS for m in metrics) else "rerank"
 
 
 def check_evaluation_start(spec: EvaluationSpec, settings: Settings) -> EvaluationSpec:
@@ -130,24 +119,23 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
     if not rows:
         raise DatasetError("the validation split is empty; use split='all' or a larger validation_split",
                            path=data.source)
+    from finetune_mcp.train.methods import implementation
+
+    method = get_method(spec.method)
     model, tokenizer, device = _load(spec)
     log.info("evaluating %s%s on %d %s of %s (%s) on %s", spec.model, f" + {spec.adapter}" if spec.adapter else "",
-             len(rows), "queries" if spec.task == "rerank" else "examples", data.source, spec.split, device)
+             len(rows), method.unit, data.source, spec.split, device)
 
     def progress(done: int, total: int) -> None:
         run.write_event("progress", step=done, total_steps=total, eta_s=_eta(started, done, total))
 
-    if spec.task == "rerank":
-        values, extra = _rank(spec, model, tokenizer, rows, progress)
-        tagged = {rank_tag("eval", k): v for k, v in values.items()}
-    else:
-        values, extra = _task_metrics(spec, model, tokenizer, rows, progress)
-        tagged = {_TASK_TAGS[k]: v for k, v in values.items()}
+    values, tagged, extra = implementation(method).evaluate(spec, model, tokenizer, rows, progress)
     run.write_event("eval", step=0, metrics=tagged, phase="evaluate")
     result = {
         "status": "succeeded",
         "kind": "evaluate",
-        "task": spec.task,
+        "method": spec.method,
+        "task": spec.method,  # the name results had before methods were named
         "metrics": values,
         "tagged_metrics": tagged,
         "model": spec.model,
@@ -184,71 +172,6 @@ def _load(spec: EvaluationSpec) -> tuple[Any, Any, str]:
         model = PeftModel.from_pretrained(model, spec.adapter)
     _ensure_pad_token(tokenizer)
     return model.eval(), tokenizer, torch.cuda.get_device_name(0) if cuda else "cpu"
-
-
-def _rank(spec, model, tokenizer, groups, progress) -> tuple[dict[str, float], dict[str, Any]]:
-    from finetune_mcp.train.rerank.metrics import ScoredGroup, compute_metrics
-    from finetune_mcp.train.rerank.prompt import RerankPrompt, score_groups
-
-    prompt = RerankPrompt(tokenizer, spec.max_seq_length, spec.rerank_instruction)
-    scores = score_groups(model, prompt, groups, batch_size=spec.eval_batch_size, on_batch=progress)
-    values = compute_metrics([ScoredGroup(s, g["relevance"]) for s, g in zip(scores, groups, strict=True)],
-                             spec.metrics)
-    return values, {"num_documents": sum(len(g["docs"]) for g in groups), "truncated_pairs": prompt.truncated}
-
-
-def _task_metrics(spec, model, tokenizer, examples, progress) -> tuple[dict[str, float], dict[str, Any]]:
-    values = score_examples(model, tokenizer, examples, max_seq_length=spec.max_seq_length,
-                            assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
-                            on_batch=progress)
-    return {k: values[k] for k in spec.metrics}, {"tokens": values["tokens"]}
-
-
-def score_examples(model: Any, tokenizer: Any, examples: list[dict[str, Any]], *, max_seq_length: int,
-                   assistant_only_loss: bool = True, batch_size: int = 16,
-                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
-    """Mean CE per trained token (as training's eval loss, unweighted), its exp (perplexity), the mean
-    predictive entropy and the token accuracy (argmax = target) of `model` on normalised examples,
-    over the tokens training would put loss on. Shared by `evaluate_model` and experiments, so both
-    score the same way. `tokens` is how many tokens were scored."""
-    import torch
-
-    from finetune_mcp.data.chat_tokens import tokenize_examples
-    from finetune_mcp.kernels import linear_entropy_ce
-    from finetune_mcp.train.rerank.prompt import pad_right
-    from finetune_mcp.train.sft_trainer import IGNORE_INDEX, shift_labels, unwrap_causal_lm
-
-    dataset = tokenize_examples(examples, tokenizer, max_seq_length, assistant_only_loss)
-    causal_lm = unwrap_causal_lm(model)
-    device = next(causal_lm.parameters()).device
-    head = causal_lm.lm_head
-    ce_sum = entropy_sum = 0.0
-    tokens = correct = 0
-    batches = math.ceil(len(dataset) / batch_size)
-    with torch.no_grad():
-        for index, start in enumerate(range(0, len(dataset), batch_size), 1):
-            rows = dataset[start : start + batch_size]
-            ids, mask = pad_right(rows["input_ids"], tokenizer.pad_token_id or 0, device)
-            labels, _ = pad_right(rows["labels"], IGNORE_INDEX, device)
-            hidden = causal_lm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            targets = shift_labels(labels, None).reshape(-1)
-            valid = targets != IGNORE_INDEX
-            scored, wanted = hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid], targets[valid]  # [N, d], [N]
-            out = linear_entropy_ce(scored, head.weight, wanted, weight_fn=None, bias=head.bias)
-            ce_sum += float(out.ce.sum())
-            entropy_sum += float(out.entropy.sum())
-            for chunk in range(0, scored.shape[0], ARGMAX_CHUNK):  # never [N, V] logits at once
-                predicted = head(scored[chunk : chunk + ARGMAX_CHUNK]).argmax(-1)  # [n]
-                correct += int((predicted == wanted[chunk : chunk + ARGMAX_CHUNK]).sum())
-            tokens += int(valid.sum())
-            if on_batch is not None:
-                on_batch(index, batches)
-    if not tokens:
-        raise DatasetError("no example has a token to score (every label is masked); check the data's assistant "
-                           "turns or set assistant_only_loss=false")
-    loss = ce_sum / tokens
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "entropy": entropy_sum / tokens,
-            "token_accuracy": correct / tokens, "tokens": tokens}
 
 
 def _eta(started: float, done: int, total: int) -> float | None:

@@ -44,19 +44,35 @@ def load_base(model_name: str) -> tuple[Any, Any]:
 
 
 def generate_replies(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict[str, str]]],
-                     max_new_tokens: int = 16) -> list[str]:
+                     max_new_tokens: int = 16, batch_size: int = 64) -> list[str]:
     """Greedy assistant replies, via the tokenizer's chat template, to single-turn user prompts or
     to conversations (lists of {"role", "content"} messages, e.g. a held-out row without its last
-    assistant turn)."""
+    assistant turn).
+
+    Prompts go `batch_size` at a time, left-padded (a decoder continues from the last position, so
+    padding must sit before the prompt): scoring 90 short held-out answers one prompt at a time cost
+    26-30 s on an H100 for a 135M model, one batch of them well under a second. A finished row keeps
+    emitting pad tokens until the batch is done; they are cut when decoding.
+    """
     import torch
 
-    replies = []
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        replies.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}] if isinstance(p, str) else p,
+                                      tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    replies: list[str] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new = out[:, batch["input_ids"].shape[1]:]
+            replies += [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
     return replies

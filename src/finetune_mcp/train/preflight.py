@@ -13,7 +13,6 @@ from typing import TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
 from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
-from finetune_mcp.config.preference import REWARD_BUILTINS
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.user_functions import UserFunctionError, check_resolves, require_allowed
 
@@ -23,35 +22,19 @@ Spec = TypeVar("Spec", bound=DataConfig)
 def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     """The `train` kind's start check: `config` with local model/dataset paths made absolute, or
     the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
-    that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
+    that need secrets (HF_TOKEN reaches the Hub client through the environment). The method's own
+    start check (`train.methods.check_method_start`: GRPO calls its rewards) runs last, on checked
+    data; its warnings are kept in `start_warnings`, which the start tools return."""
+    from finetune_mcp.train.methods import check_method_start
+
     check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
-    for reward in config.grpo.rewards if config.task == "grpo" else ():
-        check_user_function(reward.function, "GRPO reward function", REWARD_BUILTINS)
+    for function, what, builtins in getattr(config.method_settings, "user_functions", list)():
+        check_user_function(function, what, builtins)
     if config.resume_from_checkpoint:
         config = config.model_copy(update={"resume_from_checkpoint": check_checkpoint(config.resume_from_checkpoint)})
     config = check_model_and_data(config)
-    if config.task == "grpo":
-        check_grpo_rewards(config)
-    return config
-
-
-def check_grpo_rewards(config: TrainingConfig) -> list[str]:
-    """Call every reward on the first rows as TRL would (`train.grpo.rewards.check`): a ConfigError
-    with the fix for a signature, return-type or column error; the warnings (constant rewards) back,
-    also logged."""
-    import logging
-
-    from finetune_mcp.data.loader import load_examples
-    from finetune_mcp.train.grpo.rewards.check import RewardCheckError, check_rewards
-
-    data = load_examples(config.data)
-    try:
-        warnings = check_rewards(config.grpo.rewards, (data.train + data.validation)[:3])
-    except RewardCheckError as exc:
-        raise ConfigError(str(exc), field="grpo.rewards") from None
-    for warning in warnings:
-        logging.getLogger("finetune_mcp.preflight").warning(warning)
-    return warnings
+    warnings = check_method_start(config)
+    return config.model_copy(update={"start_warnings": warnings}) if warnings else config
 
 
 # What transformers' Trainer saves in each checkpoint-N folder: its state, and the weights (a PEFT

@@ -1,6 +1,6 @@
-"""What the TRL-trainer methods (DPO, KTO, ORPO, GRPO) share: the TrainingArguments fields every
-TRL config takes, the project's sinks (events, TensorBoard, throughput) and the entropy trackers
-the sinks read.
+"""What the TRL-trainer methods (DPO, KTO, ORPO, GRPO) share beyond the builder's base
+(`train.builder`: TrainingArguments fields, sinks): the entropy trackers the sinks read, and a CPU
+stand-in for TRL's Triton-only LM head.
 
 TRL 1.15's DPO/KTO trainers compute log-probabilities through TRL's own Triton kernel
 (`add_fused_lm_head`), even on a CPU, where Triton's interpreter cannot run it. On a machine without
@@ -10,15 +10,7 @@ full logits, one micro-batch at a time: fine for the tiny CPU models, never used
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-from finetune_mcp.train.loop import BuiltTrainer, TrainingRun
-
-
-def prepare_trl() -> None:
-    """Call before importing trl in a worker (kept as the one place for TRL's process settings)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def torch_lm_head(model: Any, temperature: float = 1.0) -> None:
@@ -57,47 +49,14 @@ def torch_lm_head(model: Any, temperature: float = 1.0) -> None:
     model.forward = types.MethodType(forward, model)
 
 
-def base_args(training: TrainingRun, evaluate: bool) -> dict[str, Any]:
-    """The TrainingArguments fields every TRL config shares, from the run's config."""
-    import torch
-
-    config, run = training.config, training.run
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    return dict(
-        output_dir=str(run.checkpoints),
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_steps or config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=config.resolved_optim,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        eval_strategy=("steps" if config.eval_steps else "epoch") if evaluate else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps" if config.save_steps else "epoch",
-        save_steps=config.save_steps or 500,
-        save_total_limit=2,
-        bf16=bf16,
-        fp16=cuda and not bf16,
-        use_cpu=not cuda,
-        report_to="none",
-        disable_tqdm=True,
-        gradient_checkpointing=config.gradient_checkpointing and training.loaded.backend == "hf" and cuda,
-        dataloader_num_workers=0,
-    )
-
-
 class MethodTrainerMixin:
     """Gives a TRL trainer the attributes the project's callbacks and `fit_and_save` read: entropy
-    trackers (GRPO fills them with its completion tokens' entropies; DPO/KTO/ORPO leave them empty)."""
+    trackers (GRPO fills them with its completion tokens' entropies; DPO/KTO/ORPO leave them empty).
+    `run_config` (the run's TrainingConfig) is the one keyword it adds to the trainer's own."""
+
+    def __init__(self, *args: Any, run_config: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_trackers(run_config)
 
     def _init_trackers(self, config: Any) -> None:
         from finetune_mcp.train.entropy import EntropyTracker
@@ -113,25 +72,6 @@ class MethodTrainerMixin:
             torch_lm_head(model, getattr(self, "temperature", 1.0))
             if getattr(self, "ref_model", None) is not None:
                 torch_lm_head(self.ref_model, getattr(self, "temperature", 1.0))
-
-
-def attach_sinks(trainer: Any, training: TrainingRun, hparams: dict[str, Any]) -> BuiltTrainer:
-    """Events, TensorBoard and throughput callbacks on `trainer` (as `loop.build_trainer` does)."""
-    from transformers import PrinterCallback
-
-    from finetune_mcp.train.callbacks import EventsCallback, PerfCallback, TensorBoardCallback
-
-    config, loaded = training.config, training.loaded
-    base = {"model": config.model, "method": config.task, "lora_r": config.lora_r, "learning_rate": config.learning_rate,
-            "batch_size": config.per_device_train_batch_size, "grad_accum": config.gradient_accumulation_steps,
-            "seed": config.seed, "backend": loaded.backend}
-    trainer.remove_callback(PrinterCallback)
-    tb = TensorBoardCallback(training.run, trainer, {**base, **hparams})
-    trainer.add_callback(tb)
-    trainer.add_callback(EventsCallback(training.run, trainer, loaded.tokenizer))
-    perf = PerfCallback()
-    trainer.add_callback(perf)
-    return BuiltTrainer(trainer, tb, perf)
 
 
 def to_dataset(rows: list[dict[str, Any]]) -> Any:

@@ -4,8 +4,9 @@ This is the `train` kind's worker body (local process, RunPod pod, CLI `train`, 
 writes the run directory described in `runs/rundir.py` and nothing outside it. Order matters: the
 backend is resolved first because Unsloth must be imported before transformers and TRL.
 
-`METHODS` is the task table: `config.task` → the method that turns loaded data and model into a
-finished run. Adding a training method is a module (or folder) under `train/` plus one line here.
+The method that turns loaded data and model into a finished run is the `train` hook of the
+config's method (`train.methods.implementation`, from the registry in `config.methods`). Adding a
+training method is a folder under `train/` plus one line in that registry; nothing here changes.
 """
 
 from __future__ import annotations
@@ -20,31 +21,17 @@ from typing import TYPE_CHECKING, Any
 from finetune_mcp.config import EnhancedTrainingConfig
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import worker_session
-from finetune_mcp.train import sft
-from finetune_mcp.train.dpo.workflow import train_dpo
-from finetune_mcp.train.grpo.workflow import train_grpo
-from finetune_mcp.train.kto.workflow import train_kto
 from finetune_mcp.train.loop import TrainingRun, leave_process_group
-from finetune_mcp.train.orpo.workflow import train_orpo
-from finetune_mcp.train.rerank import workflow as rerank
+from finetune_mcp.train.methods import implementation
 
 if TYPE_CHECKING:
     from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.train.step_plan import StepPlan
 
 log = logging.getLogger("finetune_mcp.run")
 
 # (config, backend) -> the model with LoRA attached; `train.model.load_model` unless a caller shares one
 ModelLoader = Callable[[EnhancedTrainingConfig, str], "LoadedModel"]
-
-METHODS: dict[str, Callable[[TrainingRun], dict[str, Any]]] = {
-    "sft": sft.train_sft,
-    "rerank": rerank.train_reranker,  # the Qwen3-Reranker objective: its own rows, loss and ranking metrics
-    "dpo": train_dpo,
-    "kto": train_kto,
-    "orpo": train_orpo,
-    "grpo": train_grpo,
-}
-
 
 def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
                  load_model: ModelLoader | None = None) -> dict[str, Any]:
@@ -55,7 +42,8 @@ def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
     process on the same base model (an experiment loads it once and re-initialises LoRA per run).
     """
     with worker_session(RunDirectory(Path(run_dir)), config, "training") as run:
-        result = METHODS[config.task](_load(config, run, load_model))
+        method = implementation(config.method)  # before the load: a broken method fails in a second
+        result = method.train(_load(config, run, load_model))
         leave_process_group()
         return result
 
@@ -79,9 +67,25 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLo
     transformers.utils.logging.disable_progress_bar()  # progress is in events.jsonl; bars garble logs
     datasets.disable_progress_bars()
 
+    plan = _plan(config, backend)
+    config = config.model_copy(update={"gradient_checkpointing": plan.gradient_checkpointing})
     data = load_examples(config.data)
     log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
              len(data.train), len(data.validation))
     loaded = (load_model or load_fresh)(config, backend)
     log.info("model %s loaded with backend=%s on %s", config.model, loaded.backend, loaded.device)
-    return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started)
+    return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started, plan=plan)
+
+
+def _plan(config: EnhancedTrainingConfig, backend: str) -> StepPlan:
+    """The run's step plan (`train.step_plan`), logged with its reasons."""
+    import torch
+
+    from finetune_mcp.train.step_plan import log_plan, plan_step
+
+    cuda = torch.cuda.is_available()
+    memory = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None
+    plan = plan_step(config, backend, cuda=cuda, device_memory_gb=memory,
+                     num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+    log_plan(plan)
+    return plan

@@ -17,7 +17,7 @@ import torch
 from trl import GRPOTrainer
 
 from finetune_mcp.train.grpo.loss import fused_grpo_loss, token_scale
-from finetune_mcp.train.sft_trainer import last_hidden_states, unwrap_causal_lm
+from finetune_mcp.train.sft.trainer import last_hidden_states, unwrap_causal_lm
 from finetune_mcp.train.trl_method import MethodTrainerMixin
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from finetune_mcp.train.builder import TrainerParts, build_trainer
 from finetune_mcp.train.loop import TrainingRun, fit_and_save
-from finetune_mcp.train.trl_method import attach_sinks, base_args, prepare_trl, to_dataset
+from finetune_mcp.train.trl_method import to_dataset
 
 
 def grpo_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -20,7 +21,6 @@ def grpo_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def train_grpo(training: TrainingRun) -> dict[str, Any]:
-    prepare_trl()
     from trl import GRPOConfig
 
     from finetune_mcp.train.grpo.rewards.combine import load_rewards
@@ -30,20 +30,20 @@ def train_grpo(training: TrainingRun) -> dict[str, Any]:
     reward_funcs, weights = load_rewards(settings.rewards)
     train_ds = to_dataset(grpo_rows(training.data.train))
     eval_ds = to_dataset(grpo_rows(training.data.validation)) if training.data.validation else None
-    base = base_args(training, eval_ds is not None)
-    base["per_device_eval_batch_size"] = settings.num_generations  # one prompt's group per eval batch
-    args = GRPOConfig(
-        **base, num_generations=settings.num_generations, max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature, beta=settings.beta, loss_type=settings.loss_type,
-        scale_rewards=settings.scale_rewards, reward_weights=weights, num_iterations=1,
-        remove_unused_columns=False, log_completions=False,
+    parts = TrainerParts(
+        GRPOConfig, FusedGRPOTrainer,
+        config_kwargs={
+            "per_device_eval_batch_size": settings.num_generations,  # one prompt's group per eval batch
+            "num_generations": settings.num_generations, "max_completion_length": settings.max_completion_length,
+            "temperature": settings.temperature, "beta": settings.beta, "loss_type": settings.loss_type,
+            "scale_rewards": settings.scale_rewards, "reward_weights": weights, "num_iterations": 1,
+            "remove_unused_columns": False, "log_completions": False,
+            "prediction_loss_only": False,
+        },
+        trainer_kwargs={"reward_funcs": reward_funcs, "settings": settings, "run_config": config,
+                        "loss_implementation": os.environ.get("FINETUNE_MCP_LOSS_IMPL", "auto")},
+        hparams={"num_generations": settings.num_generations, "beta": settings.beta, "loss_type": settings.loss_type,
+                 "top_entropy_quantile": settings.top_entropy_quantile, "entropy_bonus": settings.entropy_bonus,
+                 "rewards": ",".join(f"{r.function}×{r.weight:g}" for r in settings.rewards)},
     )
-    trainer = FusedGRPOTrainer(model=training.loaded.model, reward_funcs=reward_funcs, args=args,
-                               train_dataset=train_ds, eval_dataset=eval_ds, processing_class=training.loaded.tokenizer,
-                               settings=settings, loss_implementation=os.environ.get("FINETUNE_MCP_LOSS_IMPL", "auto"))
-    trainer._init_trackers(config)
-    hparams = {"num_generations": settings.num_generations, "beta": settings.beta, "loss_type": settings.loss_type,
-               "top_entropy_quantile": settings.top_entropy_quantile, "entropy_bonus": settings.entropy_bonus,
-               "rewards": ",".join(f"{r.function}×{r.weight:g}" for r in settings.rewards)}
-    built = attach_sinks(trainer, training, hparams)
-    return fit_and_save(training, built, train_ds, eval_ds)
+    return fit_and_save(training, build_trainer(training, train_ds, eval_ds, parts), train_ds, eval_ds)
