@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import anyio
@@ -100,3 +101,41 @@ async def test_bad_starts_are_refused_before_a_job_exists(server_home, tiny_mode
             assert needle in str(refused.value), (needle, str(refused.value))
         jobs = (await client.call_tool("list_jobs", {})).structured_content
     assert jobs["count"] == 0
+
+
+async def test_preview_shows_pairs_and_prompts_and_the_reward_warning(server_home, tiny_model: Path,
+                                                                     tmp_path: Path) -> None:
+    pairs = _write(tmp_path / "pairs.jsonl", _rows("dpo", 8))
+    prompts = _write(tmp_path / "prompts.jsonl", _rows("grpo", 8))
+    never = [{"function": "regex", "pattern": "^never matches$"}]  # 0 for every probe: a constant reward
+    base = {"model": str(tiny_model), **FAST}
+    async with server_home().client() as client:
+        dpo = (await client.call_tool("preview_training", {**base, "dataset": str(pairs), "method": "dpo",
+                                                           "examples": 2})).structured_content
+        kto = (await client.call_tool("preview_training", {**base, "dataset": str(pairs), "method": "kto",
+                                                           "examples": 1})).structured_content
+        grpo = (await client.call_tool("preview_training", {
+            **base, "dataset": str(prompts), "method": "grpo", "examples": 2,
+            "config_overrides": {"grpo": {"num_generations": 4, "max_completion_length": 6, "rewards": never}},
+        })).structured_content
+        started = (await client.call_tool("start_finetune", {
+            **base, "dataset": str(prompts), "method": "grpo",
+            "config_overrides": {"grpo": {"num_generations": 4, "max_completion_length": 6, "rewards": never}},
+        })).structured_content
+        await client.call_tool("cancel_job", {"job_id": started["job_id"]})
+
+    assert dpo["task"] == "dpo" and dpo["data"]["format"] == "preference"
+    first = [ex for ex in dpo["examples"] if ex["row"] == 0]
+    assert [ex["side"] for ex in first] == ["chosen", "rejected"]
+    a, b = (int(x) for x in first[0]["text"].split("user\n")[1].split("=")[0].split("+"))
+    chosen, rejected = (re.findall(r"\[\[(.*?)\]\]", ex["text"], re.S)[0] for ex in first)
+    assert str(a + b) in chosen and str(a + b + 1) in rejected and "+" not in chosen  # the prompt is masked
+    assert all(ex["trained_tokens"] > 0 and ex["masked_tokens"] > 0 for ex in first)
+    assert [ex["side"] for ex in kto["examples"]] == ["chosen", "rejected"]  # pairs, split by the trainer
+    shown = grpo["examples"][0]
+    a, b = (int(x) for x in shown["text"].split("user\n")[1].split("=")[0].split("+"))
+    assert shown["reward_columns"] == {"answer": str(a + b)} and "regex" in shown["text"]
+    assert grpo["lengths"]["steps_per_epoch"] >= 1
+    reward_warnings = [w for w in grpo["warnings"] if w["code"] == "method_start_check"]
+    assert reward_warnings and "same value" in reward_warnings[0]["message"]
+    assert started["warnings"] and "same value" in started["warnings"][0]

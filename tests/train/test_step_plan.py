@@ -40,3 +40,25 @@ def test_cpu_and_unsloth_runs(tmp_path, monkeypatch):
     assert unsloth.decoder == "model" and unsloth.padding_free is False  # no flash-attn / xformers here
     monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "0")
     assert plan_step(config, "hf", cuda=True, device_memory_gb=80).decoder == "model"
+
+
+def test_auto_picks_graphs_over_unsloth_only_for_a_launch_bound_step(tmp_path):
+    from finetune_mcp.train.step_plan import auto_backend
+
+    small = _config(tmp_path)
+    backend, why = auto_backend(small, "unsloth", "NVIDIA H100 80GB HBM3")
+    assert backend == "hf" and "kernel launches" in why
+    assert auto_backend(small, "unsloth", "Some Unmeasured GPU") == ("unsloth", None)  # no peak known: keep
+    assert auto_backend(_config(tmp_path / "b", backend="unsloth"), "unsloth", "NVIDIA H100") == ("unsloth", None)
+
+
+
+def test_auto_keeps_unsloth_where_the_gpu_is_the_limit(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from finetune_mcp.jobs import vram
+    from finetune_mcp.train.step_plan import auto_backend
+
+    monkeypatch.setattr(vram, "load_model_info", lambda model: SimpleNamespace(params=4_000_000_000))
+    big = _config(tmp_path, per_device_train_batch_size=8, max_seq_length=2048)  # ~200 ms of GPU work
+    assert auto_backend(big, "unsloth", "NVIDIA H100 80GB HBM3") == ("unsloth", None)

@@ -60,7 +60,8 @@ class TrainingMethod:
     unit: str  # what one row is, for messages: "examples", "queries"
     implementation: str  # dotted module path of its hooks under train/<method>/ (see `train.methods`)
     # the rows its worker trains on, as the dry run renders them: "sequences" (tokenised chat /
-    # prompt-completion / text rows with a label mask) or "query_groups" (a query and its documents)
+    # prompt-completion / text rows with a label mask), "query_groups" (a query and its documents),
+    # "pairs" (a prompt and its chosen / rejected replies) or "prompts" (a prompt the model answers)
     row_shape: str = "sequences"
     # evaluate_model: the metrics it computes on this method's rows, the default list, their TensorBoard tags
     eval_metrics: tuple[str, ...] = ()

@@ -92,6 +92,7 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
         **task_result,
         "train_runtime_s": round(time.time() - training.started, 2),
         "perf": perf.summary(),
+        "step_plan": training.plan.describe() if training.plan else None,
         "global_step": train_output.global_step,
         "backend": loaded.backend,
         "device": loaded.device,

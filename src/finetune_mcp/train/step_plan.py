@@ -30,6 +30,10 @@ log = logging.getLogger("finetune_mcp.run")
 
 FIT_SHARE = 0.4  # checkpointing stays off while the estimate without it is under this share of the card
 GRAPH_PAD_MULTIPLE = 32
+# A micro-batch whose GPU work is estimated under this many seconds is bound by kernel launches (Unsloth's
+# own padding rule measured 0.1 s as that line on A100 / L4 / T4; half of it keeps a margin).
+LAUNCH_BOUND_S = 0.05
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40": 362.0, "L4": 121.0}
 
 
 @dataclass
@@ -53,6 +57,33 @@ class StepPlan:
         return {"gradient_checkpointing": self.gradient_checkpointing, "decoder": self.decoder,
                 "pad_to_multiple_of": self.pad_to_multiple_of, "padding_free": self.padding_free,
                 "reasons": self.reasons}
+
+
+def auto_backend(config: Any, backend: str, device_name: str | None) -> tuple[str, str | None]:
+    """With `backend="auto"` on a GPU where Unsloth is installed: transformers + PEFT with CUDA graphs
+    instead, when the step is launch-bound (a small model, short rows), since there graphs remove the
+    cost that Unsloth's kernels cannot (and the job skips Unsloth's ~40 s of import and patching).
+    Returns (backend, why) — why is None when nothing changed."""
+    if config.backend != "auto" or backend != "unsloth" or config.load_in_4bit:
+        return backend, None
+    if os.environ.get("FINETUNE_MCP_CUDA_GRAPHS", "1") == "0":
+        return backend, None
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in (device_name or "")), None)
+    if peak is None:
+        return backend, None
+    try:
+        from finetune_mcp.jobs.vram import load_model_info
+
+        params = load_model_info(config.model).params
+    except Exception:
+        return backend, None
+    tokens = config.per_device_train_batch_size * config.max_seq_length
+    gpu_s = 6 * params * tokens / (peak * 1e12 * 0.5)
+    if gpu_s >= LAUNCH_BOUND_S:
+        return backend, None
+    return "hf", (f"backend hf with CUDA graphs rather than Unsloth: a micro-batch is ~{gpu_s * 1e3:.1f} ms of GPU "
+                  f"work ({params / 1e6:.0f}M parameters × {tokens} tokens), so the step is bound by kernel "
+                  "launches, which graphs remove; set backend='unsloth' to override")
 
 
 def plan_checkpointing(config: Any, cuda: bool, device_memory_gb: float | None) -> tuple[bool, str]:

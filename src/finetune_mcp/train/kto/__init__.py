@@ -1,2 +1,2 @@
 """Kahneman–Tversky Optimisation (`method="kto"`): TRL's KTOTrainer on unpaired good/bad completions;
-paired preference files are split into unpaired rows (`data.preference.to_unpaired`)."""
+paired preference files are split into unpaired rows (`data.formats.preference.to_unpaired`)."""

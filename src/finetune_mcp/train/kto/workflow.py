@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_mcp.data.preference import to_unpaired
+from finetune_mcp.data.formats.preference import to_unpaired
 from finetune_mcp.train.builder import TrainerParts, build_trainer
 from finetune_mcp.train.loop import TrainingRun, fit_and_save
 from finetune_mcp.train.trl_method import MethodTrainerMixin, to_dataset
