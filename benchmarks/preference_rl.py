@@ -1,6 +1,8 @@
 """DPO and GRPO through the MCP server on a real model (SmolLM2-135M-Instruct), for the GPU machine.
 
   python benchmarks/preference_rl.py --model /root/smol/model --out $OUT/preference_rl.json
+  python benchmarks/preference_rl.py --tiny --device cpu --dpo-steps 2 --grpo-steps 2 --experiment-steps 1 \
+      --seeds 2 --rows 48 --out /tmp/prefrl.json     # the whole path on a CPU (tiny random model: no numbers)
 
 1. DPO on two-digit-addition pairs (chosen = right sum, rejected = off by one): held-out preference
    accuracy (share of pairs with log p(chosen) > log p(rejected)) of the base model vs the tuned one.
@@ -49,12 +51,19 @@ async def until_done(client, job_id: str) -> dict:
             return job
 
 
-def preference_accuracy(model_dir: str, adapter: str | None, pairs: list[tuple[int, int]]) -> float:
+def load(model_dir: str, device: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16).cuda().eval()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+
+
+def preference_accuracy(model_dir: str, adapter: str | None, pairs: list[tuple[int, int]], device: str) -> float:
+    import torch
+
+    tok, model = load(model_dir, device)
+    model.eval()
     if adapter:
         from peft import PeftModel
 
@@ -62,7 +71,7 @@ def preference_accuracy(model_dir: str, adapter: str | None, pairs: list[tuple[i
 
     def logp(messages: list[dict], answer: str) -> float:
         head = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tok(head + answer, return_tensors="pt").input_ids.cuda()
+        ids = tok(head + answer, return_tensors="pt").input_ids.to(device)
         n_head = len(tok(head).input_ids)
         with torch.no_grad():
             lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
@@ -72,19 +81,20 @@ def preference_accuracy(model_dir: str, adapter: str | None, pairs: list[tuple[i
     return wins / len(pairs)
 
 
-def heldout_reward(model_dir: str, adapter: str | None, pairs: list[tuple[int, int]]) -> float:
+def heldout_reward(model_dir: str, adapter: str | None, pairs: list[tuple[int, int]], device: str) -> float:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok, model = load(model_dir, device)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16).cuda().eval()
+    model.eval()
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter).eval()
     texts = [tok.apply_chat_template(prompt(a, b), add_generation_prompt=True, tokenize=False) for a, b in pairs]
-    batch = tok(texts, return_tensors="pt", padding=True).to("cuda")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    batch = tok(texts, return_tensors="pt", padding=True).to(device)
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=8, do_sample=False)
     answers = tok.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
@@ -130,7 +140,7 @@ async def main(args: argparse.Namespace) -> dict:
     from finetune_mcp.testing.local_server import stdio_server
 
     work = Path(tempfile.mkdtemp(prefix="prefrl-"))
-    train_pairs, held = addition_rows(400, 0), addition_rows(64, 1)
+    train_pairs, held = addition_rows(args.rows, 0), addition_rows(64, 1)
     dpo_data = write(work / "dpo.jsonl", [{"prompt": prompt(a, b), "chosen": [{"role": "assistant", "content": str(a + b)}],
                                            "rejected": [{"role": "assistant", "content": str(a + b + 1)}]}
                                           for a, b in train_pairs])
@@ -146,8 +156,9 @@ async def main(args: argparse.Namespace) -> dict:
         dpo = await until_done(client, started["job_id"])
         assert dpo["state"] == "succeeded", dpo["error"]
         result["dpo"] = {"metrics": dpo["metrics"],
-                         "heldout_pref_acc_base": preference_accuracy(args.model, None, held),
-                         "heldout_pref_acc_tuned": preference_accuracy(args.model, dpo["run_dir"] + "/adapter", held)}
+                         "heldout_pref_acc_base": preference_accuracy(args.model, None, held, args.device),
+                         "heldout_pref_acc_tuned": preference_accuracy(args.model, dpo["run_dir"] + "/adapter", held,
+                                                                       args.device)}
         t0 = time.time()
         started = await call(client, "start_finetune", {**common, "dataset": str(grpo_data), "method": "grpo",
                                                          "max_steps": args.grpo_steps, "per_device_train_batch_size": 16,
@@ -158,8 +169,9 @@ async def main(args: argparse.Namespace) -> dict:
         assert grpo["state"] == "succeeded", grpo["error"]
         run = json.loads(Path(grpo["run_dir"], "result.json").read_text())
         result["grpo"] = {"metrics": grpo["metrics"], "job_s": round(time.time() - t0, 1), "perf": run["perf"],
-                          "heldout_reward_base": heldout_reward(args.model, None, held),
-                          "heldout_reward_tuned": heldout_reward(args.model, grpo["run_dir"] + "/adapter", held)}
+                          "heldout_reward_base": heldout_reward(args.model, None, held, args.device),
+                          "heldout_reward_tuned": heldout_reward(args.model, grpo["run_dir"] + "/adapter", held,
+                                                                 args.device)}
         started = await call(client, "start_experiment", {
             **{k: v for k, v in common.items() if k != "target"}, "dataset": str(grpo_data), "seeds": args.seeds,
             "arms": [{"name": "plain"}, {"name": "top20", "method_settings": {"grpo": {"top_entropy_quantile": 0.2}}}],
@@ -169,19 +181,30 @@ async def main(args: argparse.Namespace) -> dict:
         result["experiment"] = {"state": experiment["state"], "error": experiment.get("error"),
                                 "report": await call(client, "get_experiment", {"job_id": started["job_id"]})
                                 if experiment["state"] == "succeeded" else None}
-    result["plain_trl_grpo"] = plain_trl_grpo(args.model, grpo_data, args.grpo_steps)
+    # plain TRL computes its GRPO loss with a Triton kernel: CUDA only
+    result["plain_trl_grpo"] = (plain_trl_grpo(args.model, grpo_data, args.grpo_steps) if args.device == "cuda"
+                                else "skipped: plain TRL's GRPO loss needs CUDA")
     return result
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="a local model folder (SmolLM2-135M-Instruct on the GPU)")
+    parser.add_argument("--tiny", action="store_true", help="build the tiny offline test model and use it")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--rows", type=int, default=400, help="training rows (two-digit additions)")
     parser.add_argument("--out", type=Path, default=Path("preference_rl.json"))
     parser.add_argument("--dpo-steps", type=int, default=60)
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--experiment-steps", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=6)
     args = parser.parse_args()
+    if args.tiny:
+        from finetune_mcp.testing.tiny_model import build_tiny_model
+
+        args.model = str(build_tiny_model(Path(tempfile.mkdtemp(prefix="tiny-")) / "model"))
+    if not args.model:
+        parser.error("give --model DIR or --tiny")
     out = asyncio.run(main(args))
     args.out.write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps(out, indent=2, default=str)[:6000])

@@ -90,3 +90,31 @@ def test_memory_extras_grow_the_estimate() -> None:
     assert pairs.breakdown_gb["weights"] == pytest.approx(2 * plain.breakdown_gb["weights"], rel=1e-2)
     assert pairs.breakdown_gb["activations"] > plain.breakdown_gb["activations"]
     assert pairs.breakdown_gb["generation_kv_cache"] > 0 and pairs.total_gb > plain.total_gb
+
+
+def test_the_placement_estimate_counts_what_each_method_adds() -> None:
+    """What `jobs.router.place_job` passes (`config.memory_extras`: the descriptor's, refined by the
+    method's settings block) grows the estimate by the reference pass and the generations."""
+    from finetune_mcp.jobs.vram import ModelInfo, estimate_memory, shape_from_config
+
+    shape = shape_from_config({"model_type": "qwen3", "hidden_size": 1024, "num_hidden_layers": 8,
+                               "intermediate_size": 3072, "vocab_size": 32000, "num_attention_heads": 16,
+                               "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True})
+    info = ModelInfo(name="m", shape=shape, source="local folder")
+    base = {"model": "m", "dataset": "d", "per_device_train_batch_size": 4, "max_seq_length": 1024}
+    grpo = {"rewards": [{"function": "exact"}], "num_generations": 4}
+
+    def estimate(**fields):
+        config = build_config({**base, **fields})
+        return estimate_memory(info, max_seq_length=config.max_seq_length, batch_size=4, extras=config.memory_extras)
+
+    sft, dpo, orpo = estimate(), estimate(method="dpo"), estimate(method="orpo")
+    one, four = (estimate(method="grpo", grpo=grpo, gradient_accumulation_steps=n) for n in (1, 4))
+    assert "reference_forward" in dpo.breakdown_gb and "reference_forward" not in orpo.breakdown_gb  # ORPO has none
+    assert any("reference model" in a for a in dpo.assumptions)
+    assert dpo.breakdown_gb["activations"] > sft.breakdown_gb["activations"]  # two sequences a pair
+    assert dpo.total_gb > orpo.total_gb > sft.total_gb
+    # GRPO generates a whole generation batch (gradient_accumulation_steps micro-batches) before training
+    assert four.breakdown_gb["generation_kv_cache"] == pytest.approx(4 * one.breakdown_gb["generation_kv_cache"],
+                                                                     rel=1e-2)
+    assert "generation_kv_cache" not in sft.breakdown_gb and four.total_gb > one.total_gb > sft.total_gb

@@ -70,9 +70,16 @@ async def test_each_method_trains_and_reports_its_metrics(server_home, tiny_mode
             "model": str(tiny_model), "dataset": str(data), "method": method, **FAST, "config_overrides": overrides,
         })).structured_content
         done = await _until_done(client, started["job_id"])
+        card = (await client.call_tool("generate_model_card", {"job_id": started["job_id"]})).structured_content \
+            if done["state"] == "succeeded" else None
     assert done["state"] == "succeeded", done["error"]
     missing = [tag for tag in expected if tag not in done["metrics"]]
     assert not missing, f"{method}: {missing} not in {sorted(done['metrics'])}"
+    section = card["markdown"].split("## Training method", 1)[1].split("\n## ", 1)[0]
+    summary = card["markdown"].split("\n## ")[0]
+    assert f"Method `{method}`" in section and "supervised fine-tuning" not in summary and "Optimisation" in summary
+    for tag in (t for t in expected if t != "eval/loss"):  # each method metric, in the card's table
+        assert f"| `{tag.split('/', 1)[1]}` |" in section, (tag, section)
 
 
 async def test_bad_starts_are_refused_before_a_job_exists(server_home, tiny_model: Path, tmp_path: Path) -> None:

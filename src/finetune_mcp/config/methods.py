@@ -83,6 +83,7 @@ class TrainingMethod:
     settings_block: str | None = None
     settings_help: str = ""  # its settings' safe defaults, for tool descriptions
     logged_metrics: tuple[str, ...] = ()  # its TRL trainer's own log keys ("x/": a prefix), kept as train/, eval/
+    card_text: str = ""  # how the model card names the training ("" : supervised fine-tuning, with its loss)
 
     def primary(self, answers: bool) -> str:
         """The metric an experiment's verdict is about (answers: whether replies are checked)."""
@@ -134,6 +135,7 @@ METHODS: dict[str, TrainingMethod] = {m.name: m for m in (
         eval_metrics=_PAIR_EVAL, default_eval_metrics=_PAIR_EVAL, metric_help=", ".join(_PAIR_EVAL),
         heldout_metrics=_PAIR_EVAL, primary_metric="pref_accuracy",
         needs_reference_model=True, memory=MemoryExtras(sequences_per_row=2, reference_forward=True),
+        card_text="Direct Preference Optimisation (TRL `DPOTrainer`)",
         settings_block="dpo", settings_help="{beta: 0.1, loss_type: ['sigmoid'], loss_weights: null, "
         "label_smoothing: 0}", logged_metrics=_PREFERENCE_LOGS,
     ),
@@ -145,6 +147,7 @@ METHODS: dict[str, TrainingMethod] = {m.name: m for m in (
         eval_metrics=_PAIR_EVAL, default_eval_metrics=_PAIR_EVAL, metric_help=", ".join(_PAIR_EVAL),
         heldout_metrics=_PAIR_EVAL, primary_metric="logp_margin",
         needs_reference_model=True, memory=MemoryExtras(sequences_per_row=2, reference_forward=True),
+        card_text="Kahneman-Tversky Optimisation (TRL `KTOTrainer`)",
         settings_block="kto", settings_help="{beta: 0.1, desirable_weight: 1, undesirable_weight: 1, "
         "loss_type: 'kto'}", logged_metrics=(*_PREFERENCE_LOGS, "kl"),
     ),
@@ -156,6 +159,7 @@ METHODS: dict[str, TrainingMethod] = {m.name: m for m in (
         eval_metrics=_PAIR_EVAL, default_eval_metrics=_PAIR_EVAL, metric_help=", ".join(_PAIR_EVAL),
         heldout_metrics=_PAIR_EVAL, primary_metric="pref_accuracy",
         memory=MemoryExtras(sequences_per_row=2),
+        card_text="Odds-Ratio Preference Optimisation (TRL `ORPOTrainer`)",
         settings_block="orpo", settings_help="{beta: 0.1 (λ of the odds-ratio term)}",
         logged_metrics=(*_PREFERENCE_LOGS, "nll_loss", "log_odds_ratio"),
     ),
@@ -167,6 +171,7 @@ METHODS: dict[str, TrainingMethod] = {m.name: m for m in (
         eval_metrics=_GRPO_EVAL, default_eval_metrics=_GRPO_EVAL, metric_help=", ".join(_GRPO_EVAL),
         heldout_metrics=_GRPO_EVAL, primary_metric="mean_reward",
         memory=MemoryExtras(generations=1),  # the block sets the count (num_generations)
+        card_text="Group Relative Policy Optimisation with verifiable rewards (TRL `GRPOTrainer`, the project's fused loss)",
         settings_block="grpo", settings_help="{num_generations: 4, max_completion_length: 256, beta: 0 (no "
         "reference model), loss_type: 'dapo', scale_rewards: 'group', top_entropy_quantile: 1.0 (0.2: the policy "
         "term trains only the top 20 % entropy tokens), entropy_bonus: 0, rewards: [{function: exact|normalized|"
