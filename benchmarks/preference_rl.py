@@ -148,7 +148,8 @@ async def main(args: argparse.Namespace) -> dict:
     common = {"model": args.model, "target": "local", "learning_rate": 5e-5, "max_seq_length": 128}
     grpo_block = {"num_generations": 8, "max_completion_length": 8, "rewards": [{"function": "exact", "column": "answer"}]}
     result: dict = {"model": args.model}
-    async with Client(stdio_server(work / "home", work), timeout=600) as client:
+    roots = f"{work}:{Path(args.model).resolve().parent}"  # the data here, and the model's folder
+    async with Client(stdio_server(work / "home", work, FINETUNE_MCP_ROOTS=roots), timeout=600) as client:
         started = await call(client, "start_finetune", {**common, "dataset": str(dpo_data), "method": "dpo",
                                                          "max_steps": args.dpo_steps, "per_device_train_batch_size": 8,
                                                          "gradient_accumulation_steps": 1,
@@ -173,9 +174,10 @@ async def main(args: argparse.Namespace) -> dict:
                           "heldout_reward_tuned": heldout_reward(args.model, grpo["run_dir"] + "/adapter", held,
                                                                  args.device)}
         started = await call(client, "start_experiment", {
-            **{k: v for k, v in common.items() if k != "target"}, "dataset": str(grpo_data), "seeds": args.seeds,
+            "model": args.model, "dataset": str(grpo_data), "seeds": args.seeds, "method": "grpo",
             "arms": [{"name": "plain"}, {"name": "top20", "method_settings": {"grpo": {"top_entropy_quantile": 0.2}}}],
-            "config_overrides": {"method": "grpo", "max_steps": args.experiment_steps, "per_device_train_batch_size": 16,
+            "config_overrides": {"learning_rate": common["learning_rate"], "max_seq_length": common["max_seq_length"],
+                                 "max_steps": args.experiment_steps, "per_device_train_batch_size": 16,
                                  "gradient_accumulation_steps": 1, "validation_split": 0.1, "grpo": grpo_block}})
         experiment = await until_done(client, started["job_id"])
         result["experiment"] = {"state": experiment["state"], "error": experiment.get("error"),
