@@ -70,7 +70,7 @@ def write_task(folder: Path, name: str, train_rows: int, heldout_rows: int, seed
 async def study_task(client: Client, args, name: str, train: Path, heldout: Path) -> dict:
     started = time.perf_counter()
     job = (await client.call_tool("start_experiment", {
-        "model": args.model, "dataset": str(train), "arms": ARMS, "seeds": args.seeds, "max_steps": args.steps,
+        "model": args.model, "dataset": str(train), "arms": args.arms.split(","), "seeds": args.seeds, "max_steps": args.steps,
         "eval_dataset": str(heldout), "generation_examples": args.heldout, "target": "local",
         "config_overrides": {"max_seq_length": args.seq, "per_device_train_batch_size": args.batch,
                              "gradient_accumulation_steps": 1, "learning_rate": args.lr, "logging_steps": 10,
@@ -98,7 +98,7 @@ async def main(args) -> dict:
             train, heldout = write_task(work / "data", name, args.rows, args.heldout)
             results.append(await study_task(client, args, name, train, heldout))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "table"}), flush=True)
-    return {"model": args.model, "arms": ARMS, "seeds": args.seeds, "steps": args.steps, "batch": args.batch,
+    return {"model": args.model, "arms": args.arms.split(","), "seeds": args.seeds, "steps": args.steps, "batch": args.batch,
             "date": time.strftime("%Y-%m-%d"), "tasks": results}
 
 
@@ -106,6 +106,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--tasks", default="addition,sorting")
+    parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=16)

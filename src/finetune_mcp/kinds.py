@@ -19,7 +19,7 @@ heavy imports live inside the worker bodies.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,13 +29,14 @@ from finetune_mcp.enhance.config import LOCAL_PREFIX, load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
+from finetune_mcp.experiment.gather import run_experiment_job
+from finetune_mcp.experiment.parallel import queue_parallel
 from finetune_mcp.experiment.spec import load_experiment_spec
 from finetune_mcp.experiment.start import check_experiment_start, place_experiment
-from finetune_mcp.experiment.workflow import run_experiment
 from finetune_mcp.export.spec import check_export_start, load_export_spec, place_export_job
 from finetune_mcp.export.workflow import result_view as export_view
 from finetune_mcp.export.workflow import run_export
-from finetune_mcp.jobs.placement import Placement
+from finetune_mcp.jobs.placement import SHARES, Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
 from finetune_mcp.runs.session import bind_rank_to_launcher, run_worker, spec_kind
@@ -71,6 +72,9 @@ class JobKind:
     done_hint: Callable[[Job], str] | None = None
     before_worker: Callable[[], None] | None = None  # process set-up in the worker (DDP ranks)
     result_view: Callable[[Job], dict[str, Any] | None] | None = None  # get_job's `result` once succeeded
+    # Queues a placement that spreads over several jobs (a parallel experiment's shares) itself:
+    # (manager, checked spec, target, placement) → the job that stands for them all. None: one job.
+    queue: Callable[[JobManager, Any, str, Placement], Awaitable[Job]] | None = None
 
 
 def _training_paths(spec: Any) -> list[LocalPath]:
@@ -157,6 +161,13 @@ def _experiment_done(job: Job) -> str:
             f"{job.run_dir}/experiment/report.md")
 
 
+async def _queue_experiment(manager: JobManager, spec: Any, target: str, placement: Placement) -> Job:
+    if SHARES in placement.details:  # in parallel: one job per share and the one that gathers them
+        return await queue_parallel(manager, spec, target, placement)
+    return await manager.start(spec, target, preflight=lambda s, settings: s,
+                               placer=lambda s, target, settings: placement)
+
+
 def _export_running(job: Job, follow: str) -> str:
     return (f"exporting to GGUF {job.config.get('quantization')} (steps: merge, convert, modelfile, verify, "
             f"publish); {follow}, or cancel_job to stop it (nothing half-written is kept)")
@@ -185,8 +196,8 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
 
     JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
             "report.md, plot.png) and one training run directory per arm and seed (runs/)",
-            load_experiment_spec, check_experiment_start, place_experiment, run_experiment, _training_paths,
-            running_hint=_experiment_running, done_hint=_experiment_done),
+            load_experiment_spec, check_experiment_start, place_experiment, run_experiment_job, _training_paths,
+            running_hint=_experiment_running, done_hint=_experiment_done, queue=_queue_experiment),
     JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
             load_export_spec, check_export_start, place_export_job, run_export, _export_paths,
             running_hint=_export_running, done_hint=_export_done, result_view=export_view),
@@ -228,12 +239,18 @@ async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "au
     entry = get_kind(kind)
     if roots is not None:
         roots.check(entry.paths(spec))
+    if entry.queue is not None:  # it may spread over several jobs: plan once, then queue them all
+        checked, placement = await plan_job(manager, kind, spec, target, roots=None)
+        return await entry.queue(manager, checked, target, placement)
     return await manager.start(spec, target, preflight=entry.preflight, placer=entry.place)
 
 
 async def start_planned(manager: JobManager, checked: Any, target: str, placement: Placement) -> Job:
     """Queue the spec `plan_job` checked (roots included), where it was planned, with what the user
     agreed to in `placement.details`: nothing is checked or placed a second time."""
+    entry = get_kind(getattr(checked, "kind", None))
+    if entry.queue is not None:
+        return await entry.queue(manager, checked, target, placement)
     return await manager.start(checked, target, preflight=lambda spec, settings: spec,
                                placer=lambda spec, target, settings: placement)
 

@@ -95,3 +95,29 @@ def test_graph_replay_matches_eager_on_cuda(tmp_path):
             if param.requires_grad:
                 assert torch.allclose(param.grad, want[name], atol=1e-4, rtol=1e-3), name
     assert list(graphed.graphs) == [tuple(ids.shape)]
+
+
+@pytest.mark.gpu
+def test_gradients_accumulate_exactly_across_replays(tmp_path):
+    """Two micro-batches of one shape, gradients unset before the first (as after an optimiser step):
+    the accumulated gradient is the eager sum, not the second replay's buffer counted twice."""
+    from finetune_mcp.train.decoder_graphs import GraphedDecoder
+
+    model = _lora_model(tmp_path, device="cuda")
+    lm = model.get_base_model()
+    ids1, mask = _right_padded_batch("cuda")
+    ids2 = (ids1 * 7 + 3) % 500
+    ids2[~mask.bool()] = 0
+    for ids in (ids1, ids2):
+        _real(EagerDecoder(lm)(ids), mask).square().sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    graphed = GraphedDecoder.for_model(lm)
+    assert GraphedDecoder.for_model(lm) is graphed
+    graphed(ids1)  # capture first
+    for _ in range(2):  # two "optimiser steps", each of two micro-batches
+        model.zero_grad(set_to_none=True)
+        for ids in (ids1, ids2):
+            _real(graphed(ids), mask).square().sum().backward()
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                assert torch.allclose(param.grad, want[name], atol=1e-4, rtol=1e-3), name

@@ -53,7 +53,7 @@ class DataConfig(BaseModel):
         description="Seeded random subset of this many examples.",
     )
     validation_split: float = Field(0.1, ge=0, le=0.5, description="Fraction held out for evaluation.")
-    max_seq_length: int = Field(2048, ge=16, le=131072)
+    max_seq_length: int = Field(2048, ge=16, le=131072, description="Tokens per example; longer ones are cut.")
     assistant_only_loss: bool = Field(True, description="Compute loss on assistant tokens only.")
     seed: int = Field(3407, validation_alias=AliasChoices("seed", "random_state"),
                       description="Seeds the subset, the split and training.")

@@ -80,7 +80,8 @@ class EntropyFields(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     enable_entropy_weighting: bool = Field(
-        False, validation_alias=AliasChoices("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting")
+        False, validation_alias=AliasChoices("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting"),
+        description="Weight each token's loss by the model's uncertainty (entropy-aware training).",
     )
     entropy: EntropyConfig = Field(default_factory=EntropyConfig)
     entropy_sample_tokens: int = Field(

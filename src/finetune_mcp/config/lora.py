@@ -14,7 +14,8 @@ class LoraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
-    lora_r: int = Field(16, ge=1, le=1024, validation_alias=AliasChoices("lora_r", "r", "rank"))
+    lora_r: int = Field(16, ge=1, le=1024, validation_alias=AliasChoices("lora_r", "r", "rank"),
+                        description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)

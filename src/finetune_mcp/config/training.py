@@ -76,6 +76,10 @@ class RunFields(BaseModel):
     num_gpus: int | Literal["auto"] = Field(
         1, description="GPUs for one run (DDP through torchrun, one process per GPU); 'auto' = every local GPU.",
     )
+    num_nodes: int = Field(
+        1, ge=1, le=64, description="Machines for one run (target='runpod': a RunPod Instant Cluster, num_gpus GPUs "
+        "each, DDP through torchrun across them; the HF/PEFT backend).",
+    )
     run_dir: str | None = Field(
         None, validation_alias=AliasChoices("run_dir", "output_dir"),
         description="Where the run writes everything (default: $FINETUNE_MCP_HOME/runs/<job id>).",

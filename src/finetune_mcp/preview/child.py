@@ -1,4 +1,6 @@
-"""Run the dry run in a child process (`finetune-mcp preview --serve`) that the server keeps warm.
+"""Run the dry run in a child process (`finetune-mcp preview --serve`) that the server keeps warm;
+both halves of that exchange live here: `PreviewChild` (the server's side) and `serve_previews`
+(the child's loop, which the CLI command only calls).
 
 The dry run needs transformers (the model's tokenizer and chat template), and transformers imports
 torch: neither may enter the server process, which must stay as light as a bare FastMCP server.
@@ -24,7 +26,7 @@ from typing import IO, Any
 
 import anyio
 
-from finetune_mcp.config import EnhancedTrainingConfig
+from finetune_mcp.config import EnhancedTrainingConfig, build_config
 from finetune_mcp.errors import FinetuneError
 from finetune_mcp.preview.report import PreviewReport
 
@@ -106,6 +108,31 @@ class PreviewChild:
             return ""
         self._stderr.seek(0)
         return "\n".join(self._stderr.read().decode(errors="replace").strip().splitlines()[-15:])
+
+
+def serve_previews() -> None:
+    """The child's half (`finetune-mcp preview --serve`): one JSON request per stdin line, one answer per
+    stdout line, exactly what `PreviewChild.request` writes and reads.
+
+    Library output must not corrupt the answers, so the real stdout is kept for them alone and
+    file descriptor 1 points at stderr from here on; the loop ends when stdin closes.
+    """
+    import os
+
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    from finetune_mcp.preview.dry_run import preview_training
+
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            config = build_config(request["config"])
+            report = preview_training(config, request["target"], examples=int(request["examples"]))
+            answer: dict[str, Any] = {"report": report.model_dump(mode="json")}
+        except FinetuneError as exc:
+            answer = {"error": str(exc), "kind": type(exc).__name__}
+        answers.write(json.dumps(answer) + "\n")
 
 
 _child = PreviewChild()

@@ -46,8 +46,9 @@ from finetune_mcp.tools import (
 
 log = logging.getLogger(__name__)
 
-# Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
-# the import graph (and the layer contract in pyproject.toml) shows server -> tools.
+# Each module lists its tools (module-level functions marked with FastMCP's standalone `@tool`) in
+# `TOOLS`; this order is the order tools are listed in. Imported normally, so the import graph (and
+# the layer contract in pyproject.toml) shows server -> tools.
 TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample, experiment, export)
 
 INSTRUCTIONS = """\
@@ -169,7 +170,8 @@ def create_app(auth: AuthProvider | None = None) -> FastMCP:
         auth=auth,
     )
     for module in TOOL_MODULES:
-        module.register(mcp)
+        for tool in module.TOOLS:
+            mcp.add_tool(tool)
     prompts.register(mcp)
     resources.register(mcp)
     return mcp

@@ -22,7 +22,14 @@ takes the eager, masked path.
 
 Rules that keep the graphs valid: inputs are copied into static buffers (shapes fixed per graph),
 nothing inside syncs with the host, the frozen embedding's output carries no gradient (LoRA never
-trains it), dropout draws from the graph-safe CUDA generator. `EagerDecoder` is the same
+trains it), dropout draws from the graph-safe CUDA generator. The backward graph hands out its
+parameter gradients in static buffers; autograd would adopt such a buffer as `param.grad` when the
+gradient is unset, and the next micro-batch's replay would then overwrite an accumulated gradient.
+So before every forward the trainable parameters get gradients (views of one zeroed buffer) if they
+have none: autograd then adds into them, and gradient accumulation stays exact.
+
+One `GraphedDecoder` is kept per model (`for_model`): an experiment's runs share the base model and
+re-initialise LoRA in place, so the graphs captured by its first run serve every later one. `EagerDecoder` is the same
 computation without graphs: CPU runs use it, and the tests compare it with the model's own forward.
 """
 
@@ -105,8 +112,36 @@ class GraphedDecoder(EagerDecoder):
         self.graphs: dict[tuple[int, ...], Any] = {}
         self.pool = torch.cuda.graph_pool_handle()  # one memory pool shared by every shape's graphs
         self.eager_shapes: set[tuple[int, ...]] = set()
+        self.trainable = [p for p in self.stack.parameters() if p.requires_grad]
+        first = self.trainable[0] if self.trainable else None
+        self._grads = (torch.zeros(sum(p.numel() for p in self.trainable), dtype=first.dtype, device=first.device)
+                       if first is not None else None)
+
+    @classmethod
+    def for_model(cls, causal_lm: Any) -> GraphedDecoder:
+        """The model's decoder graphs, created once and kept on the model (see the module docstring)."""
+        graphed = getattr(causal_lm, "_finetune_mcp_graphed_decoder", None)
+        if graphed is None:
+            graphed = cls(causal_lm)
+            causal_lm._finetune_mcp_graphed_decoder = graphed
+        return graphed
+
+    def _ensure_grads(self) -> None:
+        """Unset gradients become views of one zeroed buffer (see the module docstring)."""
+        if not self.trainable or self.trainable[0].grad is not None:
+            return
+        self._grads.zero_()
+        offset = 0
+        for param in self.trainable:
+            n = param.numel()
+            if param.dtype == self._grads.dtype:
+                param.grad = self._grads[offset: offset + n].view_as(param)
+            else:
+                param.grad = torch.zeros_like(param)
+            offset += n
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        self._ensure_grads()
         args = self.inputs(input_ids)
         shape = tuple(input_ids.shape)
         graphed = self.graphs.get(shape)

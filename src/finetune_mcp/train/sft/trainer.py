@@ -221,7 +221,7 @@ class EnhancedUnslothTrainer(SFTTrainer):
                 logging.getLogger("finetune_mcp.run").info("step plan: decoder runs eagerly: %s", reason)
                 self.decoder = "model"
                 return None
-            self._graphed = GraphedDecoder(causal_lm)
+            self._graphed = GraphedDecoder.for_model(causal_lm)
         return self._graphed
 
     @property

@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from finetune_mcp.errors import BackendError
-from finetune_mcp.jobs.multi_gpu import distributed_command
+from finetune_mcp.jobs.multi_gpu import cluster_command, distributed_command
 from finetune_mcp.jobs.worker_env import worker_environment
 
 log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
@@ -87,7 +87,11 @@ class WorkerJob:
             env = worker_environment(os.environ, {"HF_TOKEN": hf_token} if hf_token else {})
             out = (self.run_dir / "train.log").open("ab")  # as the local backend does
             processes = _gpu_processes(spec.get("num_gpus", 1))
-            command = distributed_command([sys.executable, "-m", "finetune_mcp.cli", "worker", "run"], processes)
+            worker = [sys.executable, "-m", "finetune_mcp.cli", "worker", "run"]
+            if int(spec.get("num_nodes") or 1) > 1:  # a node of an Instant Cluster: torchrun across the nodes
+                command = cluster_command(worker, processes, os.environ)
+            else:
+                command = distributed_command(worker, processes)
             self.proc = subprocess.Popen(
                 [*command, str(spec_path)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.root,
@@ -129,6 +133,7 @@ class WorkerJob:
         with self.lock:
             return {
                 "state": self.state, "job_id": self.job_id, "returncode": self.returncode,
+                "node_rank": int(os.environ.get("NODE_RANK") or 0),  # which node of a cluster this pod is
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "gpus": [g.__dict__ for g in detect_local_gpus()],
             }
