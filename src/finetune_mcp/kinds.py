@@ -110,6 +110,13 @@ def _export_paths(spec: Any) -> list[LocalPath]:
     return [LocalPath("source_run_dir", spec.source_run_dir), LocalPath("run_dir", spec.run_dir)]
 
 
+def _train_running(job: Job, follow: str) -> str:
+    from finetune_mcp.config.preference import zero_loss_note
+
+    note = zero_loss_note(job.config)
+    return f"training; {follow}, or cancel_job to stop it" + (f"; {note}" if note else "")
+
+
 def _train_done(job: Job) -> str:
     return ("done: read get_entropy_metrics, tensorboard_screenshot or "
             "generate_model_card; deploy_to_hf only if the user asks to publish")
@@ -175,7 +182,7 @@ def _export_done(job: Job) -> str:
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, place_job, run_training, _training_paths,
-            done_hint=_train_done, before_worker=bind_rank_to_launcher),
+            running_hint=_train_running, done_hint=_train_done, before_worker=bind_rank_to_launcher),
     JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
             load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement, _enhance_paths,
             running_hint=_enhance_running, done_hint=_enhance_done),

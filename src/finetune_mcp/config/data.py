@@ -15,7 +15,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from finetune_mcp.config.methods import DEFAULT_METHOD, METHODS, TrainingMethod, get_method
 
 DatasetFormat = Literal[
-    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded"
+    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded",
+    "preference", "implicit_preference", "unpaired_preference", "prompt_only",
 ]
 
 

@@ -249,7 +249,8 @@ def _normalize_rows(
 ) -> tuple[list[dict], str, int, dict[str, int]]:
     first_line, first = rows[0]
     forced = config.dataset_format != "auto"
-    fmt = config.dataset_format if forced else detect_format(first, path=path, line=first_line)
+    accepted = config.accepted_formats
+    fmt = config.dataset_format if forced else detect_format(first, path=path, line=first_line, accepted=accepted)
     filters = config.metadata_filters
     filtering = bool(filters.model_dump(exclude_defaults=True))
     if filtering and not (isinstance(first, dict) and isinstance(first.get("metadata"), dict)):
@@ -262,7 +263,7 @@ def _normalize_rows(
     removed: dict[str, int] = {}
     for line, row in rows:
         if not forced:
-            row_fmt = detect_format(row, path=path, line=line)
+            row_fmt = detect_format(row, path=path, line=line, accepted=accepted)
             if row_fmt != fmt:
                 raise DatasetError(
                     f"this row is in {row_fmt} format but the file starts in {fmt} format (line {first_line}); "

@@ -30,6 +30,7 @@ from finetune_mcp.config import (
     build_config,
     format_validation_error,
 )
+from finetune_mcp.config.methods import METHODS
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.experiment.metrics import known_names
 
@@ -67,6 +68,9 @@ class Arm(BaseModel):
     name: str = Field(description="Names the arm's runs (<name>-s<seed>) and its rows.")
     enable_entropy_weighting: bool = False
     entropy: dict[str, Any] = Field(default_factory=dict, description="EntropyConfig fields for this arm.")
+    method_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Method blocks this arm overrides, e.g. {\"grpo\": {\"top_entropy_quantile\": "
+        "0.8}} (merged into the shared dpo / kto / orpo / grpo block).")
 
     @model_validator(mode="before")
     @classmethod
@@ -215,6 +219,11 @@ class ExperimentSpec(EnhancedTrainingConfig):
     def run_config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> EnhancedTrainingConfig:
         """The training config of one run: the shared settings, the arm's loss, the seed, the fixed split."""
         data = self.model_dump(exclude={*EXPERIMENT_FIELDS, "ignored_fields"})
+        blocks = [m.settings_block for m in METHODS.values() if m.settings_block]
+        for block, fields in arm.method_settings.items():
+            if block not in blocks:
+                raise ConfigError(f"arm {arm.name!r}: method_settings has {block!r}; use one of {', '.join(blocks)}")
+            data[block] = {**data[block], **fields}
         data.update(enable_entropy_weighting=arm.enable_entropy_weighting, entropy={**data["entropy"], **arm.entropy},
                     seed=seed, split_seed=self.data_split_seed, run_dir=str(run_dir) if run_dir else None)
         try:

@@ -247,7 +247,7 @@ def place_job(config: TrainingConfig, target: str, settings: Settings) -> Placem
         config.model, target, settings, num_gpus=config.num_gpus, load_in_4bit=config.load_in_4bit,
         lora_r=config.lora_r, target_modules=config.target_modules, max_seq_length=config.max_seq_length,
         batch_size=config.per_device_train_batch_size, gradient_checkpointing=config.gradient_checkpointing,
-        optim=config.resolved_optim, extras=config.training_method.memory,
+        optim=config.resolved_optim, extras=config.memory_extras,
     )
 
 

@@ -48,6 +48,10 @@ class RenderedExample(BaseModel):
     masked_tokens: int
     truncated: bool = Field(description="Longer than max_seq_length: the tail was cut before training.")
     ends_with_end_of_turn: bool = Field(description="Every trained span ends with the end-of-turn token.")
+    side: str | None = Field(None, description="Preference methods: which reply of the row this is (chosen, "
+                             "rejected; desirable, undesirable for KTO rows); the prompt is the masked part.")
+    reward_columns: dict[str, Any] | None = Field(None, description="GRPO: the row's columns the rewards read "
+                                                  "(the reference answer), beside the prompt the model answers.")
 
 
 class LengthReport(BaseModel):

@@ -46,7 +46,10 @@ def evaluation_data(job_id: str | None, model: str | None, dataset: str | None, 
     data: dict[str, Any] = {"kind": "evaluate", "source_job": job_id, "adapter": adapter}
     if job_config is not None:
         data.update({k: job_config[k] for k in _FROM_JOB if k in job_config})
-        data["method"] = method_of(job_config).name  # spec.json says `method`; older ones `task`
+        method = method_of(job_config)
+        data["method"] = method.name  # spec.json says `method`; older ones `task`
+        if method.settings_block and method.settings_block in job_config:  # scored with the job's own settings
+            data[method.settings_block] = job_config[method.settings_block]
         data["model"] = job_config["model"]
         if dataset is not None:  # another dataset: all of it, unless asked otherwise
             data["dataset"] = dataset

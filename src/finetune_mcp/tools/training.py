@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
-from finetune_mcp.config.methods import METHOD_NAMES
+from finetune_mcp.config.methods import METHOD_HELP, METHOD_NAMES
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
@@ -66,6 +66,9 @@ class JobView(BaseModel):
 
 class StartResult(JobView):
     ignored_fields: list[str] = Field(description="GRANGER config fields accepted but not used.")
+    warnings: list[str] = Field(default_factory=list, description="What the start check found worth fixing but "
+                                "not refusing (e.g. a GRPO reward that gives one value to every probe completion: "
+                                "zero advantage, nothing to learn).")
     consent: ConsentRecord | None = Field(None, description="On RunPod: the GPU type, price and spending cap the "
                                           "user agreed to before the pod was rented, and how.")
 
@@ -127,10 +130,7 @@ BatchSizeArg = Annotated[int | None, Field(description="Default 2.", ge=1, le=10
 AccumulationArg = Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)]
 SeqLengthArg = Annotated[int | None, Field(description="Tokens per example (default 2048).", ge=16, le=131072)]
 FourBitArg = Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")]
-MethodArg = Annotated[Literal[METHOD_NAMES] | None, Field(
-    description="Training method. sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker "
-    "on ranking data (query + positive(s)/negatives, query/positive/negative triples, or query + docs with "
-    "relevance); reports MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")]
+MethodArg = Annotated[Literal[METHOD_NAMES] | None, Field(description=METHOD_HELP)]
 TaskArg = Annotated[Literal[METHOD_NAMES] | None, Field(description="The older name of `method`; give one of them.")]
 WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "
                                           "'pkg.module:fn'.", max_length=200)]
@@ -216,7 +216,8 @@ async def start_finetune(
         return started  # type: ignore[return-value]  # 2026-07-28: the client asks the user, then calls again
     job, consent = started
     view = job_view(manager, job)
-    return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent)
+    return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent,
+                       warnings=job.config.get("start_warnings") or [])
 
 
 @tool(annotations=ToolAnnotations(readOnlyHint=True))

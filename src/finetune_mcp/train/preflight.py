@@ -22,11 +22,19 @@ Spec = TypeVar("Spec", bound=DataConfig)
 def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     """The `train` kind's start check: `config` with local model/dataset paths made absolute, or
     the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
-    that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
+    that need secrets (HF_TOKEN reaches the Hub client through the environment). The method's own
+    start check (`train.methods.check_method_start`: GRPO calls its rewards) runs last, on checked
+    data; its warnings are kept in `start_warnings`, which the start tools return."""
+    from finetune_mcp.train.methods import check_method_start
+
     check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
+    for function, what, builtins in getattr(config.method_settings, "user_functions", list)():
+        check_user_function(function, what, builtins)
     if config.resume_from_checkpoint:
         config = config.model_copy(update={"resume_from_checkpoint": check_checkpoint(config.resume_from_checkpoint)})
-    return check_model_and_data(config)
+    config = check_model_and_data(config)
+    warnings = check_method_start(config)
+    return config.model_copy(update={"start_warnings": warnings}) if warnings else config
 
 
 # What transformers' Trainer saves in each checkpoint-N folder: its state, and the weights (a PEFT

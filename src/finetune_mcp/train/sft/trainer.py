@@ -39,6 +39,7 @@ def weight_spec(entropy: EntropyConfig) -> WeightSpec:
         max_weight=entropy.max_weight,
         relu_threshold=entropy.relu_threshold,
         quantile=entropy.quantile,
+        global_quantile=entropy.global_quantile,
     )
 
 
