@@ -120,7 +120,9 @@ def plain_case(args, unsloth: bool, process_start: float) -> dict:
 
 def tokens_per_step(tokenizer, args) -> float:
     rows = addition_rows(64, 0)
-    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) for r in rows]
+    # transformers 5 returns a BatchEncoding here: count its input_ids, not its keys
+    lengths = [len(tokenizer(tokenizer.apply_chat_template(r["messages"], tokenize=False),
+                             add_special_tokens=False)["input_ids"]) for r in rows]
     return args.batch * min(statistics.mean(lengths), args.seq)
 
 

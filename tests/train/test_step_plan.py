@@ -14,13 +14,15 @@ def _config(tmp_path, **extra):
     return build_config({"model": str(model), "dataset": str(data), **extra})
 
 
-def test_a_small_model_on_a_gpu_replays_graphs_without_checkpointing(tmp_path):
+def test_a_small_model_on_a_gpu_replays_graphs_without_checkpointing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "1")
     plan = plan_step(_config(tmp_path), "hf", cuda=True, device_memory_gb=80)
     assert (plan.gradient_checkpointing, plan.decoder, plan.pad_to_multiple_of) == (False, "graphs", 32)
     assert any("fits" in r or "under 40%" in r for r in plan.reasons)
 
 
-def test_an_explicit_checkpointing_setting_wins_and_keeps_the_decoder_eager(tmp_path):
+def test_an_explicit_checkpointing_setting_wins_and_keeps_the_decoder_eager(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "1")
     plan = plan_step(_config(tmp_path, gradient_checkpointing=True), "hf", cuda=True, device_memory_gb=80)
     assert plan.gradient_checkpointing and plan.decoder == "model"
     assert "set in the config" in plan.reasons[0] and "gradient checkpointing is on" in plan.reasons[1]
@@ -38,8 +40,9 @@ def test_cpu_and_unsloth_runs(tmp_path, monkeypatch):
     assert (cpu.gradient_checkpointing, cpu.decoder) == (False, "model")
     unsloth = plan_step(config, "unsloth", cuda=True, device_memory_gb=80)
     assert unsloth.decoder == "model" and unsloth.padding_free is False  # no flash-attn / xformers here
-    monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "0")
-    assert plan_step(config, "hf", cuda=True, device_memory_gb=80).decoder == "model"
+    default = plan_step(config, "hf", cuda=True, device_memory_gb=80)  # graphs are opt-in
+    assert default.decoder == "model" and not default.gradient_checkpointing
+    assert "opt-in" in default.reasons[-1]
 
 
 def test_auto_picks_graphs_over_unsloth_only_for_a_launch_bound_step(tmp_path):

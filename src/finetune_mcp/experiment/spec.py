@@ -237,7 +237,8 @@ class ExperimentSpec(EnhancedTrainingConfig):
         config = self.run_config(self.arms[0], self.seeds[0])
         if self.eval_dataset is None:
             return config
-        return build_config({**config.model_dump(exclude={"ignored_fields"}), "dataset": self.eval_dataset,
+        # dataset_files is the start check's record of `dataset`'s files, not of the held-out file
+        return build_config({**config.model_dump(exclude={"ignored_fields", "dataset_files"}), "dataset": self.eval_dataset,
                              "validation_split": 0.0, "max_examples": None, "dataset_format": "auto"})
 
 

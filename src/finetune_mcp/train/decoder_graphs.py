@@ -1,5 +1,9 @@
 """The decoder's forward and backward replayed from CUDA graphs: a training step that is not launch-bound.
 
+Opt-in (FINETUNE_MCP_CUDA_GRAPHS=1, `train.step_plan`): on the H100 on 2026-12-06 the capture failed
+with cudaErrorStreamCaptureInvalidated (tests/train/test_decoder_graphs.py, `-m gpu`), and the run
+fell back to eager as `GraphedDecoder` does on any capture error. The cause is not found yet.
+
 Why: a LoRA step of a small model is bound by the host, not the GPU. SmolLM2-135M at batch 16 ×
 ~45 tokens is ~0.6 TFLOP (under a millisecond of an H100), yet eager transformers + PEFT took
 0.5 s a step: 30 layers × ~70 kernels forward, twice that backward, each launched from Python
