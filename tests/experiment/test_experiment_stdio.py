@@ -121,3 +121,20 @@ async def test_a_killed_server_re_attaches_the_experiment_after_restart(server_h
 
 def _parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+async def test_an_experiment_with_its_own_held_out_file_starts(server_home, tiny_model, dataset, tmp_path) -> None:
+    """The held-out file is another file than the training data: the start check's record of the training
+    files must not be held against it (the H100 run on 2026-12-06 was refused at start: "the data files
+    changed since the start check")."""
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(line for i, line in enumerate(dataset.read_text().splitlines(keepends=True)) if i < 4))
+    server = server_home()
+    async with server.client() as client:
+        started = await client.call_tool("start_experiment", start_args(tiny_model, dataset, max_steps=1,
+                                                                        eval_dataset=str(heldout)),
+                                         raise_on_error=False)
+        if not started.is_error:
+            await client.call_tool("cancel_job", {"job_id": started.structured_content["job_id"]})
+    assert not started.is_error, started.content[0].text
+    assert started.structured_content["state"] in ("queued", "running")
