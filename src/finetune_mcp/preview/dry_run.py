@@ -17,6 +17,7 @@ from finetune_mcp.data.loader import load_examples, resolve_dataset_source
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import TARGETS
 from finetune_mcp.jobs.records import check_run_dir
+from finetune_mcp.model.imports import hf_folder
 from finetune_mcp.preview.checks import run_checks
 from finetune_mcp.preview.estimate import estimate_run, place
 from finetune_mcp.preview.examples import encode_rows, end_token_ids, render_example, sample_indices
@@ -59,7 +60,7 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     config = check_start(config, settings)
     source = resolve_dataset_source(config.dataset)
     data = load_examples(config)
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(hf_folder(config.model, settings.home))  # a GGUF is imported once, here
     where = place(config, target, settings)
     chat = None
     if config.task == "rerank":

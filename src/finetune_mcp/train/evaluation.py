@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
+from finetune_mcp.config.training import ModelSourceField
 from finetune_mcp.errors import ConfigError, DatasetError
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.runs import metric_names as M
@@ -43,7 +44,7 @@ _TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M
 ARGMAX_CHUNK = 1024  # tokens per lm_head product when finding the argmax: [1024, V] logits, 0.3 GB at V = 152k bf16
 
 
-class EvaluationSpec(DataConfig, ModelFields):
+class EvaluationSpec(ModelSourceField, DataConfig, ModelFields):
     """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
