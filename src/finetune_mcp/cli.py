@@ -95,6 +95,9 @@ def train(
         "lora_r": lora_r, "load_in_4bit": load_in_4bit, "backend": backend, "seed": seed, "task": task,
     })
     target = run_dir or Path(config.run_dir or Settings.from_env().runs_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}")
+    from finetune_mcp.model.imports import import_spec_models
+
+    config = import_spec_models(config, Settings.from_env().home)  # a GGUF --model: imported once, here
     result = run_with_progress(config, target)
     console.print(f"[green]done[/] in {result['train_runtime_s']:.1f}s: loss {_fmt(result['metrics'].get(M.LOSS))}, "
                   f"entropy {_fmt(result['metrics'].get(M.ENTROPY_MEAN))} nats")
@@ -256,6 +259,9 @@ def experiment(
     target = target.expanduser().resolve()
     check_run_dir(target)
     spec = spec.model_copy(update={"run_dir": str(target)})
+    from finetune_mcp.model.imports import import_spec_models
+
+    spec = import_spec_models(spec, settings.home)  # a GGUF --model: imported once, here
     console.print(f"{len(spec.arms)} arms × {len(spec.seeds)} seeds = {len(spec.plan)} runs into {target}")
     paths = experiment_paths(RunDirectory(target))
     try:

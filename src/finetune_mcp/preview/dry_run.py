@@ -86,7 +86,7 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     model_dir = Path(config.model) if Path(config.model).is_dir() else None
     warnings = run_checks(config, data.train, data.validation, lengths, shown, chat, dropped, model_dir, tokenizer)
     report = PreviewReport(
-        model=config.model, dataset=config.dataset, task=config.task,
+        model=config.model, gguf_source=config.gguf_source, dataset=config.dataset, task=config.task,
         chat_template=bool(getattr(tokenizer, "chat_template", None)), end_of_turn=end_of_turn,
         data=DataReport(
             source=data.source, kind=source.kind, format=data.format, format_reason=_format_reason(config, data.format),

@@ -48,8 +48,9 @@ def smollm2_folder(cache_home: Path | None = None) -> Path:
 
 
 def share_import(cache_home: Path, home: Path) -> Path:
-    """Make `home`'s GGUF cache hold the conversion already in `cache_home` (a symlink, and the hash memo),
-    so a server on `home` given the GGUF file skips the conversion; returns the linked folder."""
+    """Make `home`'s GGUF cache hold the conversion already in `cache_home` (a symlink), so a server on
+    `home` given the GGUF file (or any copy of it: the cache is by content) skips the conversion; returns
+    the linked folder."""
     gguf = smollm2_gguf()
     source_root, root = cache_root(cache_home), cache_root(home)
     digest = content_hash(gguf, source_root)
@@ -60,5 +61,4 @@ def share_import(cache_home: Path, home: Path) -> Path:
     link = root / digest
     if not link.exists():
         link.symlink_to(folder, target_is_directory=True)
-    content_hash(gguf, root)  # the memo: hashing 98 MB again per test would cost ~0.3 s each
     return link
