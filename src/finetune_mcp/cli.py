@@ -424,15 +424,29 @@ def logs(
 
 @app.command()
 @friendly_errors
-def demo() -> None:
-    """Offline demo: a tiny model and synthetic tasks, entropy weighting off vs on over 3 seeds, and what that supports."""
+def demo(
+    real: Annotated[bool | None, typer.Option("--real/--tiny", help="The real model (SmolLM2-135M-Instruct from its "
+                                              "GGUF) or the tiny random one; default: real with CUDA, tiny on CPU.")
+                    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps of the real-model demo (default 60).")] = None,
+) -> None:
+    """Offline demo: on CUDA a real model learns a task it got wrong; on the CPU a tiny model and synthetic
+    tasks, entropy weighting off vs on over 3 seeds, and what that supports."""
     from finetune_mcp.cli_experiment import experiment_progress, print_results
-    from finetune_mcp.demo import DEMO_SEEDS, run_demo
+    from finetune_mcp.demo import DEMO_SEEDS, print_real_demo, run_demo, run_real_demo
     from finetune_mcp.experiment.workflow import experiment_paths, run_experiment
 
     home = Settings.from_env().home
     console.print(f"[bold]finetune-mcp demo[/] — everything goes under {home}")
     started = time.time()
+    if real if real is not None else _has_cuda():
+        def run_real(spec, run_dir: Path) -> None:
+            with experiment_progress(run_dir, console, label="SmolLM2 LoRA"):
+                run_experiment(spec, run_dir)
+
+        print_real_demo(run_real_demo(home, run=run_real, max_steps=steps), console)
+        console.print(f"[green]demo finished in {time.time() - started:.0f}s[/]")
+        return
 
     def run(spec, run_dir: Path) -> None:
         with experiment_progress(run_dir, console, label="2 arms × 3 seeds"):
@@ -449,6 +463,12 @@ def demo() -> None:
     logdirs = ",".join(f"{r['name']}:{Path(r['run_dir']) / 'tensorboard'}" for r in report.table["runs"])
     console.print(f"compare in TensorBoard: tensorboard --logdir_spec {logdirs}")
     console.print(f"[green]demo finished in {time.time() - started:.0f}s[/]")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @app.command()

@@ -26,6 +26,10 @@ def test_the_imported_folder_is_complete_and_says_where_it_came_from(smollm2_dir
     # the file's end of sequence (transformers' GGUF tokenizer alone gives <|im_start|>) and pad = eos
     assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == ("<|im_end|>", "<|im_end|>",
                                                                                "<|im_start|>")
+    # a byte-level BPE as SmolLM2 was trained (digits one by one), which llama.cpp's converter exports as "smollm"
+    tokenizer_json = json.loads((smollm2_dir / "tokenizer.json").read_text())
+    assert tokenizer_json["decoder"]["type"] == "ByteLevel"
+    assert tokenizer.tokenize("2025") == ["2", "0", "2", "5"]
     text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")  # its default
 
@@ -39,6 +43,10 @@ def test_the_imported_model_predicts_what_llama_cpp_predicts_from_the_file(smoll
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    # a byte-level BPE as SmolLM2 was trained (digits one by one), which llama.cpp's converter exports as "smollm"
+    tokenizer_json = json.loads((smollm2_dir / "tokenizer.json").read_text())
+    assert tokenizer_json["decoder"]["type"] == "ByteLevel"
+    assert tokenizer.tokenize("2025") == ["2", "0", "2", "5"]
     text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                          tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text)["input_ids"]

@@ -57,6 +57,7 @@ def convert_gguf(header: GgufHeader, destination: Path) -> dict[str, Any]:
     model.tie_weights()
     model.generation_config = loaded.generation_config
     _set_special_tokens(model, tokenizer, header.special_tokens)
+    _byte_level_as_trained(tokenizer, header.tokenizer)
     tokenizer.clean_up_tokenization_spaces = False  # a BPE tokenizer: the clean-up would strip spaces
     model.save_pretrained(destination, safe_serialization=True)
     tokenizer.save_pretrained(destination)
@@ -65,6 +66,42 @@ def convert_gguf(header: GgufHeader, destination: Path) -> dict[str, Any]:
              seconds)
     return {"dtype": dtype_name, "convert_s": seconds, "transformers": transformers.__version__,
             "chat_template": bool(getattr(tokenizer, "chat_template", None))}
+
+
+# llama.cpp pre-tokenizer names (tokenizer.ggml.pre) -> the Hugging Face pre-tokenizer they stand for, where
+# transformers' GGUF tokenizer rebuilds only the ByteLevel part (SmolLM's digits are split one by one).
+_PRE_TOKENIZERS: dict[str, list[dict[str, Any]]] = {
+    "smollm": [{"type": "Digits", "individual_digits": True}],
+}
+
+
+def _byte_level_as_trained(tokenizer: Any, kind: tuple[str, str]) -> None:
+    """A byte-level BPE (llama.cpp's "gpt2" tokenizer model) rebuilt as the original: ByteLevel decoder only,
+    and the pre-tokenizer `tokenizer.ggml.pre` names.
+
+    Why: transformers 5.17's GGUF tokenizer gives a byte-level BPE a SentencePiece-style decoder
+    (ByteFallback, Replace '▁'), and llama.cpp's converter then takes the folder for a SentencePiece vocabulary:
+    a GGUF exported from it crashes llama.cpp's tokenizer (byte_to_token, seen on SmolLM2)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    model, pre = kind
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if model != "gpt2" or backend is None:
+        return
+    data = json.loads(backend.to_str())
+    if (data.get("pre_tokenizer") or {}).get("type") != "ByteLevel":
+        return
+    byte_level = {**data["pre_tokenizer"], "add_prefix_space": False, "trim_offsets": True}
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    if pre in _PRE_TOKENIZERS:
+        data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [*_PRE_TOKENIZERS[pre], byte_level]}
+    rebuilt = Tokenizer.from_str(json.dumps(data))
+    if hasattr(tokenizer, "_tokenizer"):
+        tokenizer._tokenizer = rebuilt
+    else:
+        tokenizer.backend_tokenizer = rebuilt
 
 
 def _set_special_tokens(model: Any, tokenizer: Any, special: dict[str, int]) -> None:

@@ -54,6 +54,7 @@ class GgufHeader:
     name: str | None  # general.name, when the file has one
     parameters: int  # elements of all tensors
     special_tokens: dict[str, int]  # bos / eos / pad / unk ids the file declares (tokenizer.ggml.*_token_id)
+    tokenizer: tuple[str, str]  # (tokenizer.ggml.model, tokenizer.ggml.pre): e.g. ("gpt2", "smollm")
     config: dict[str, Any] = field(repr=False)  # config.json-like shape fields
 
     def source_record(self) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def read_gguf_header(path: Path) -> GgufHeader:
                if isinstance(fields.get(f"tokenizer.ggml.{key}_token_id"), int)}
     return GgufHeader(path, architecture, quantization, all(t in EXACT_TYPES for t in types),
                       str(name) if name else None, sum(math.prod(shape) for _n, shape, *_ in tensors), special,
-                      config)
+                      (str(fields.get("tokenizer.ggml.model", "")), str(fields.get("tokenizer.ggml.pre", ""))), config)
 
 
 class _Reader:

