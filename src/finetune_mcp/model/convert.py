@@ -42,11 +42,14 @@ def convert_gguf(header: GgufHeader, destination: Path) -> dict[str, Any]:
     folder, name = str(header.path.parent), header.path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        config = AutoConfig.from_pretrained(folder, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
     except (ValueError, KeyError, RuntimeError, OSError, NotImplementedError) as exc:
         raise ModelError(f"transformers could not read {header.path} ({str(exc).splitlines()[0][:200]}); give "
                          "the model's original Hugging Face folder or Hub id instead") from exc
+    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "model_type"},
+                                  model_type=loaded.config.model_type)
+    if "head_dim" in header.config:  # transformers 5.17 maps no head_dim for Qwen3 GGUFs: the default (128)
+        config.head_dim = header.config["head_dim"]  # would not fit the file's tensors
     for attribute in ("quantization_config", "_model_name_or_path"):
         if hasattr(config, attribute):
             delattr(config, attribute)

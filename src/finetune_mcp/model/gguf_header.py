@@ -39,7 +39,7 @@ _SHAPE_KEYS = {
     "embedding_length": "hidden_size", "block_count": "num_hidden_layers", "feed_forward_length": "intermediate_size",
     "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
     "vocab_size": "vocab_size", "context_length": "max_position_embeddings", "expert_count": "num_experts",
-    "expert_feed_forward_length": "moe_intermediate_size",
+    "expert_feed_forward_length": "moe_intermediate_size", "attention.key_length": "head_dim",
 }
 
 

@@ -22,8 +22,9 @@ from finetune_mcp.model.source import resolve_gguf
 log = logging.getLogger(__name__)
 
 # Part of the cache key: a change to what the import writes (convert.py) gets a new folder instead of an
-# old one being trusted. 2: byte-level tokenizers rebuilt as trained (llama.cpp-exportable).
-IMPORT_VERSION = 2
+# old one being trusted. 2: byte-level tokenizers rebuilt as trained (llama.cpp-exportable); 3: head_dim
+# from the file.
+IMPORT_VERSION = 3
 
 
 def hf_folder(value: str, home: Path) -> str:

