@@ -425,13 +425,14 @@ def logs(
 @app.command()
 @friendly_errors
 def demo(
-    real: Annotated[bool | None, typer.Option("--real/--tiny", help="The real model (SmolLM2-135M-Instruct from its "
-                                              "GGUF) or the tiny random one; default: real with CUDA, tiny on CPU.")
-                    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps of the real-model demo (default 60).")] = None,
+    real: Annotated[bool, typer.Option("--real/--tiny", help="The real model (SmolLM2-135M-Instruct from its GGUF) "
+                                       "learning a task it gets wrong, or the tiny random model's entropy experiment.")
+                    ] = True,
+    steps: Annotated[int | None, typer.Option(help="Training steps of the real-model demo (default: 60 with CUDA, "
+                                              "10 on the CPU).")] = None,
 ) -> None:
-    """Offline demo: on CUDA a real model learns a task it got wrong; on the CPU a tiny model and synthetic
-    tasks, entropy weighting off vs on over 3 seeds, and what that supports."""
+    """Offline demo: a real model (SmolLM2 from its GGUF) answers held-out questions before and after a short LoRA
+    run; `--tiny`: a tiny model and synthetic tasks, entropy weighting off vs on over 3 seeds."""
     from finetune_mcp.cli_experiment import experiment_progress, print_results
     from finetune_mcp.demo import DEMO_SEEDS, print_real_demo, run_demo, run_real_demo
     from finetune_mcp.experiment.workflow import experiment_paths, run_experiment
@@ -439,12 +440,11 @@ def demo(
     home = Settings.from_env().home
     console.print(f"[bold]finetune-mcp demo[/] — everything goes under {home}")
     started = time.time()
-    if real if real is not None else _has_cuda():
-        def run_real(spec, run_dir: Path) -> None:
-            with experiment_progress(run_dir, console, label="SmolLM2 LoRA"):
-                run_experiment(spec, run_dir)
+    if real:
+        def run_real(config, run_dir: Path) -> None:
+            run_with_progress(config, run_dir, label="SmolLM2 LoRA", console=console)
 
-        print_real_demo(run_real_demo(home, run=run_real, max_steps=steps), console)
+        print_real_demo(run_real_demo(home, run=run_real, max_steps=steps or (60 if _has_cuda() else 10)), console)
         console.print(f"[green]demo finished in {time.time() - started:.0f}s[/]")
         return
 
