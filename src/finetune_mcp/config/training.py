@@ -61,10 +61,23 @@ class ModelFields(BaseModel):
     model: str = Field(
         validation_alias=AliasChoices("model", "model_name", "base_model"),
         min_length=1,
-        description="Hugging Face model id (e.g. 'unsloth/Qwen3-4B') or a local model folder.",
+        description="Hugging Face model id (e.g. 'unsloth/Qwen3-4B'), a local model folder, or a GGUF file "
+        "(or a folder holding one), imported once into a cached Hugging Face folder.",
     )
     backend: Literal["auto", "unsloth", "hf"] = Field(
         "auto", description="unsloth on CUDA when it imports; hf = transformers + PEFT (any device)."
+    )
+
+
+class ModelSourceField(BaseModel):
+    """Where a GGUF `model` came from: set by the server's start check, kept in spec.json for the job
+    views, the result and the card (composed first, so the field comes last in spec.json)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    gguf_source: dict[str, Any] | None = Field(
+        None, description="Set by the server when `model` is a GGUF file: the file, its quantisation type, and "
+        "whether its weights were dequantised (any quantised type) or are exact (F32/F16/BF16).",
     )
 
 
@@ -96,7 +109,8 @@ class RunFields(BaseModel):
 
 # Bases are listed last-group-first: pydantic collects fields from the last base on, so spec.json
 # (and the card's hyperparameter table) reads model, data, LoRA, optimiser, run, entropy, rerank.
-class TrainingConfig(PreferenceRLFields, RerankConfig, EntropyFields, RunFields, OptimConfig, LoraConfig, DataConfig,
+class TrainingConfig(ModelSourceField, PreferenceRLFields, RerankConfig, EntropyFields, RunFields, OptimConfig, LoraConfig,
+                     DataConfig,
                      ModelFields):
     """One fine-tuning run. Every field has a default except `model` and `dataset`."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -92,9 +92,15 @@ def check_export_start(spec: ExportSpec, settings: Settings) -> ExportSpec:
 
 
 def source_base_model(spec: ExportSpec) -> str:
-    """The base model the source run trained (its spec.json's `model`)."""
+    """The base model the source run trained, as its name should read in the file name: its spec.json's
+    `model`, or the GGUF file it was imported from (the imported folder is named by a hash)."""
     data = json.loads((Path(spec.source_run_dir) / "spec.json").read_text(encoding="utf-8"))
-    return str(data["model"])
+    return base_model_name(data)
+
+
+def base_model_name(config: dict[str, Any]) -> str:
+    source = config.get("gguf_source") or {}
+    return Path(str(source["file"])).stem if source.get("file") else str(config["model"])
 
 
 def place_export_job(spec: ExportSpec, target: str, settings: Settings) -> Placement:

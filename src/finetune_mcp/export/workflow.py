@@ -29,7 +29,7 @@ from finetune_mcp.export.convert import convert_checkpoint, quantize_file, requi
 from finetune_mcp.export.metadata import TrainingTokenizer, check_gguf_metadata
 from finetune_mcp.export.modelfile import NotRoleWrapped, constant_system_prompt, measure_turn_format, modelfile_text
 from finetune_mcp.export.quantization import parse_quantization
-from finetune_mcp.export.spec import ExportSpec
+from finetune_mcp.export.spec import ExportSpec, base_model_name
 from finetune_mcp.export.verify import verify_gguf
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
@@ -56,7 +56,7 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
     quantization = parse_quantization(spec.quantization)
     source = RunDirectory(Path(spec.source_run_dir))
     config = EnhancedTrainingConfig.from_file(source.spec)
-    stem = spec.file_stem(config.model)
+    stem = spec.file_stem(base_model_name(config.model_dump()))
     destination = source.export
     staging = source.root / f".export-{run.root.name}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -178,7 +178,16 @@ def shape_from_config(cfg: dict[str, Any]) -> ModelShape:
 
 
 def load_model_info(model: str) -> ModelInfo:
-    """Find config.json (local folder, HF cache, then the Hub under a deadline) and read the shape."""
+    """Find config.json (local folder, HF cache, then the Hub under a deadline) and read the shape; a
+    GGUF file's shape comes from its header (`model.gguf_header`), its exact size from its tensors."""
+    from finetune_mcp.model import read_gguf_header, resolve_gguf
+
+    gguf = resolve_gguf(model)
+    if gguf is not None:
+        header = read_gguf_header(gguf)
+        info = ModelInfo(model, shape_from_config(header.config), "GGUF header")
+        info.checkpoint_params, info.checkpoint_params_source = header.parameters, "GGUF tensor sizes"
+        return info
     path = Path(model).expanduser()
     if path.is_dir():
         config = path / "config.json"

@@ -17,6 +17,7 @@ from finetune_mcp.data.loader import load_examples, resolve_dataset_source
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import TARGETS
 from finetune_mcp.jobs.records import check_run_dir
+from finetune_mcp.model.imports import hf_folder
 from finetune_mcp.preview.checks import run_checks, warn
 from finetune_mcp.preview.estimate import estimate_run, place
 from finetune_mcp.preview.examples import encode_rows, end_token_ids, render_example, sample_indices
@@ -69,7 +70,7 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     config = check_start(config, settings)
     source = resolve_dataset_source(config.dataset)
     data = load_examples(config)
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(hf_folder(config.model, settings.home))  # a GGUF is imported once, here
     where = place(config, target, settings)
     chat = None
     shaped = ROW_PREVIEWS.get(config.training_method.row_shape)  # rows other than tokenised sequences
@@ -98,7 +99,7 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     warnings += [warn("method_start_check", message, "see the message; start_finetune returns the same warning")
                  for message in config.start_warnings]
     report = PreviewReport(
-        model=config.model, dataset=config.dataset, task=config.method,
+        model=config.model, gguf_source=config.gguf_source, dataset=config.dataset, task=config.method,
         chat_template=bool(getattr(tokenizer, "chat_template", None)), end_of_turn=end_of_turn,
         data=DataReport(
             source=data.source, kind=source.kind, format=data.format, format_reason=_format_reason(config, data.format),

@@ -108,6 +108,8 @@ class PreviewReport(BaseModel):
     """The answer of preview_training: nothing was trained, loaded (no weights) or written."""
 
     model: str
+    gguf_source: dict[str, Any] | None = Field(None, description="When the model is a GGUF file: the file, its "
+                                               "quantisation type, whether its weights are dequantised.")
     dataset: str
     task: str
     chat_template: bool = Field(description="The tokenizer has a chat template (conversations use it).")

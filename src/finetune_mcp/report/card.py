@@ -39,7 +39,7 @@ _FORMULAS = {
     "entropy_gated": "w = clip(h^s, min, max) (EAFT: confident tokens down-weighted)",
     "top_entropy": "w = 1 for tokens with H ≥ the batch's q-quantile, else 0 (only the highest-entropy tokens train)",
 }
-_NOT_HYPERPARAMETERS = {"model", "dataset", "run_dir", "ignored_fields"}
+_NOT_HYPERPARAMETERS = {"model", "dataset", "run_dir", "ignored_fields", "gguf_source"}
 
 
 def render_model_card(run: RunDirectory, compare_with: RunDirectory | None = None, *,
@@ -114,14 +114,15 @@ def _context(facts: RunFacts, other: RunFacts | None, repo_id: str | None, base:
               + ", ".join(f"`{m}`" for m in spec.get("target_modules", [])))
     weighting = "entropy-weighted cross-entropy" if facts.entropy_on else "plain cross-entropy"
     trained_by = method_of(spec).card_text or f"supervised fine-tuning (TRL `SFTTrainer`) with {weighting}"
-    summary = (f"A {'QLoRA' if spec.get('load_in_4bit') else 'LoRA'} adapter for {_ref(base)}, trained by "
+    base_text = _gguf_ref(spec["gguf_source"]) if spec.get("gguf_source") else _ref(base)
+    summary = (f"A {'QLoRA' if spec.get('load_in_4bit') else 'LoRA'} adapter for {base_text}, trained by "
                f"{trained_by} on {_fmt(n_train)} examples "
                f"({_fmt(epochs)} epoch(s), {_fmt(steps)} optimiser steps); {_fmt(n_eval)} examples held out "
                "for evaluation.")
     return {
         "title": (repo_id.split("/")[-1] if repo_id else f"{_short(base)} — LoRA fine-tune {facts.name}"),
         "summary": summary,
-        "base_model_text": _ref(base),
+        "base_model_text": base_text,
         "method": method,
         "dataset_text": f"{_ref(dataset)} ({(result.get('dataset') or {}).get('format', spec.get('dataset_format'))}"
                         " format)",
@@ -180,6 +181,15 @@ def base_model_license(model: str) -> str | None:
 
 def _is_hub_id(value: str) -> bool:
     return bool(_HUB_ID.match(value)) and not Path(value).expanduser().exists()
+
+
+def _gguf_ref(source: dict[str, Any]) -> str:
+    """A base model imported from a GGUF file: which file, its quantisation, and what that means."""
+    weights = ("its weights exact" if source.get("weights") == "exact" else
+               "its weights dequantised, so they keep the quantisation error of the file")
+    name = f" ({source['name']})" if source.get("name") else ""
+    return (f"`{Path(str(source.get('file', 'unknown'))).name}`{name}, a {source.get('quantization', '?')} GGUF file "
+            f"imported into a Hugging Face folder, {weights}")
 
 
 def _ref(value: str) -> str:

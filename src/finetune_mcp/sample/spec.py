@@ -178,6 +178,9 @@ class SampleSpec(BaseModel):
     load_in_4bit: bool = Field(False, description="Load the base in 4 bits (as a QLoRA job trained).")
     max_seq_length: int = Field(2048, ge=16, le=131072)
     run_dir: str | None = None
+    gguf_source: dict[str, Any] | None = Field(
+        None, description="Set by the server when a sampled model is a GGUF file imported for transformers: the "
+        "file, its quantisation type, and whether its weights were dequantised.")
 
     @field_validator("models")
     @classmethod

@@ -24,19 +24,25 @@ def check_sample_start(spec: SampleSpec, settings: Settings) -> SampleSpec:
     """`spec` with local paths made absolute and local dataset rows turned into prompts, or the
     FinetuneError that says what to fix."""
     from finetune_mcp.jobs.vram import load_model_info
+    from finetune_mcp.model import read_gguf_header, resolve_gguf
 
     models = [_absolute(m) for m in spec.models]
-    for entry in models:
+    update: dict[str, object] = {}
+    for index, entry in enumerate(models):
         if entry.is_gguf:
             _check_gguf(entry)
             continue
-        if entry.model.lower().endswith(".gguf") or (entry.adapter or "").lower().endswith(".gguf"):
-            raise ModelError(f"{entry.model}: a GGUF file is sampled as weights='gguf' (sample_model(model=<file>.gguf)"
-                             " or sample_model(job_id=..., weights='gguf')), not as a transformers model or adapter")
+        if (entry.adapter or "").lower().endswith(".gguf"):
+            raise ModelError(f"{entry.adapter}: a GGUF file is not a LoRA adapter; pass it as the model (imported "
+                             "for transformers) or sample an export with sample_model(job_id=..., weights='gguf')")
         if entry.adapter is not None and not (Path(entry.adapter) / "adapter_config.json").is_file():
             raise ModelError(f"{entry.adapter} holds no adapter_config.json; point at a run's adapter/ folder")
+        gguf = resolve_gguf(entry.model)  # a GGUF as a model: its header checked here, imported by the worker
+        if gguf is not None:
+            models[index] = entry = entry.model_copy(update={"model": str(gguf)})
+            update.setdefault("gguf_source", read_gguf_header(gguf).source_record())
         load_model_info(entry.model)
-    update: dict[str, object] = {"models": models, "model": models[0].model}
+    update.update(models=models, model=models[0].model)
     rows = spec.rows
     if rows is not None:
         dataset = Path(rows.dataset).expanduser()

@@ -164,13 +164,12 @@ def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
     from finetune_mcp.tools.evaluate import _adapter_base
 
     folder = Path(model).expanduser()
-    if folder.suffix.lower() == ".gguf":
+    if folder.suffix.lower() == ".gguf" and folder.is_file():
         tokenizer = _gguf_tokenizer(folder.resolve())
-        if tokenizer is None:
-            raise ConfigError(f"{model}: no training tokenizer found beside the GGUF (its run's adapter/ folder); "
-                              "sample an export through its job: sample_model(job_id=..., weights='gguf')",
-                              field="model")
-        return [SampledModel(label="model", model=str(folder.resolve()), tokenizer=str(tokenizer), weights="gguf")]
+        if tokenizer is not None:  # an export of a run: llama.cpp runs it, prompts rendered as in training
+            return [SampledModel(label="model", model=str(folder.resolve()), tokenizer=str(tokenizer),
+                                 weights="gguf")]
+        # any other GGUF (llama.cpp / Ollama / LM Studio's): imported once for transformers, as training would
     if (folder / "adapter_config.json").is_file():
         base = _adapter_base(folder)
         tuned = SampledModel(label="tuned", model=base, adapter=str(folder.resolve()), weights="adapter")

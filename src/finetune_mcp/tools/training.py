@@ -38,6 +38,8 @@ class JobView(BaseModel):
     state: StateName
     hint: str = Field(description="What to do next.")
     model: str
+    gguf_source: dict[str, Any] | None = Field(None, description="When `model` is a GGUF file: the file, its "
+                                               "quantisation type, and whether its weights were dequantised.")
     dataset: str
     entropy_weighting: bool
     target: str = Field(description="What was asked: auto | local | runpod.")
@@ -92,7 +94,8 @@ def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> Job
     position = manager.queue_position(job)
     return JobView(
         job_id=job.id, kind=kinds.kind_of(job).name, state=job.state.value, hint=kinds.hint(job, position),
-        model=job.config.get("model", ""), dataset=job.config.get("dataset", ""),
+        model=job.config.get("model", ""), gguf_source=job.config.get("gguf_source"),
+        dataset=job.config.get("dataset", ""),
         entropy_weighting=bool(job.config.get("enable_entropy_weighting")),
         target=job.target, backend=job.backend, device=job.device,
         placement_reason=Placement.from_json(job.placement).reason, run_dir=job.run_dir,
@@ -111,8 +114,9 @@ def _iso(ts: float | None) -> str | None:
 
 
 # start_finetune's parameters, shared with preview_training (the same arguments, the same meaning).
-ModelArg = Annotated[str, Field(description="Hugging Face model id (e.g. 'unsloth/Qwen3-4B') or a local model folder "
-                                "with config.json.", min_length=1, max_length=1000)]
+ModelArg = Annotated[str, Field(description="Hugging Face model id (e.g. 'unsloth/Qwen3-4B'), a local model folder "
+                                "with config.json, or a GGUF file (or a folder holding one: imported once, its "
+                                "quantisation reported).", min_length=1, max_length=1000)]
 DatasetArg = Annotated[str, Field(description="Local JSONL/JSON/CSV/Parquet file or folder, or a Hugging Face "
                                   "dataset id.", min_length=1, max_length=1000)]
 EntropyArg = Annotated[bool, Field(description="Weight each token's loss by the model's uncertainty (entropy-aware "

@@ -29,6 +29,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
 from finetune_mcp.config.methods import METHODS, get_method, method_for_metrics
 from finetune_mcp.config.preference import PreferenceRLFields
+from finetune_mcp.config.training import ModelSourceField
 from finetune_mcp.errors import ConfigError, DatasetError
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.runs.rundir import RunDirectory
@@ -38,7 +39,7 @@ log = logging.getLogger("finetune_mcp.evaluate")
 
 
 
-class EvaluationSpec(PreferenceRLFields, DataConfig, ModelFields):
+class EvaluationSpec(ModelSourceField, PreferenceRLFields, DataConfig, ModelFields):
     """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`. The method
     settings blocks are there for methods that score with them (GRPO: its rewards), copied from the job."""
 

@@ -104,6 +104,7 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
         "num_eval_examples": len(eval_ds) if eval_ds is not None else 0,
         "dataset": {"source": data.source, "format": data.format},
         "versions": library_versions(),
+        **({"gguf_source": config.gguf_source} if config.gguf_source else {}),
     }
     run.write_json(run.result, result)
     run.write_event("end", status="succeeded", step=train_output.global_step, total_steps=trainer.state.max_steps,

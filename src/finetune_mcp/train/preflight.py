@@ -9,7 +9,7 @@ made absolute here because the worker runs in the run directory, not in the serv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
 from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
@@ -84,15 +84,20 @@ def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) 
 
 def check_model_and_data(spec: Spec) -> Spec:
     """Any spec composed of `ModelFields` and `DataConfig` (training, evaluation, ...): paths made
-    absolute, the model's config.json readable, every row of the dataset valid."""
+    absolute, the model's config.json readable (a GGUF file's header: `gguf_source` records it), every
+    row of the dataset valid."""
     from finetune_mcp.data.loader import check_dataset
     from finetune_mcp.jobs.vram import load_model_info
+    from finetune_mcp.model import read_gguf_header, resolve_gguf
 
-    updates: dict[str, str] = {}
+    updates: dict[str, Any] = {}
     for name in ("model", "dataset"):
         path = Path(getattr(spec, name)).expanduser()
         if path.exists():
             updates[name] = str(path.resolve())
+    gguf = resolve_gguf(spec.model)  # a GGUF file: checked from its header here, imported by the worker
+    if gguf is not None:
+        updates.update(model=str(gguf), gguf_source=read_gguf_header(gguf).source_record())
     spec = spec.model_copy(update=updates)
     load_model_info(spec.model)
     _, identities = check_dataset(spec.data)
