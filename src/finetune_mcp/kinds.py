@@ -29,6 +29,7 @@ from finetune_mcp.enhance.config import LOCAL_PREFIX, load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
+from finetune_mcp.evaluation.job import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
 from finetune_mcp.experiment.spec import load_experiment_spec
 from finetune_mcp.experiment.start import check_experiment_start, place_experiment
 from finetune_mcp.experiment.workflow import run_experiment
@@ -43,8 +44,7 @@ from finetune_mcp.sample.results import compact_view
 from finetune_mcp.sample.spec import load_sample_spec
 from finetune_mcp.sample.start import check_sample_start, place_sample_job
 from finetune_mcp.sample.workflow import run_sampling
-from finetune_mcp.train.evaluation import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
-from finetune_mcp.train.preflight import check_start
+from finetune_mcp.train.preflight import check_start, resolve_checkpoint_ref
 from finetune_mcp.train.workflow import run_training
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ class JobKind:
     done_hint: Callable[[Job], str] | None = None
     before_worker: Callable[[], None] | None = None  # process set-up in the worker (DDP ranks)
     result_view: Callable[[Job], dict[str, Any] | None] | None = None  # get_job's `result` once succeeded
+    # other jobs the spec names (a checkpoint '<job_id>:<step>') made paths, before the roots check:
+    # (spec, run_dir_of) → spec, where run_dir_of(job_id) is the job store's run directory of that job
+    resolve: Callable[[Any, Callable[[str], Path]], Any] | None = None
 
 
 def _training_paths(spec: Any) -> list[LocalPath]:
@@ -91,7 +94,8 @@ def _enhance_paths(spec: Any) -> list[LocalPath]:
 
 def _evaluate_paths(spec: Any) -> list[LocalPath]:
     return [LocalPath("model", spec.model, hub_id_ok=True), LocalPath("adapter", spec.adapter),
-            LocalPath("dataset", spec.dataset, hub_id_ok=True), LocalPath("run_dir", spec.run_dir)]
+            LocalPath("dataset", spec.dataset, hub_id_ok=True), LocalPath("source_run_dir", spec.source_run_dir),
+            LocalPath("run_dir", spec.run_dir)]
 
 
 def _sample_paths(spec: Any) -> list[LocalPath]:
@@ -164,7 +168,7 @@ def _export_done(job: Job) -> str:
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, place_job, run_training, _training_paths,
-            done_hint=_train_done, before_worker=bind_rank_to_launcher),
+            done_hint=_train_done, before_worker=bind_rank_to_launcher, resolve=resolve_checkpoint_ref),
     JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
             load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement, _enhance_paths,
             running_hint=_enhance_running, done_hint=_enhance_done),
@@ -207,6 +211,7 @@ async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "aut
     import anyio
 
     entry = get_kind(kind)
+    spec = _resolve(manager, entry, spec)
     if roots is not None:
         roots.check(entry.paths(spec))
     checked = await anyio.to_thread.run_sync(entry.preflight, spec, manager.settings)
@@ -219,6 +224,7 @@ async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "au
     Every path the spec names must lie inside `roots` (the calling MCP client's) before anything is
     read or created; None only for the CLI, the user's own command."""
     entry = get_kind(kind)
+    spec = _resolve(manager, entry, spec)
     if roots is not None:
         roots.check(entry.paths(spec))
     return await manager.start(spec, target, preflight=entry.preflight, placer=entry.place)
@@ -229,6 +235,13 @@ async def start_planned(manager: JobManager, checked: Any, target: str, placemen
     agreed to in `placement.details`: nothing is checked or placed a second time."""
     return await manager.start(checked, target, preflight=lambda spec, settings: spec,
                                placer=lambda spec, target, settings: placement)
+
+
+def _resolve(manager: JobManager, entry: JobKind, spec: Any) -> Any:
+    """The spec with the other jobs it names turned into their paths (a kind without such names: as it is)."""
+    if entry.resolve is None:
+        return spec
+    return entry.resolve(spec, lambda job_id: Path(manager.get(job_id).run_dir))
 
 
 def worker_main(spec_path: Path) -> int:

@@ -38,7 +38,7 @@ GRANGER_IGNORED_FIELDS = frozenset(
         "dtype", "dataset_source", "bias", "loftq_config", "use_dora", "modules_to_save", "rank_pattern",
         "alpha_pattern", "per_device_eval_batch_size", "fp16", "bf16", "neftune_noise_alpha",
         "torch_compile", "gradient_checkpointing_kwargs", "dataloader_num_workers", "save_strategy",
-        "save_total_limit", "evaluation_strategy", "load_best_model_at_end", "metric_for_best_model",
+        "evaluation_strategy", "load_best_model_at_end", "metric_for_best_model",
         "greater_is_better", "eval_accumulation_steps", "include_inputs_for_metrics",
         "early_stopping_patience", "early_stopping_threshold", "report_to", "run_name",
         "tensorboard_log_dir", "log_gradient_norm", "log_weight_histogram", "log_learning_rate",

@@ -5,9 +5,9 @@ of `dataset` taken with the fixed `split_seed` every run uses. Each run is score
 training on the model still in memory (no reload), with what `evaluate_model` uses:
   sft     eval_ce (mean unweighted CE per trained token), perplexity, token_accuracy (argmax =
           target on the trained tokens), entropy (mean predictive entropy, nats) — all from
-          `train.evaluation.score_examples`; and, when rows have a checkable answer (conversations
+          `evaluation.scoring.score_examples`; and, when rows have a checkable answer (conversations
           whose last turn is the assistant's: that reply is the reference), exact_match and
-          normalized_match of greedy replies (`train.inference.generate_replies`) to the first
+          normalized_match of greedy replies (`evaluation.generate.generate`) to the first
           `generation_examples` of them, judged as `enhance_dataset`'s reference checker does
   rerank  MRR@10, NDCG@10, Recall@5, accuracy on the held-out query groups (P(yes) ranking)
 Runs in the worker (torch is imported inside the functions).
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.enhance.answer_check import ReferenceChecker
+from finetune_mcp.evaluation.suites import checkable
 from finetune_mcp.experiment.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -44,18 +45,6 @@ class Heldout:
         digest = hashlib.sha256(json.dumps(self.rows, sort_keys=True, default=str).encode()).hexdigest()
         return {"source": self.source, "rows": len(self.rows), "generated": len(self.questions),
                 "fingerprint": digest[:16]}
-
-
-def checkable(row: dict[str, Any]) -> tuple[list[dict[str, str]], str] | None:
-    """(the conversation before the answer, the reference answer) for a conversation that ends with a
-    non-empty assistant turn; None for other rows (plain text, prompt/completion, ranking)."""
-    messages = row.get("messages")
-    if not isinstance(messages, list) or len(messages) < 2:
-        return None
-    last = messages[-1]
-    if not isinstance(last, dict) or last.get("role") != "assistant" or not str(last.get("content") or "").strip():
-        return None
-    return [{"role": m["role"], "content": m["content"]} for m in messages[:-1]], str(last["content"])
 
 
 def load_heldout(spec: ExperimentSpec) -> Heldout:
@@ -82,7 +71,7 @@ def score_run(loaded: LoadedModel, heldout: Heldout, spec: ExperimentSpec) -> tu
         metrics = evaluate_ranking(model, prompt, heldout.rows, batch_size=EVAL_BATCH_SIZE)
         return metrics, {"scoring_s": round(time.perf_counter() - started, 3)}
 
-    from finetune_mcp.train.evaluation import score_examples
+    from finetune_mcp.evaluation.scoring import score_examples
 
     values = score_examples(model, tokenizer, heldout.rows, max_seq_length=spec.max_seq_length,
                             assistant_only_loss=spec.assistant_only_loss)
@@ -106,10 +95,12 @@ def _share(checker: ReferenceChecker, replies: list[str], references: list[str])
 
 
 def _greedy_replies(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    from finetune_mcp.train.inference import generate_replies
+    from finetune_mcp.evaluation.generate import generate
+    from finetune_mcp.evaluation.settings import GenerationSettings
 
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, alternatives=0)
     with _inference_mode(loaded):
-        return generate_replies(loaded.model, loaded.tokenizer, conversations, max_new_tokens=max_new_tokens)
+        return [g.text.strip() for g in generate(loaded.model, loaded.tokenizer, conversations, settings)]
 
 
 @contextlib.contextmanager

@@ -18,8 +18,10 @@ from pydantic import Field, ValidationError
 
 from finetune_mcp import kinds
 from finetune_mcp.config import LocalPath, format_validation_error
-from finetune_mcp.errors import ConfigError, JobError
+from finetune_mcp.errors import ConfigError
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
@@ -33,12 +35,13 @@ class EvaluateStartResult(JobView):
     evaluated: str = Field(description="What is scored: the base model, plus the adapter when there is one.")
     metrics_asked: list[str]
     split: str = Field(description="all rows, or the held-out validation split of the seeded split.")
+    suite: str | None = Field(None, description="heldout | forgetting | all: base vs fine-tune, when asked.")
 
 
 def evaluation_data(job_id: str | None, model: str | None, dataset: str | None, metrics: list[str] | None,
                     split: str, job_config: dict[str, Any] | None, adapter: str | None) -> dict[str, Any]:
     """The EvaluationSpec fields for a request (pure: the tool and the tests share it)."""
-    from finetune_mcp.train.evaluation import TASK_METRICS, metrics_task
+    from finetune_mcp.evaluation.metrics import TOKEN_METRICS, task_of
     from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS
 
     data: dict[str, Any] = {"kind": "evaluate", "source_job": job_id, "adapter": adapter}
@@ -50,10 +53,10 @@ def evaluation_data(job_id: str | None, model: str | None, dataset: str | None, 
             data.pop("max_examples", None)
         data["split"] = ("validation" if dataset is None else "all") if split == "auto" else split
     else:
-        data.update(model=model, dataset=dataset, task=metrics_task(metrics),
+        data.update(model=model, dataset=dataset, task=task_of(metrics),
                     split="all" if split == "auto" else split)
     task = data.get("task", "sft")
-    data["metrics"] = metrics or (list(DEFAULT_METRICS) if task == "rerank" else list(TASK_METRICS))
+    data["metrics"] = metrics or (list(DEFAULT_METRICS) if task == "rerank" else list(TOKEN_METRICS))
     return data
 
 
@@ -89,6 +92,12 @@ def register(mcp: FastMCP) -> None:
         max_examples: Annotated[int | None, Field(description="Score a seeded random subset of this many queries "
                                                   "(or examples).", ge=1, le=100_000_000)] = None,
         batch_size: Annotated[int, Field(description="Prompts per forward pass.", ge=1, le=1024)] = 16,
+        checkpoint: CheckpointArg = None,
+        suite: Annotated[Literal["heldout", "forgetting", "all"] | None, Field(
+            description="Compare the fine-tune with its base model instead: heldout (the job's held-out rows: did "
+            "it learn?), forgetting (a shipped general set of 64 short questions: did it keep what the data did "
+            "not teach?), all (both). Loss and token accuracy teacher-forced, exact/normalized match of greedy "
+            "answers, each difference with a 95 % interval; the results also reach the job's model card.")] = None,
         config_overrides: Annotated[dict[str, Any] | None, Field(
             description="Other data-reading fields, e.g. {\"max_seq_length\": 1024, \"rerank_instruction\": "
             "\"Given a question, find the passage that answers it\", \"dataset_format\": \"triples\"}.")] = None,
@@ -101,7 +110,7 @@ def register(mcp: FastMCP) -> None:
         {"job_id": "ft-0b1c2d3e4f5a", "kind": "evaluate", "state": "queued", ...}; later get_job →
         {"metrics": {"rank/eval/mrr@10": 0.91, "rank/eval/ndcg@10": 0.93, ...}}.
         """
-        from finetune_mcp.train.evaluation import EvaluationSpec
+        from finetune_mcp.evaluation.job import EvaluationSpec
 
         roots = await allowed_roots(ctx)
         if isinstance(roots, InputRequiredResult):
@@ -110,14 +119,14 @@ def register(mcp: FastMCP) -> None:
         if (job_id is None) == (model is None):
             raise ConfigError("give exactly one of job_id (a succeeded fine-tuning job) or model (a model id, "
                               "folder or adapter folder)", field="job_id")
-        job_config = adapter = None
+        job_config = adapter = source_run_dir = None
         if job_id is not None:
-            job = kinds.succeeded_job(manager, job_id, "evaluating its adapter")
-            adapter_dir = Path(job.run_dir) / "adapter"
-            if not (adapter_dir / "adapter_config.json").is_file():
-                raise JobError(f"job {job_id} left no adapter in {adapter_dir}; evaluate another job", job_id=job_id)
-            job_config, adapter = job.config, str(adapter_dir)
+            source = kinds.succeeded_job(manager, job_id, "evaluating its adapter")
+            job_config, adapter = source.config, str(RunArtifacts(source.run_dir, source.id).adapter(checkpoint))
+            source_run_dir = source.run_dir
         else:
+            if checkpoint is not None:
+                raise ConfigError("checkpoint= names a checkpoint of a job; give job_id with it", field="checkpoint")
             if dataset is None:
                 raise ConfigError("with `model`, give the `dataset` to score it on", field="dataset")
             roots.check([LocalPath("model", model, hub_id_ok=True)])  # before its adapter_config.json is read
@@ -125,6 +134,8 @@ def register(mcp: FastMCP) -> None:
             if (folder / "adapter_config.json").is_file():
                 adapter, model = str(folder.resolve()), _adapter_base(folder)
         data = evaluation_data(job_id, model, dataset, metrics, split, job_config, adapter)
+        if suite is not None:
+            data.update(suite=suite, source_run_dir=source_run_dir)
         fixed = {k: data[k] for k in ("kind", "model", "adapter", "source_job")}
         data.update(config_overrides or {})
         data.update(fixed, eval_batch_size=batch_size)
@@ -137,4 +148,5 @@ def register(mcp: FastMCP) -> None:
         job = await kinds.start_job(manager, "evaluate", spec, "local", roots=roots)
         evaluated = spec.model + (f" + adapter {spec.adapter}" if spec.adapter else "")
         return EvaluateStartResult(**job_view(manager, job).model_dump(), evaluated=evaluated,
-                                   metrics_asked=spec.metrics, split=spec.split)
+                                   metrics_asked=spec.metrics if spec.suite is None else [], split=spec.split,
+                                   suite=spec.suite)

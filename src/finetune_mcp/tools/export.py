@@ -20,7 +20,9 @@ from finetune_mcp import kinds
 from finetune_mcp.config import format_validation_error
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.export.quantization import QUANTIZATIONS, parse_quantization
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
@@ -48,6 +50,7 @@ def register(mcp: FastMCP) -> None:
                                           "<name>-<quantization>.gguf.", max_length=96)] = None,
         verify_prompts: Annotated[int, Field(description="Validation rows compared between llama.cpp and "
                                              "transformers.", ge=1, le=256)] = 8,
+        checkpoint: CheckpointArg = None,
     ) -> ExportStartResult:
         """Export a fine-tuned model to GGUF in the background and return the job at once; when it succeeds,
         get_job(job_id) has the verification figures in `metrics` and its result.json the file path plus
@@ -65,7 +68,8 @@ def register(mcp: FastMCP) -> None:
             return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
         manager = get_manager()
         job = kinds.succeeded_job(manager, job_id, "a GGUF export")
-        data = {"source_job": job_id, "source_run_dir": str(Path(job.run_dir)), "format": format,
+        step = RunArtifacts(job.run_dir, job.id).checkpoint(checkpoint).step if checkpoint is not None else None
+        data = {"checkpoint": step, "source_job": job_id, "source_run_dir": str(Path(job.run_dir)), "format": format,
                 "quantization": quantization, "name": name, "verify_prompts": verify_prompts,
                 "model": job.config.get("model", ""), "dataset": job.config.get("dataset", "")}
         try:

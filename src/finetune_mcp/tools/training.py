@@ -16,6 +16,7 @@ from finetune_mcp.config import EnhancedTrainingConfig, build_config
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.consent import ConsentRecord
 from finetune_mcp.tools.spending import start_with_consent
@@ -58,6 +59,10 @@ class JobView(BaseModel):
     result: dict[str, Any] | None = Field(
         None, description="Sample jobs, once succeeded: the answers side by side (per model: match rates, "
         "entropy, speed; per prompt: each model's answer, match and reply with high-entropy spans in ⟦…⟧).")
+    checkpoints: list[dict[str, Any]] | None = Field(
+        None, description="get_job / wait_for_job of a training job: the checkpoints it keeps (step, time, epoch, "
+        "train_loss, eval_loss, path); evaluate_model, sample_model and export_model take checkpoint=<step>, "
+        "start_finetune resume_from_checkpoint='<job_id>:<step>'.")
 
 
 class StartResult(JobView):
@@ -96,7 +101,13 @@ def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> Job
         created_at=_iso(job.created_at), started_at=_iso(job.started_at), ended_at=_iso(job.ended_at),
         elapsed_s=round(end - job.started_at, 1) if job.started_at else None,
         cost_usd=job.cost_usd, worker=worker, result=kinds.result_of(job) if with_result else None,
+        checkpoints=_checkpoints(job) if with_result else None,
     )
+
+
+def _checkpoints(job: Job) -> list[dict[str, Any]] | None:
+    kept = RunArtifacts(job.run_dir, job.id).checkpoints()
+    return [c.to_dict() for c in kept] or None
 
 
 def _iso(ts: float | None) -> str | None:

@@ -1,7 +1,6 @@
-"""Reload a trained adapter and generate with it: the proof that a run produced a usable model.
+"""Reload a trained adapter (or the base model alone): the proof that a run produced a usable model.
 
-Used by the demo's held-out accuracy, the tests ("the adapter reloads and generates"), and the
-model card's examples. Greedy decoding, so results are reproducible.
+Used by the demo and the tests ("the adapter reloads and generates", with `evaluation.generate`).
 """
 
 from __future__ import annotations
@@ -41,22 +40,3 @@ def load_base(model_name: str) -> tuple[Any, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(model_name).to(device).eval()
     return model, AutoTokenizer.from_pretrained(model_name)
-
-
-def generate_replies(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict[str, str]]],
-                     max_new_tokens: int = 16) -> list[str]:
-    """Greedy assistant replies, via the tokenizer's chat template, to single-turn user prompts or
-    to conversations (lists of {"role", "content"} messages, e.g. a held-out row without its last
-    assistant turn)."""
-    import torch
-
-    replies = []
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        replies.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    return replies

@@ -8,12 +8,14 @@ made absolute here because the worker runs in the run directory, not in the serv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
 from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
 from finetune_mcp.errors import ConfigError
+from finetune_mcp.runs.artifacts import RunArtifacts, parse_checkpoint_ref
 from finetune_mcp.user_functions import UserFunctionError, check_resolves, require_allowed
 
 Spec = TypeVar("Spec", bound=DataConfig)
@@ -35,6 +37,19 @@ CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "adapter_
                     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
+def resolve_checkpoint_ref(config: TrainingConfig, run_dir_of: Callable[[str], Path]) -> TrainingConfig:
+    """`resume_from_checkpoint='<job_id>:<step>'` (or ':latest', or the bare id) made the path of that
+    job's checkpoint folder, so the roots check and `check_checkpoint` see a path like any other.
+    `run_dir_of(job_id)` is the job store's answer (a JobError for an unknown id)."""
+    value = config.resume_from_checkpoint
+    ref = parse_checkpoint_ref(value) if isinstance(value, str) else None
+    if ref is None:
+        return config
+    job_id, step = ref
+    checkpoint = RunArtifacts(run_dir_of(job_id), job_id).checkpoint(step)
+    return config.model_copy(update={"resume_from_checkpoint": str(checkpoint.path)})
+
+
 def check_checkpoint(value: str | bool) -> str:
     """`resume_from_checkpoint` as an absolute path to a checkpoint folder, or a ConfigError that
     says what to pass. `true` (resume from the run's own latest checkpoint) cannot work for a new
@@ -42,8 +57,8 @@ def check_checkpoint(value: str | bool) -> str:
     field = "resume_from_checkpoint"
     if value is True:
         raise ConfigError("true resumes from the run directory's own checkpoints, and a new job's run directory "
-                          "starts empty; pass the path of a checkpoint folder, e.g. "
-                          "<FINETUNE_MCP_HOME>/runs/<job_id>/checkpoints/checkpoint-<step>", field=field)
+                          "starts empty; pass an earlier job's checkpoint as '<job_id>:<step>' (or "
+                          "'<job_id>:latest'; get_job lists them), or the path of a checkpoint folder", field=field)
     path = Path(str(value)).expanduser()
     if not path.is_dir():
         problem = "is a file, not a folder" if path.exists() else "does not exist"

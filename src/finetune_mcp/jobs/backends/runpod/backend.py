@@ -69,6 +69,7 @@ from finetune_mcp.jobs.backends.runpod.client import (
 )
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import DEFAULT_RUNPOD_MIN_GPU_GB
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.user_functions import ENV as USER_FUNCTIONS_ENV
 from finetune_mcp.user_functions import allowed_modules
@@ -375,6 +376,9 @@ class RunPodBackend:
         update_sidecar(run_dir, terminated_at=ended)
         cost = self._cost(handle, ended)
         run = RunDirectory(run_dir)
+        transfer = RunArtifacts(run).checkpoint_transfer()
+        if transfer is not None and run.result.exists():
+            run.write_json(run.result, {**run.read_json(run.result), "checkpoints_from_pod": transfer})
         if cost is not None and run.result.exists():
             data = run.read_json(run.result)
             data["cost_usd"] = cost
@@ -397,7 +401,8 @@ class RunPodBackend:
         with anyio.move_on_after(max(self.rp.unreachable_timeout_s, 60) + 600):
             try:
                 await worker.pull(drain=True)
-                names = await worker.download_artifacts()
+                names = await worker.download_artifacts(
+                    checkpoint_bytes=int(self.rp.checkpoints_max_mb * 1024 * 1024))
                 worker.update_sidecar(collected=True)
                 log.info("job %s: artifacts from pod %s: %s", handle["job_id"], handle["pod_id"], ", ".join(names))
             except ArtifactsRefused as exc:  # a hostile or broken pod: never asked again; finalize fails the job

@@ -138,13 +138,16 @@ class WorkerClient:
                 return state
             wait_s = 0.0
 
-    async def download_artifacts(self, timeout_s: float = 600.0) -> list[str]:
-        """The worker's run dir (less checkpoints/, events.jsonl, spec.json) into the local run dir."""
+    async def download_artifacts(self, timeout_s: float = 600.0, checkpoint_bytes: int = 0) -> list[str]:
+        """The worker's run dir (less events.jsonl, spec.json) into the local run dir, with the newest
+        checkpoints whose total fits `checkpoint_bytes` (the pod lists what it left in
+        checkpoints/transfer.json)."""
         self.run.root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.run.root, prefix=".artifacts-", suffix=".tar") as tmp:
             try:
                 async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client, \
-                        client.stream("GET", self.url + "/artifacts", headers=self._headers) as response:
+                        client.stream("GET", self.url + "/artifacts", headers=self._headers,
+                                      params={"checkpoint_bytes": max(0, int(checkpoint_bytes))}) as response:
                     if response.status_code != 200:
                         raise WorkerUnreachable(f"HTTP {response.status_code} while downloading artifacts")
                     async for chunk in response.aiter_bytes(1024 * 1024):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -46,7 +47,8 @@ log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
 TOKEN_ENV = "FINETUNE_MCP_WORKER_TOKEN"
 MAX_WAIT_S = 25.0  # long-poll bound: well under the RunPod proxy's 100 s request timeout
 CHUNK = 1024 * 1024
-ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json"}  # events are synced by offset; spec stays local
+# events are synced by offset; spec stays local; checkpoints come by size (`_add_checkpoints`)
+ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
 _POD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -200,7 +202,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
             wait = min(float(query.get("wait", 0)), MAX_WAIT_S)
             self._tail(job.run_dir / name, int(query.get("offset", 0)), wait)
         elif path == "/artifacts":
-            self._artifacts()
+            self._artifacts(int(query.get("checkpoint_bytes", 0) or 0))
         else:
             self._send_json({"error": f"no route GET {path}"}, HTTPStatus.NOT_FOUND)
 
@@ -273,8 +275,9 @@ class WorkerHandler(BaseHTTPRequestHandler):
             time.sleep(0.2)
         self._send(chunk, headers={"X-Next-Offset": str(offset + len(chunk)), "X-Job-State": state})
 
-    def _artifacts(self) -> None:
-        """The run dir as an uncompressed tar, built on disk and streamed (a merged model is GBs)."""
+    def _artifacts(self, checkpoint_bytes: int) -> None:
+        """The run dir as an uncompressed tar, built on disk and streamed (a merged model is GBs), with
+        the newest checkpoints that fit `checkpoint_bytes` and checkpoints/transfer.json saying so."""
         run_dir = self.server.job.run_dir
         with tempfile.TemporaryFile(dir=self.server.job.root if self.server.job.root.exists() else None) as tmp:
             with tarfile.open(fileobj=tmp, mode="w") as tar:
@@ -282,6 +285,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
                     for child in sorted(run_dir.iterdir()):
                         if child.name not in ARTIFACT_EXCLUDE and not child.name.endswith(".tmp"):
                             tar.add(child, arcname=child.name)
+                    _add_checkpoints(tar, run_dir / "checkpoints", checkpoint_bytes)
             size = tmp.tell()
             tmp.seek(0)
             self.send_response(200)
@@ -291,6 +295,28 @@ class WorkerHandler(BaseHTTPRequestHandler):
             self.end_headers()
             while chunk := tmp.read(CHUNK):
                 self.wfile.write(chunk)
+
+
+def _add_checkpoints(tar: tarfile.TarFile, folder: Path, limit: int) -> None:
+    """checkpoint-<step>/ folders, newest first, while their total stays within `limit` bytes (a
+    checkpoint comes whole or not at all), and checkpoints/transfer.json: what came, what stayed."""
+    if not folder.is_dir():
+        return
+    found = [(int(p.name.removeprefix("checkpoint-")), p) for p in folder.glob("checkpoint-*")
+             if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    brought, left, total = [], [], 0
+    for step, path in sorted(found, reverse=True):
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if total + size <= limit:
+            tar.add(path, arcname=f"checkpoints/{path.name}")
+            brought.append({"step": step, "bytes": size})
+            total += size
+        else:
+            left.append({"step": step, "bytes": size})
+    record = json.dumps({"limit_bytes": limit, "brought_back": brought, "left_on_pod": left}, indent=2).encode()
+    info = tarfile.TarInfo("checkpoints/transfer.json")
+    info.size, info.mtime = len(record), int(time.time())
+    tar.addfile(info, io.BytesIO(record))
 
 
 def _safe_join(root: Path, rel: str, under: str | None = None) -> Path:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from finetune_mcp.errors import ModelError
-from finetune_mcp.sample.spec import GenerationSettings, PlainText
+from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
 
 _PROBE = "\u2047sample-probe-reply\u2047"  # a reply no template or dataset contains
 

@@ -1,4 +1,5 @@
-"""`run_evaluation(spec, run_dir)`: the worker side of an `evaluate_model` job.
+"""The `evaluate` kind: `EvaluationSpec`, its start check and placement, and `run_evaluation(spec,
+run_dir)`, the worker side of an `evaluate_model` job.
 
 An evaluation is a job like training (queued, placed, killable, same run directory and events).
 Its spec composes the config groups it reads — the model fields and `DataConfig` (the same split
@@ -11,6 +12,9 @@ What it measures, on the dataset's query groups (rerank) or examples (sft):
           model's P(yes) in the Qwen3-Reranker prompt
   sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats),
           token_accuracy (share of trained tokens whose most likely token is the target)
+With `suite` (heldout, forgetting, all) it compares the base model and the adapter on the same rows
+instead (`suites`): get_job's metrics are eval/<suite>/<metric>/{base,tuned,delta}, result.json has
+the intervals and verdicts, and a copy lands in the source run's evaluation/ folder for its card.
 Results: result.json, an `eval` event whose metrics get_job shows (`rank/eval/mrr@10`, ...,
 `eval/loss`, ...), and progress events (step = batches scored) while it runs.
 """
@@ -19,9 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,18 +31,15 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
 from finetune_mcp.errors import ConfigError, DatasetError
+from finetune_mcp.evaluation import metrics as registry
+from finetune_mcp.evaluation.scoring import score_examples
+from finetune_mcp.evaluation.suites import SUITES, SuiteRows, run_suite, tagged
 from finetune_mcp.jobs.placement import Placement
-from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
-from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS, check_metric_names, rank_tag
+from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS
 
 log = logging.getLogger("finetune_mcp.evaluate")
-
-TASK_METRICS = ("loss", "perplexity", "entropy", "token_accuracy")
-_TASK_TAGS = {"loss": M.EVAL_LOSS, "perplexity": "eval/perplexity", "entropy": M.EVAL_ENTROPY_MEAN,
-              "token_accuracy": "eval/token_accuracy"}
-ARGMAX_CHUNK = 1024  # tokens per lm_head product when finding the argmax: [1024, V] logits, 0.3 GB at V = 152k bf16
 
 
 class EvaluationSpec(DataConfig, ModelFields):
@@ -58,34 +57,35 @@ class EvaluationSpec(DataConfig, ModelFields):
                                  "(16, as training's before/after scoring: same batches, same scores).")
     rerank_instruction: str | None = RerankConfig.model_fields["rerank_instruction"]
     run_dir: str | None = RunFields.model_fields["run_dir"]
+    suite: Literal["heldout", "forgetting", "all"] | None = Field(
+        None, description="Compare the base model and the adapter: heldout (the data's rows of `split`), "
+        "forgetting (the shipped general set), all (both). None: score the model on the data with `metrics`.")
+    source_run_dir: str | None = Field(None, description="The source job's run directory: a suite's results are "
+                                       "also written to its evaluation/ folder, for its model card.")
+    generation_examples: int = Field(32, ge=0, le=1000, description="Rows with a reference answer that each model "
+                                     "answers by greedy generation in a suite (exact / normalized match).")
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="Tokens per generated answer in a suite.")
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, value: list[str]) -> list[str]:
-        names = [m.strip().lower() for m in value]
-        ranking = [m for m in names if m not in TASK_METRICS]
-        if ranking:
-            try:
-                check_metric_names(ranking)
-            except ConfigError as exc:
-                raise ValueError(str(exc).removeprefix("metrics: ")) from None
-        return list(dict.fromkeys(names))
+    def _normalised(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(m.strip().lower() for m in value))
 
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> EvaluationSpec:
-        task_metrics = [m for m in self.metrics if m in TASK_METRICS]
-        if self.task == "rerank" and task_metrics:
-            raise ValueError(f"{task_metrics} are metrics of task='sft' data; for ranking data use mrr@k, ndcg@k, "
-                             "recall@k, precision@k, map or accuracy")
-        if self.task == "sft" and len(task_metrics) < len(self.metrics):
-            raise ValueError(f"ranking metrics need task='rerank' (ranking data); for task='sft' use "
-                             f"{', '.join(TASK_METRICS)}")
+        try:
+            registry.check_names(self.metrics, self.task)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("metrics: ")) from None
+        if self.suite is not None and self.task == "rerank":
+            raise ValueError("suites compare answers and token losses; a reranker (task='rerank') is scored with "
+                             "ranking metrics: leave suite out")
+        if self.suite is not None and self.adapter is None:
+            raise ValueError("a suite compares a fine-tune with its base: give a job_id or an adapter folder")
         return self
 
-
-def metrics_task(metrics: list[str] | None) -> str:
-    """The task a metric list implies: sft for loss/perplexity/entropy, rerank otherwise (the default)."""
-    return "sft" if metrics and all(m.strip().lower() in TASK_METRICS for m in metrics) else "rerank"
+    def suites(self) -> list[str]:
+        return list(SUITES) if self.suite == "all" else [self.suite] if self.suite else []
 
 
 def check_evaluation_start(spec: EvaluationSpec, settings: Settings) -> EvaluationSpec:
@@ -131,6 +131,8 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
         raise DatasetError("the validation split is empty; use split='all' or a larger validation_split",
                            path=data.source)
     model, tokenizer, device = _load(spec)
+    if spec.suite is not None:
+        return _run_suites(spec, run, model, tokenizer, device, rows, data.source, started)
     log.info("evaluating %s%s on %d %s of %s (%s) on %s", spec.model, f" + {spec.adapter}" if spec.adapter else "",
              len(rows), "queries" if spec.task == "rerank" else "examples", data.source, spec.split, device)
 
@@ -139,17 +141,16 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
 
     if spec.task == "rerank":
         values, extra = _rank(spec, model, tokenizer, rows, progress)
-        tagged = {rank_tag("eval", k): v for k, v in values.items()}
     else:
         values, extra = _task_metrics(spec, model, tokenizer, rows, progress)
-        tagged = {_TASK_TAGS[k]: v for k, v in values.items()}
-    run.write_event("eval", step=0, metrics=tagged, phase="evaluate")
+    named = {registry.tag(k): v for k, v in values.items()}
+    run.write_event("eval", step=0, metrics=named, phase="evaluate")
     result = {
         "status": "succeeded",
         "kind": "evaluate",
         "task": spec.task,
         "metrics": values,
-        "tagged_metrics": tagged,
+        "tagged_metrics": named,
         "model": spec.model,
         "adapter": spec.adapter,
         "source_job": spec.source_job,
@@ -161,8 +162,48 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
         "versions": library_versions(),
     }
     run.write_json(run.result, result)
-    run.write_event("end", status="succeeded", metrics=tagged)
+    run.write_event("end", status="succeeded", metrics=named)
     log.info("done in %.1fs: %s", result["runtime_s"], ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return result
+
+
+def _run_suites(spec: EvaluationSpec, run: RunDirectory, model: Any, tokenizer: Any, device: str,
+                heldout: list[dict[str, Any]], source: str, started: float) -> dict[str, Any]:
+    """Each asked suite, base vs tuned; result.json, the `eval` event, and a copy in the source run."""
+    from finetune_mcp.evaluation.general_set import general_rows
+
+    suites = {"heldout": SuiteRows("heldout", heldout, f"the {spec.split} rows of {source}"),
+              "forgetting": SuiteRows("forgetting", general_rows(), "the general set shipped with finetune-mcp "
+                                      "(64 short-answer questions: arithmetic, capitals, words, counts, sequences)")}
+    asked = spec.suites()
+    total, done = 4 * len(asked), 0
+
+    def progress(stage: str) -> None:
+        nonlocal done
+        done += 1
+        run.write_event("progress", step=done, total_steps=total, stage=stage, eta_s=_eta(started, done, total))
+
+    results = {}
+    for name in asked:
+        log.info("suite %s: %d rows, base vs %s on %s", name, len(suites[name].rows), spec.adapter, device)
+        results[name] = run_suite(suites[name], model, tokenizer, max_seq_length=spec.max_seq_length,
+                                  assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
+                                  generation_examples=spec.generation_examples, max_new_tokens=spec.max_new_tokens,
+                                  progress=progress)
+        log.info("suite %s: %s", name, results[name]["summary"])
+    named = {k: v for result in results.values() for k, v in tagged(result).items()}
+    run.write_event("eval", step=total, metrics=named, phase="evaluate")
+    result = {"status": "succeeded", "kind": "evaluate", "suite": spec.suite, "suites": results,
+              "tagged_metrics": named, "model": spec.model, "adapter": spec.adapter, "source_job": spec.source_job,
+              "scorer": "finetune-mcp's batched scorer (teacher-forced loss + greedy generation)", "device": device,
+              "runtime_s": round(time.time() - started, 2), "versions": library_versions()}
+    run.write_json(run.result, result)
+    if spec.source_run_dir:  # the card of the evaluated run shows the newest result of each suite
+        source_run = RunDirectory(Path(spec.source_run_dir))
+        for name, entry in results.items():
+            source_run.write_json(source_run.evaluation / f"{name}.json",
+                                  {**entry, "job_id": run.root.name, "adapter": spec.adapter, "time": time.time()})
+    run.write_event("end", status="succeeded", metrics=named)
     return result
 
 
@@ -202,53 +243,6 @@ def _task_metrics(spec, model, tokenizer, examples, progress) -> tuple[dict[str,
                             assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
                             on_batch=progress)
     return {k: values[k] for k in spec.metrics}, {"tokens": values["tokens"]}
-
-
-def score_examples(model: Any, tokenizer: Any, examples: list[dict[str, Any]], *, max_seq_length: int,
-                   assistant_only_loss: bool = True, batch_size: int = 16,
-                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
-    """Mean CE per trained token (as training's eval loss, unweighted), its exp (perplexity), the mean
-    predictive entropy and the token accuracy (argmax = target) of `model` on normalised examples,
-    over the tokens training would put loss on. Shared by `evaluate_model` and experiments, so both
-    score the same way. `tokens` is how many tokens were scored."""
-    import torch
-
-    from finetune_mcp.data.chat_tokens import tokenize_examples
-    from finetune_mcp.kernels import linear_entropy_ce
-    from finetune_mcp.train.rerank.prompt import pad_right
-    from finetune_mcp.train.sft_trainer import IGNORE_INDEX, shift_labels, unwrap_causal_lm
-
-    dataset = tokenize_examples(examples, tokenizer, max_seq_length, assistant_only_loss)
-    causal_lm = unwrap_causal_lm(model)
-    device = next(causal_lm.parameters()).device
-    head = causal_lm.lm_head
-    ce_sum = entropy_sum = 0.0
-    tokens = correct = 0
-    batches = math.ceil(len(dataset) / batch_size)
-    with torch.no_grad():
-        for index, start in enumerate(range(0, len(dataset), batch_size), 1):
-            rows = dataset[start : start + batch_size]
-            ids, mask = pad_right(rows["input_ids"], tokenizer.pad_token_id or 0, device)
-            labels, _ = pad_right(rows["labels"], IGNORE_INDEX, device)
-            hidden = causal_lm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            targets = shift_labels(labels, None).reshape(-1)
-            valid = targets != IGNORE_INDEX
-            scored, wanted = hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid], targets[valid]  # [N, d], [N]
-            out = linear_entropy_ce(scored, head.weight, wanted, weight_fn=None, bias=head.bias)
-            ce_sum += float(out.ce.sum())
-            entropy_sum += float(out.entropy.sum())
-            for chunk in range(0, scored.shape[0], ARGMAX_CHUNK):  # never [N, V] logits at once
-                predicted = head(scored[chunk : chunk + ARGMAX_CHUNK]).argmax(-1)  # [n]
-                correct += int((predicted == wanted[chunk : chunk + ARGMAX_CHUNK]).sum())
-            tokens += int(valid.sum())
-            if on_batch is not None:
-                on_batch(index, batches)
-    if not tokens:
-        raise DatasetError("no example has a token to score (every label is masked); check the data's assistant "
-                           "turns or set assistant_only_loss=false")
-    loss = ce_sum / tokens
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "entropy": entropy_sum / tokens,
-            "token_accuracy": correct / tokens, "tokens": tokens}
 
 
 def _eta(started: float, done: int, total: int) -> float | None:
