@@ -44,8 +44,9 @@ def measure(model_dir: Path, backend: str, batch: int, new_tokens: int, repeats:
     if backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
     from finetune_mcp.evaluation.generate import GenerationStats, generate
+    from finetune_mcp.evaluation.settings import GenerationSettings
     from finetune_mcp.sample.loading import group_models, load_group
-    from finetune_mcp.sample.spec import GenerationSettings, build_sample_spec
+    from finetune_mcp.sample.spec import build_sample_spec
 
     spec = build_sample_spec({"model": str(model_dir), "models": [{"label": "model", "model": str(model_dir),
                                                                    "weights": "model"}],

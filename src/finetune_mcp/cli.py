@@ -18,9 +18,12 @@ from rich.console import Console
 from finetune_mcp.cli_preview import config_from_stdin, run_preview, serve_previews
 from finetune_mcp.cli_progress import run_with_progress
 from finetune_mcp.config import EnhancedTrainingConfig, Settings, build_config
+from finetune_mcp.config.methods import METHOD_NAMES
 from finetune_mcp.errors import ConfigError, FinetuneError
 from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.rundir import RunDirectory
+
+METHOD_HELP = f"Training method: {' | '.join(METHOD_NAMES)} (default sft); --task is its older name."
 
 app = typer.Typer(
     name="finetune-mcp",
@@ -82,7 +85,7 @@ def train(
     lora_r: Annotated[int | None, typer.Option()] = None,
     load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit/--no-load-in-4bit")] = None,
     backend: Annotated[str | None, typer.Option(help="auto | unsloth | hf")] = None,
-    task: Annotated[str | None, typer.Option(help="sft | rerank (a Qwen3-Reranker-style reranker on ranking data).")] = None,
+    method: Annotated[str | None, typer.Option("--method", "--task", help=METHOD_HELP)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where to write the run (default: a new folder under runs/).")] = None,
 ) -> None:
@@ -92,7 +95,7 @@ def train(
         "entropy_weight_fn": entropy_fn, "max_steps": max_steps, "num_train_epochs": epochs,
         "max_examples": max_examples, "max_seq_length": max_seq_length, "learning_rate": learning_rate,
         "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
-        "lora_r": lora_r, "load_in_4bit": load_in_4bit, "backend": backend, "seed": seed, "task": task,
+        "lora_r": lora_r, "load_in_4bit": load_in_4bit, "backend": backend, "seed": seed, "method": method,
     })
     target = run_dir or Path(config.run_dir or Settings.from_env().runs_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}")
     result = run_with_progress(config, target)
@@ -152,7 +155,7 @@ def preview(
     grad_accum: Annotated[int | None, typer.Option()] = None,
     lora_r: Annotated[int | None, typer.Option()] = None,
     load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit/--no-load-in-4bit")] = None,
-    task: Annotated[str | None, typer.Option(help="sft | rerank.")] = None,
+    method: Annotated[str | None, typer.Option("--method", "--task", help=METHOD_HELP)] = None,
     examples: Annotated[int, typer.Option(help="Examples to render.", min=0, max=20)] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     spec_stdin: Annotated[bool, typer.Option("--spec-stdin", hidden=True,
@@ -166,7 +169,7 @@ def preview(
         "model": model, "dataset": dataset, "enable_entropy_weighting": entropy_weight, "max_steps": max_steps,
         "num_train_epochs": epochs, "max_examples": max_examples, "max_seq_length": max_seq_length,
         "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-        "gradient_accumulation_steps": grad_accum, "lora_r": lora_r, "load_in_4bit": load_in_4bit, "task": task,
+        "gradient_accumulation_steps": grad_accum, "lora_r": lora_r, "load_in_4bit": load_in_4bit, "method": method,
     }
     if serve:
         return serve_previews()
@@ -224,7 +227,7 @@ def experiment(
     batch_size: Annotated[int | None, typer.Option()] = None,
     lora_r: Annotated[int | None, typer.Option()] = None,
     backend: Annotated[str | None, typer.Option(help="auto | unsloth | hf")] = None,
-    task: Annotated[str | None, typer.Option(help="sft | rerank")] = None,
+    method: Annotated[str | None, typer.Option("--method", "--task", help=METHOD_HELP)] = None,
     seed: Annotated[int | None, typer.Option(help="First seed, and the seed of the held-out split.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where to write (default: a new folder under runs/).")] = None,
 ) -> None:
@@ -243,7 +246,7 @@ def experiment(
     flags = {"model": model, "dataset": dataset, "seeds": seeds, "baseline": baseline, "max_steps": max_steps,
              "num_train_epochs": epochs, "max_examples": max_examples, "eval_dataset": eval_dataset,
              "primary_metric": primary_metric, "max_seq_length": max_seq_length, "learning_rate": learning_rate,
-             "per_device_train_batch_size": batch_size, "lora_r": lora_r, "backend": backend, "task": task, "seed": seed}
+             "per_device_train_batch_size": batch_size, "lora_r": lora_r, "backend": backend, "method": method, "seed": seed}
     data.update({k: v for k, v in flags.items() if v is not None})
     if arm:
         data["arms"] = [_arm_option(a) for a in arm]

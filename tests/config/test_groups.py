@@ -48,7 +48,7 @@ def test_evaluation_errors_name_the_evaluation(tmp_path):
 
 @pytest.mark.parametrize("name", ["dft", "entropy_gated", "top_entropy"])
 def test_new_loss_variants_reach_the_kernel_spec(name):
-    from finetune_mcp.train.sft_trainer import weight_spec
+    from finetune_mcp.train.sft.trainer import weight_spec
 
     config = TrainingConfig(model="m", dataset="d", enable_entropy_weighting=True,
                             entropy={"function": name, "quantile": 0.5, "scale": 2.0})

@@ -104,14 +104,15 @@ def test_malformed_rows_are_refused_with_the_line(tmp_path: Path, row: dict, mes
 
 def test_ranking_rows_need_task_rerank(tmp_path: Path) -> None:
     path = write_ranking_dataset(tmp_path / "r.jsonl", n=5)
-    with pytest.raises(DatasetError, match=r"these are ranking rows .*set task='rerank'"):
+    with pytest.raises(DatasetError, match=r"the data is in ranking format.*set method='rerank'"):
         validate_dataset(build_config({"model": "m", "dataset": str(path)}))
 
 
 def test_task_rerank_refuses_chat_data(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "hi"},
                                                                {"role": "assistant", "content": "yo"}]}])
-    with pytest.raises(DatasetError, match="task='rerank' needs ranking rows, but the data is in messages format"):
+    with pytest.raises(DatasetError, match=r"the data is in messages format, but the training method takes "
+                       r"ranking, triples, graded rows; set method='sft'"):
         load(path)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from finetune_mcp.evaluation.intervals import paired_bootstrap, wilson
-from finetune_mcp.evaluation.scoring import RowScore
 from finetune_mcp.evaluation.suites import match_comparison, summarize, token_comparison
+from finetune_mcp.train.sft.scoring import RowScore
 
 
 def test_wilson_matches_the_textbook_values() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from finetune_mcp.config.methods import DEFAULT_METHOD, METHODS, TrainingMethod, get_method
 
 DatasetFormat = Literal[
     "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded"
@@ -37,9 +39,10 @@ class DataConfig(BaseModel):
         min_length=1,
         description="Local file/folder (JSONL, JSON, CSV, Parquet) or a Hugging Face dataset id.",
     )
-    task: Literal["sft", "rerank"] = Field(
-        "sft", description="Training objective: sft (next-token loss on the replies) or rerank (Qwen3-Reranker "
-        "yes/no relevance on ranking data: query + positive(s)/negatives, triples, or graded docs).",
+    method: str = Field(
+        DEFAULT_METHOD, validation_alias=AliasChoices("method", "task"),
+        description="Training method: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
+        + ". `task` is its older name.",
     )
     dataset_format: DatasetFormat = "auto"
     dataset_split: str = Field("train", description="Split to read from a hub dataset.")
@@ -57,6 +60,28 @@ class DataConfig(BaseModel):
         None, description="Seed of the subset and train/validation split instead of `seed`. An experiment fixes it, "
         "so runs with different seeds are scored on the same held-out rows.",
     )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"unknown training method {value!r}; use one of {', '.join(METHODS)}")
+        return value
+
+    @property
+    def task(self) -> str:
+        """The method under its older name (results and job views still say `task`)."""
+        return self.method
+
+    @property
+    def training_method(self) -> TrainingMethod:
+        """This config's method descriptor (`config.methods`)."""
+        return get_method(self.method)
+
+    @property
+    def accepted_formats(self) -> tuple[str, ...]:
+        """The dataset formats the method trains on: what `data.loader` checks rows against."""
+        return self.training_method.formats
 
     @property
     def data_split_seed(self) -> int:

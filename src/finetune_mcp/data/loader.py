@@ -9,7 +9,8 @@ Every row becomes one of three shapes, whatever the input format:
   {"prompt": str, "completion": str}   non-conversational prompt/completion (loss on the completion)
   {"text": str}                        plain language modelling (loss on every token)
 Rows with a `metadata` object (ArangoDB Q&A exports) keep it: `metadata_filters` read it.
-`data_formats.py` knows the formats; this module knows files, sources and the subset/split.
+`data.formats` knows the formats (a registry, one module each); this module knows files, sources
+and the subset/split.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from finetune_mcp.data.formats import FORMATS, detect_format, normalize_row, passes_filters
+from finetune_mcp.data.formats import (
+    NESTED_FIELDS,
+    check_accepted,
+    detect_format,
+    normalize_row,
+    passes_filters,
+)
 from finetune_mcp.data.hub import (
     check_hub,
     hub_snapshot,
@@ -32,7 +39,6 @@ from finetune_mcp.data.hub import (
     offline,
     split_files,
 )
-from finetune_mcp.data.ranking import NESTED_RANKING_FIELDS, check_task_data
 from finetune_mcp.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -137,7 +143,7 @@ def load_examples(config: DataConfig) -> LoadedData:
             removed[name] = removed.get(name, 0) + count
     if not examples:
         raise DatasetError(_empty_message(rows_read, removed), path=source.location)
-    examples = check_task_data(config.task, examples, formats, source.location)  # rerank: one group per query
+    examples = check_accepted(config.accepted_formats, examples, formats, source.location)  # ranking: one group per query
     train, validation = subset_and_split(examples, config.max_examples, config.validation_split,
                                          config.data_split_seed)
     return LoadedData(
@@ -306,12 +312,9 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
         yield number, {k: _maybe_json(k, v) for k, v in row.items() if v is not None}
 
 
-_NESTED_FIELDS = frozenset({"messages", "conversations", "metadata", "prompt", "completion", *NESTED_RANKING_FIELDS})
-
-
 def _maybe_json(key: str, value: Any) -> Any:
     """CSV / Parquet cells hold nested fields (messages, metadata) as JSON text; decode those."""
-    if key in _NESTED_FIELDS and isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+    if key in NESTED_FIELDS and isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
             return json.loads(value)
         except json.JSONDecodeError:
@@ -337,7 +340,6 @@ def _read_hub(repo_id: str, config: DataConfig) -> list[tuple[list[dict], str, i
 
 
 __all__ = [
-    "FORMATS",
     "DatasetSource",
     "LoadedData",
     "load_examples",

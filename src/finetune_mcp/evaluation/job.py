@@ -7,11 +7,12 @@ as training, so "validation" means the rows training held out) — plus its own:
 optimiser fields. `check_evaluation_start` and `place_evaluation` are its start checks and
 placement (kinds.py).
 
-What it measures, on the dataset's query groups (rerank) or examples (sft):
-  rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`ranking_metrics`), from the
-          model's P(yes) in the Qwen3-Reranker prompt
+What it measures is the method's (`evaluate` hook of `train/<method>/method.py`; the names it
+accepts are the descriptor's `eval_metrics`):
+  rerank  MRR@k, NDCG@k, Recall@k, Precision@k, MAP, accuracy (`rerank/metrics`), from the
+          model's P(yes) in the Qwen3-Reranker prompt, on query groups
   sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats),
-          token_accuracy (share of trained tokens whose most likely token is the target)
+          token_accuracy (share of trained tokens whose most likely token is the target), on examples
 With `suite` (heldout, forgetting, all) it compares the base model and the adapter on the same rows
 instead (`suites`): get_job's metrics are eval/<suite>/<metric>/{base,tuned,delta}, result.json has
 the intervals and verdicts, and a copy lands in the source run's evaluation/ folder for its card.
@@ -30,14 +31,12 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
+from finetune_mcp.config.methods import METHODS, get_method, method_for_metrics
 from finetune_mcp.errors import ConfigError, DatasetError
-from finetune_mcp.evaluation import metrics as registry
-from finetune_mcp.evaluation.scoring import score_examples
-from finetune_mcp.evaluation.suites import SUITES, SuiteRows, run_suite, tagged
+from finetune_mcp.evaluation import suites
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
-from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS
 
 log = logging.getLogger("finetune_mcp.evaluate")
 
@@ -49,7 +48,8 @@ class EvaluationSpec(DataConfig, ModelFields):
 
     kind: Literal["evaluate"] = "evaluate"
     adapter: str | None = Field(None, description="LoRA adapter folder (a run's adapter/) applied to `model`.")
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=20)
+    metrics: list[str] = Field(default_factory=lambda: list(method_for_metrics(None).default_eval_metrics),
+                               min_length=1, max_length=20)
     split: Literal["all", "validation"] = Field(
         "all", description="all: every row; validation: the held-out part of the seeded split (as in training).")
     source_job: str | None = Field(None, description="The job whose adapter is evaluated, if any.")
@@ -68,24 +68,31 @@ class EvaluationSpec(DataConfig, ModelFields):
 
     @field_validator("metrics")
     @classmethod
-    def _normalised(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(m.strip().lower() for m in value))
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        names = [m.strip().lower() for m in value]
+        unknown = [m for m in names if not any(method.accepts_metric(m) for method in METHODS.values())]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; use " + "; ".join(
+                f"{method.metric_help} (method={method.name!r})" for method in METHODS.values()))
+        return list(dict.fromkeys(names))
 
     @model_validator(mode="after")
-    def _metrics_fit_task(self) -> EvaluationSpec:
-        try:
-            registry.check_names(self.metrics, self.task)
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("metrics: ")) from None
-        if self.suite is not None and self.task == "rerank":
-            raise ValueError("suites compare answers and token losses; a reranker (task='rerank') is scored with "
-                             "ranking metrics: leave suite out")
+    def _metrics_fit_method(self) -> EvaluationSpec:
+        method = get_method(self.method)
+        foreign = [m for m in self.metrics if not method.accepts_metric(m)]
+        if foreign:
+            owner = method_for_metrics(foreign)
+            raise ValueError(f"{foreign} are not metrics of method={method.name!r}; for its {method.unit} use "
+                             f"{method.metric_help} ({foreign[0]!r} is a metric of method={owner.name!r})")
+        if self.suite is not None and not (method.generates and method.row_shape == "sequences"):
+            raise ValueError(f"suites compare answers and token losses; method={method.name!r} is scored with "
+                             f"{method.metric_help}: leave suite out")
         if self.suite is not None and self.adapter is None:
             raise ValueError("a suite compares a fine-tune with its base: give a job_id or an adapter folder")
         return self
 
     def suites(self) -> list[str]:
-        return list(SUITES) if self.suite == "all" else [self.suite] if self.suite else []
+        return list(suites.SUITES) if self.suite == "all" else [self.suite] if self.suite else []
 
 
 def check_evaluation_start(spec: EvaluationSpec, settings: Settings) -> EvaluationSpec:
@@ -130,27 +137,27 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
     if not rows:
         raise DatasetError("the validation split is empty; use split='all' or a larger validation_split",
                            path=data.source)
+    from finetune_mcp.train.methods import implementation
+
+    method = get_method(spec.method)
     model, tokenizer, device = _load(spec)
     if spec.suite is not None:
         return _run_suites(spec, run, model, tokenizer, device, rows, data.source, started)
     log.info("evaluating %s%s on %d %s of %s (%s) on %s", spec.model, f" + {spec.adapter}" if spec.adapter else "",
-             len(rows), "queries" if spec.task == "rerank" else "examples", data.source, spec.split, device)
+             len(rows), method.unit, data.source, spec.split, device)
 
     def progress(done: int, total: int) -> None:
         run.write_event("progress", step=done, total_steps=total, eta_s=_eta(started, done, total))
 
-    if spec.task == "rerank":
-        values, extra = _rank(spec, model, tokenizer, rows, progress)
-    else:
-        values, extra = _task_metrics(spec, model, tokenizer, rows, progress)
-    named = {registry.tag(k): v for k, v in values.items()}
-    run.write_event("eval", step=0, metrics=named, phase="evaluate")
+    values, tagged, extra = implementation(method).evaluate(spec, model, tokenizer, rows, progress)
+    run.write_event("eval", step=0, metrics=tagged, phase="evaluate")
     result = {
         "status": "succeeded",
         "kind": "evaluate",
-        "task": spec.task,
+        "method": spec.method,
+        "task": spec.method,  # the name results had before methods were named
         "metrics": values,
-        "tagged_metrics": named,
+        "tagged_metrics": tagged,
         "model": spec.model,
         "adapter": spec.adapter,
         "source_job": spec.source_job,
@@ -162,7 +169,7 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
         "versions": library_versions(),
     }
     run.write_json(run.result, result)
-    run.write_event("end", status="succeeded", metrics=named)
+    run.write_event("end", status="succeeded", metrics=tagged)
     log.info("done in %.1fs: %s", result["runtime_s"], ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return result
 
@@ -172,9 +179,10 @@ def _run_suites(spec: EvaluationSpec, run: RunDirectory, model: Any, tokenizer: 
     """Each asked suite, base vs tuned; result.json, the `eval` event, and a copy in the source run."""
     from finetune_mcp.evaluation.general_set import general_rows
 
-    suites = {"heldout": SuiteRows("heldout", heldout, f"the {spec.split} rows of {source}"),
-              "forgetting": SuiteRows("forgetting", general_rows(), "the general set shipped with finetune-mcp "
-                                      "(64 short-answer questions: arithmetic, capitals, words, counts, sequences)")}
+    rows = {"heldout": suites.SuiteRows("heldout", heldout, f"the {spec.split} rows of {source}"),
+            "forgetting": suites.SuiteRows("forgetting", general_rows(), "the general set shipped with finetune-mcp "
+                                           "(64 short-answer questions: arithmetic, capitals, words, counts, "
+                                           "sequences)")}
     asked = spec.suites()
     total, done = 4 * len(asked), 0
 
@@ -185,16 +193,17 @@ def _run_suites(spec: EvaluationSpec, run: RunDirectory, model: Any, tokenizer: 
 
     results = {}
     for name in asked:
-        log.info("suite %s: %d rows, base vs %s on %s", name, len(suites[name].rows), spec.adapter, device)
-        results[name] = run_suite(suites[name], model, tokenizer, max_seq_length=spec.max_seq_length,
-                                  assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
-                                  generation_examples=spec.generation_examples, max_new_tokens=spec.max_new_tokens,
-                                  progress=progress)
+        log.info("suite %s: %d rows, base vs %s on %s", name, len(rows[name].rows), spec.adapter, device)
+        results[name] = suites.run_suite(rows[name], model, tokenizer, max_seq_length=spec.max_seq_length,
+                                         assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
+                                         generation_examples=spec.generation_examples,
+                                         max_new_tokens=spec.max_new_tokens, progress=progress)
         log.info("suite %s: %s", name, results[name]["summary"])
-    named = {k: v for result in results.values() for k, v in tagged(result).items()}
+    named = {k: v for result in results.values() for k, v in suites.tagged(result).items()}
     run.write_event("eval", step=total, metrics=named, phase="evaluate")
-    result = {"status": "succeeded", "kind": "evaluate", "suite": spec.suite, "suites": results,
-              "tagged_metrics": named, "model": spec.model, "adapter": spec.adapter, "source_job": spec.source_job,
+    result = {"status": "succeeded", "kind": "evaluate", "method": spec.method, "suite": spec.suite,
+              "suites": results, "tagged_metrics": named, "model": spec.model, "adapter": spec.adapter,
+              "source_job": spec.source_job,
               "scorer": "finetune-mcp's batched scorer (teacher-forced loss + greedy generation)", "device": device,
               "runtime_s": round(time.time() - started, 2), "versions": library_versions()}
     run.write_json(run.result, result)
@@ -225,24 +234,6 @@ def _load(spec: EvaluationSpec) -> tuple[Any, Any, str]:
         model = PeftModel.from_pretrained(model, spec.adapter)
     _ensure_pad_token(tokenizer)
     return model.eval(), tokenizer, torch.cuda.get_device_name(0) if cuda else "cpu"
-
-
-def _rank(spec, model, tokenizer, groups, progress) -> tuple[dict[str, float], dict[str, Any]]:
-    from finetune_mcp.train.rerank.metrics import ScoredGroup, compute_metrics
-    from finetune_mcp.train.rerank.prompt import RerankPrompt, score_groups
-
-    prompt = RerankPrompt(tokenizer, spec.max_seq_length, spec.rerank_instruction)
-    scores = score_groups(model, prompt, groups, batch_size=spec.eval_batch_size, on_batch=progress)
-    values = compute_metrics([ScoredGroup(s, g["relevance"]) for s, g in zip(scores, groups, strict=True)],
-                             spec.metrics)
-    return values, {"num_documents": sum(len(g["docs"]) for g in groups), "truncated_pairs": prompt.truncated}
-
-
-def _task_metrics(spec, model, tokenizer, examples, progress) -> tuple[dict[str, float], dict[str, Any]]:
-    values = score_examples(model, tokenizer, examples, max_seq_length=spec.max_seq_length,
-                            assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
-                            on_batch=progress)
-    return {k: values[k] for k in spec.metrics}, {"tokens": values["tokens"]}
 
 
 def _eta(started: float, done: int, total: int) -> float | None:

@@ -5,7 +5,7 @@
 
 Each suite scores both models with one load: the LoRA adapter is switched off for the base
 (`disable_adapter`), on for the tuned model. Per suite:
-  loss, token_accuracy   teacher-forced over every row's trained tokens (`scoring.score_rows`); the
+  loss, token_accuracy   teacher-forced over every row's trained tokens (`train.sft.scoring`); the
                          difference tuned − base with a paired bootstrap interval over rows
   exact_match,           greedy answers (`generate.generate`, as sample_model renders prompts) to
   normalized_match       the rows with a reference answer (conversations ending with the assistant's
@@ -23,10 +23,10 @@ from typing import Any
 
 from finetune_mcp.enhance.answer_check import ReferenceChecker
 from finetune_mcp.evaluation.intervals import paired_bootstrap, wilson
-from finetune_mcp.evaluation.metrics import METRICS
-from finetune_mcp.evaluation.scoring import RowScore, pool
+from finetune_mcp.train.sft.scoring import RowScore, pool
 
 SUITES = ("heldout", "forgetting")
+HIGHER_IS_BETTER = {"loss": False, "token_accuracy": True, "exact_match": True, "normalized_match": True}
 SAMPLES_KEPT = 5
 
 
@@ -61,8 +61,8 @@ def run_suite(suite: SuiteRows, model: Any, tokenizer: Any, *, max_seq_length: i
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Base and tuned on the suite's rows: each metric's values, difference, intervals and verdict."""
     from finetune_mcp.evaluation.generate import generate
-    from finetune_mcp.evaluation.scoring import score_rows
     from finetune_mcp.evaluation.settings import GenerationSettings
+    from finetune_mcp.train.sft.scoring import score_rows
 
     questions = [q for q in map(checkable, suite.rows) if q is not None][:generation_examples]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=min(batch_size, 64), alternatives=0)
@@ -116,7 +116,7 @@ def match_comparison(base: list[str], tuned: list[str], references: list[str]) -
 
 
 def _compare(name: str, base: float, tuned: float, interval: tuple[float, float] | None) -> dict[str, Any]:
-    higher = METRICS[name].higher_is_better
+    higher = HIGHER_IS_BETTER[name]
     if interval is None or interval[0] <= 0 <= interval[1]:
         verdict = "no clear difference"
     else:

@@ -1,7 +1,9 @@
 """The held-out metrics an experiment compares: their names, what they measure and which way is better.
 
 Light on purpose (no torch): the server checks `primary_metric` against these names, and the
-report, the card section and `get_experiment` label their rows from here.
+report, the card section and `get_experiment` label their rows from here. Which metrics a run of a
+method reports, and its default primary metric, are the method's descriptor's (`config.methods`);
+this module says what each name means.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS as RANK_METRICS
+from finetune_mcp.config.methods import get_method
 
 Better = Literal["higher", "lower"] | None  # None: descriptive (entropy), no arm is "better" by it
 
@@ -32,30 +34,30 @@ ANSWER_METRICS = (  # only when held-out rows have a checkable answer (the last 
     Metric("exact_match", "exact match of greedy replies", "higher"),
     Metric("normalized_match", "normalised match of greedy replies", "higher"),
 )
-RANKING = tuple(Metric(name, name.upper() if "@" in name else name, "higher") for name in RANK_METRICS)
+RANKING = tuple(Metric(name, name.upper() if "@" in name else name, "higher")
+                for name in ("mrr@10", "ndcg@10", "recall@5"))
+RANKING += (Metric("accuracy", "accuracy", "higher"),)
+_ALL = {metric.name: metric for metric in SFT_METRICS + ANSWER_METRICS + RANKING}
 
 
-def metrics_for(task: str, answers: bool) -> tuple[Metric, ...]:
-    """The metrics an experiment of `task` reports (answers: whether generations are checked)."""
-    if task == "rerank":
-        return RANKING
-    return SFT_METRICS + (ANSWER_METRICS if answers else ())
+def metrics_for(method: str, answers: bool) -> tuple[Metric, ...]:
+    """The metrics an experiment of `method` reports (answers: whether generations are checked)."""
+    return tuple(by_name(name) for name in get_method(method).experiment_metrics(answers))
 
 
-def default_primary(task: str, answers: bool) -> str:
-    """The metric the verdict and the recommendation are about, unless the spec names one: what the
-    user cares about when it can be checked (answers right), else the loss on held-out tokens."""
-    if task == "rerank":
-        return "mrr@10"
-    return "normalized_match" if answers else "eval_ce"
+def default_primary(method: str, answers: bool) -> str:
+    """The metric the verdict and the recommendation are about, unless the spec names one: the
+    method's (for SFT: answers right when they can be checked, else the loss on held-out tokens)."""
+    return get_method(method).primary(answers)
 
 
-def known_names(task: str) -> tuple[str, ...]:
-    return tuple(m.name for m in metrics_for(task, answers=True))
+def known_names(method: str) -> tuple[str, ...]:
+    return tuple(m.name for m in metrics_for(method, answers=True))
 
 
 def by_name(name: str) -> Metric:
-    for metric in SFT_METRICS + ANSWER_METRICS + RANKING:
-        if metric.name == name:
-            return metric
-    raise KeyError(name)
+    """The metric called `name`: a new method's held-out metrics get their label and direction here."""
+    metric = _ALL.get(name)
+    if metric is None:
+        raise KeyError(name)
+    return metric

@@ -2,11 +2,13 @@
 
 The held-out rows are read once (`load_heldout`): `eval_dataset` whole, or the validation split
 of `dataset` taken with the fixed `split_seed` every run uses. Each run is scored right after
-training on the model still in memory (no reload), with what `evaluate_model` uses:
+training on the model still in memory (no reload), by the method's `score_heldout` hook
+(`train/<method>/method.py`, what `evaluate_model` uses too):
   sft     eval_ce (mean unweighted CE per trained token), perplexity, token_accuracy (argmax =
           target on the trained tokens), entropy (mean predictive entropy, nats) — all from
-          `evaluation.scoring.score_examples`; and, when rows have a checkable answer (conversations
-          whose last turn is the assistant's: that reply is the reference), exact_match and
+          `train.sft.scoring.score_examples`; and, for a method that generates, when rows have a
+          checkable answer (conversations whose last turn is the assistant's: that reply is the
+          reference), exact_match and
           normalized_match of greedy replies (`evaluation.generate.generate`) to the first
           `generation_examples` of them, judged as `enhance_dataset`'s reference checker does
   rerank  MRR@10, NDCG@10, Recall@5, accuracy on the held-out query groups (P(yes) ranking)
@@ -54,7 +56,7 @@ def load_heldout(spec: ExperimentSpec) -> Heldout:
     rows = data.train + data.validation if spec.eval_dataset else data.validation
     source = (f"all of {spec.eval_dataset}" if spec.eval_dataset else
               f"the validation split of {spec.dataset} ({spec.validation_split:.0%}, split seed {spec.data_split_seed})")
-    questions = [] if spec.task == "rerank" else [q for q in map(checkable, rows) if q is not None]
+    questions = [q for q in map(checkable, rows) if q is not None] if spec.training_method.generates else []
     return Heldout(rows=rows, source=source, questions=questions[: spec.generation_examples])
 
 
@@ -63,22 +65,10 @@ def score_run(loaded: LoadedModel, heldout: Heldout, spec: ExperimentSpec) -> tu
     started = time.perf_counter()
     model, tokenizer = loaded.model, loaded.tokenizer
     model.eval()
-    if spec.task == "rerank":
-        from finetune_mcp.train.rerank.prompt import RerankPrompt
-        from finetune_mcp.train.rerank.workflow import EVAL_BATCH_SIZE, evaluate_ranking
+    from finetune_mcp.train.methods import implementation
 
-        prompt = RerankPrompt(tokenizer, spec.max_seq_length, spec.rerank_instruction)
-        metrics = evaluate_ranking(model, prompt, heldout.rows, batch_size=EVAL_BATCH_SIZE)
-        return metrics, {"scoring_s": round(time.perf_counter() - started, 3)}
-
-    from finetune_mcp.evaluation.scoring import score_examples
-
-    values = score_examples(model, tokenizer, heldout.rows, max_seq_length=spec.max_seq_length,
-                            assistant_only_loss=spec.assistant_only_loss)
-    metrics = {"eval_ce": values["loss"], "perplexity": values["perplexity"],
-               "token_accuracy": values["token_accuracy"], "entropy": values["entropy"]}
-    extra: dict[str, Any] = {"tokens_scored": values["tokens"]}
-    if heldout.questions:
+    metrics, extra = implementation(spec.method).score_heldout(model, tokenizer, heldout.rows, spec)
+    if heldout.questions:  # only a method that generates has questions (`load_heldout`)
         replies = _greedy_replies(loaded, [q for q, _ in heldout.questions], spec.max_new_tokens)
         references = [ref for _, ref in heldout.questions]
         exact, normalized = ReferenceChecker("exact"), ReferenceChecker("normalized")

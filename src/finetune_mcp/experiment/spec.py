@@ -164,9 +164,9 @@ class ExperimentSpec(EnhancedTrainingConfig):
             raise ValueError("num_gpus: an experiment runs its runs one after another on one device; use num_gpus=1")
         if self.resume_from_checkpoint:
             raise ValueError("resume_from_checkpoint: each run of an experiment starts fresh; drop it")
-        if self.primary_metric is not None and self.primary_metric not in known_names(self.task):
-            raise ValueError(f"primary_metric {self.primary_metric!r} is not a metric of task={self.task!r}; "
-                             f"use one of {', '.join(known_names(self.task))}")
+        if self.primary_metric is not None and self.primary_metric not in known_names(self.method):
+            raise ValueError(f"primary_metric {self.primary_metric!r} is not a metric of method={self.method!r}; "
+                             f"use one of {', '.join(known_names(self.method))}")
         for arm in self.arms:  # every run's config must be valid, or the experiment would fail halfway
             self.run_config(arm, self.seeds[0])
         return self

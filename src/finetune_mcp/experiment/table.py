@@ -39,8 +39,8 @@ def build_table(spec: ExperimentSpec, records: list[RunRecord], *, status: str, 
                 experiment: str) -> dict[str, Any]:
     """The table for `records` (in plan order); `status` is the experiment's (running, succeeded, ...)."""
     answers = bool(heldout.get("generated"))
-    metrics = metrics_for(spec.task, answers)
-    primary = by_name(spec.primary_metric or default_primary(spec.task, answers))
+    metrics = metrics_for(spec.method, answers)
+    primary = by_name(spec.primary_metric or default_primary(spec.method, answers))
     if primary not in metrics:  # e.g. normalized_match asked, but the held-out rows have no answers to check
         metrics = (*metrics, primary)
     done = [r for r in records if r.status == "succeeded"]
@@ -53,7 +53,8 @@ def build_table(spec: ExperimentSpec, records: list[RunRecord], *, status: str, 
     return {
         "experiment": experiment,
         "status": status,
-        "task": spec.task,
+        "method": spec.method,
+        "task": spec.method,  # the name tables had before methods were named
         "model": spec.model,
         "dataset": spec.dataset,
         "arms": [{"name": a.name, "loss": a.describe(), "enable_entropy_weighting": a.enable_entropy_weighting,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from finetune_mcp.config import Settings, TrainingConfig
+from finetune_mcp.config.methods import MemoryExtras
 from finetune_mcp.errors import BackendError, FinetuneError
 from finetune_mcp.jobs.multi_gpu import spread
 from finetune_mcp.jobs.placement import GpuInfo, Placement
@@ -109,6 +110,7 @@ def estimate_for(
     batch_size: int = 2,
     gradient_checkpointing: bool = True,
     optim: str = "auto",
+    extras: MemoryExtras | None = None,
 ) -> MemoryEstimate:
     """Read the model's config and estimate one run's memory (see `jobs.vram`)."""
     if optim == "auto":
@@ -116,7 +118,7 @@ def estimate_for(
     return estimate_memory(
         load_model_info(model), load_in_4bit=load_in_4bit, lora_r=lora_r, target_modules=target_modules,
         max_seq_length=max_seq_length, batch_size=batch_size,
-        gradient_checkpointing=gradient_checkpointing, optim=optim,
+        gradient_checkpointing=gradient_checkpointing, optim=optim, extras=extras,
     )
 
 
@@ -243,7 +245,7 @@ def place_job(config: TrainingConfig, target: str, settings: Settings) -> Placem
         config.model, target, settings, num_gpus=config.num_gpus, load_in_4bit=config.load_in_4bit,
         lora_r=config.lora_r, target_modules=config.target_modules, max_seq_length=config.max_seq_length,
         batch_size=config.per_device_train_batch_size, gradient_checkpointing=config.gradient_checkpointing,
-        optim=config.resolved_optim,
+        optim=config.resolved_optim, extras=config.training_method.memory,
     )
 
 

@@ -15,6 +15,9 @@ index (or a local file's header) gives the exact size, that wins. The estimate t
     loss_head      the fused / chunked loss never holds T×V logits: the last hidden states (bf16),
                    their fp32 gradient, and one 256 MB logits block
     cuda_overhead  CUDA context + cuBLAS workspaces (~1 GB) + 10 % allocator fragmentation
+and what the training method adds (`config.methods.MemoryExtras`): sequences per row multiply the
+tokens of a step; a reference copy adds the weights again (frozen, no LoRA); generations add the
+KV cache of the completions generated per prompt (L · 2 · kv · 2 bytes per token, bf16).
 
 The model is deliberately pessimistic: a run that "fits" by this estimate has headroom. Measured on
 an H100 (Unsloth 2026.10.9, random weights, seq 2048 × batch 2, full-length examples), estimate
@@ -35,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_mcp.config.methods import MemoryExtras
 from finetune_mcp.errors import ModelError
 
 GB = 1024**3
@@ -205,8 +209,11 @@ def estimate_memory(
     batch_size: int = 2,
     gradient_checkpointing: bool = True,
     optim: str = "adamw_torch",
+    extras: MemoryExtras | None = None,
 ) -> MemoryEstimate:
-    """The breakdown described in the module docstring, for one GPU and one optimiser step."""
+    """The breakdown described in the module docstring, for one GPU and one optimiser step, with the
+    training method's `extras` (None: an SFT-shaped run)."""
+    extras = extras or MemoryExtras()
     shape = info.shape
     params = info.params
     counts = shape.parameter_count()
@@ -232,7 +239,7 @@ def estimate_memory(
     eight_bit = "8bit" in optim or "8_bit" in optim
     optimizer = lora * (2 if eight_bit else 8)
 
-    tokens = max_seq_length * batch_size
+    tokens = max_seq_length * batch_size * extras.sequences_per_row
     h, q, kv = shape.hidden, shape.q_dim, shape.kv_dim
     mlp_width = shape.expert_intermediate if shape.experts else shape.intermediate
     layer_working = tokens * (h + q + 2 * kv + q + h + 3 * mlp_width) * 2 * 2  # bf16 activations + their grads
@@ -244,13 +251,17 @@ def estimate_memory(
     loss_head = tokens * h * (2 + 4) + LOSS_BLOCK_BYTES
 
     parts = {
-        "weights": weights,
+        "weights": weights * (2 if extras.reference_copy else 1),
         "lora_adapters": lora * 4,
         "gradients": lora * 4,
         "optimizer": optimizer,
         "activations": activations,
         "loss_head": loss_head,
     }
+    if extras.generations:
+        parts["generation_kv_cache"] = shape.layers * tokens * extras.generations * 2 * kv * 2
+    if extras != MemoryExtras():
+        assumptions.append(f"the training method adds: {extras}")
     subtotal = sum(parts.values())
     parts["cuda_overhead"] = CUDA_CONTEXT_BYTES + FRAGMENTATION * subtotal
     assumptions.append(

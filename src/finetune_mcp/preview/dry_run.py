@@ -29,7 +29,7 @@ from finetune_mcp.train.preflight import check_start
 DEFAULT_EXAMPLES = 3
 DEFAULT_SAMPLE = 2000  # rows tokenised for the statistics; a larger split is sampled (seeded)
 SHOWN_SETTINGS = (
-    "task", "dataset_format", "max_examples", "validation_split", "max_seq_length", "assistant_only_loss",
+    "method", "dataset_format", "max_examples", "validation_split", "max_seq_length", "assistant_only_loss",
     "lora_r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules", "load_in_4bit", "num_train_epochs",
     "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
     "lr_scheduler_type", "warmup_ratio", "warmup_steps", "enable_entropy_weighting", "num_gpus", "seed",
@@ -62,7 +62,7 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     tokenizer = load_tokenizer(config.model)
     where = place(config, target, settings)
     chat = None
-    if config.task == "rerank":
+    if config.training_method.row_shape == "query_groups":
         shown, lengths, val_tokens_per_row = rerank_preview(config, tokenizer, data.train, examples, where.devices)
         dropped, end_of_turn = 0, None
     else:
@@ -85,7 +85,7 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     model_dir = Path(config.model) if Path(config.model).is_dir() else None
     warnings = run_checks(config, data.train, data.validation, lengths, shown, chat, dropped, model_dir, tokenizer)
     report = PreviewReport(
-        model=config.model, dataset=config.dataset, task=config.task,
+        model=config.model, dataset=config.dataset, task=config.method,
         chat_template=bool(getattr(tokenizer, "chat_template", None)), end_of_turn=end_of_turn,
         data=DataReport(
             source=data.source, kind=source.kind, format=data.format, format_reason=_format_reason(config, data.format),

@@ -70,7 +70,7 @@ def estimate_run(config: EnhancedTrainingConfig, where: Where, *, tokens_per_ste
     placement, details = where.placement, where.placement.details
     device = "cpu" if placement.device == "cpu" else "cuda"
     shape = load_model_info(config.model).shape
-    step = step_seconds(shape, config.task, tokens_per_step, device, where.gpu, config.enable_entropy_weighting)
+    step = step_seconds(shape, config.method, tokens_per_step, device, where.gpu, config.enable_entropy_weighting)
     total = cost = None
     if step is not None:
         per_token = step.seconds / tokens_per_step if tokens_per_step else 0.0

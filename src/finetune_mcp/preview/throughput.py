@@ -24,6 +24,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from finetune_mcp.config.methods import get_method
 from finetune_mcp.jobs.vram import ModelShape, shape_from_config
 
 TABLE = "throughput.json"
@@ -42,7 +43,7 @@ class Measurement:
 
 def matmul_params(shape: ModelShape, task: str) -> int:
     """Parameters a token's forward and backward multiply through (embedding lookups excluded)."""
-    head_rows = 2 if task == "rerank" else shape.vocab
+    head_rows = get_method(task).loss_head_rows or shape.vocab
     return shape.parameter_count()["body"] + head_rows * shape.hidden
 
 
@@ -104,7 +105,7 @@ def step_seconds(shape: ModelShape, task: str, tokens_per_step: int, device: str
     speed = relative_speed(gpu) if gpu else None
     if speed is None or not gpu_meas:
         return None
-    small = [m for m in gpu_meas if m.task == "sft"]
+    small = [m for m in gpu_meas if get_method(m.task).loss_head_rows is None]  # full-vocabulary loss heads
     floor = min((m for m in small if m.entropy_weighting == entropy_weighting), key=lambda m: m.matmul_params,
                 default=min(small, key=lambda m: m.matmul_params))
     big = max(gpu_meas, key=lambda m: m.matmul_params)

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from finetune_mcp.config.methods import method_of
 from finetune_mcp.report import plots as P
 from finetune_mcp.report.enhancement_section import student_teacher_section
 from finetune_mcp.report.evaluation_section import evaluation_section
@@ -82,7 +83,7 @@ def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, sample
     data = ModelCardData(
         base_model=base_hub,
         library_name="peft",
-        pipeline_tag="text-ranking" if spec.get("task") == "rerank" else "text-generation",
+        pipeline_tag=method_of(spec).pipeline_tag,
         license=base_model_license(base),
         datasets=[dataset] if _is_hub_id(dataset) else None,
         tags=tags,

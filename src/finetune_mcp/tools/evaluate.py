@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 
 from finetune_mcp import kinds
 from finetune_mcp.config import LocalPath, format_validation_error
+from finetune_mcp.config.methods import method_for_metrics, method_of
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
@@ -27,8 +28,8 @@ from finetune_mcp.tools.training import JobView, job_view
 
 # Fields an evaluation of a job's adapter takes from that job's config, so the data is read, split and
 # prompted exactly as in training.
-_FROM_JOB = ("task", "dataset", "dataset_format", "dataset_split", "metadata_filters", "max_examples",
-             "validation_split", "seed", "max_seq_length", "assistant_only_loss", "rerank_instruction")
+_FROM_JOB = ("dataset", "dataset_format", "dataset_split", "metadata_filters", "max_examples",
+             "validation_split", "seed", "split_seed", "max_seq_length", "assistant_only_loss", "rerank_instruction")
 
 
 class EvaluateStartResult(JobView):
@@ -41,22 +42,19 @@ class EvaluateStartResult(JobView):
 def evaluation_data(job_id: str | None, model: str | None, dataset: str | None, metrics: list[str] | None,
                     split: str, job_config: dict[str, Any] | None, adapter: str | None) -> dict[str, Any]:
     """The EvaluationSpec fields for a request (pure: the tool and the tests share it)."""
-    from finetune_mcp.evaluation.metrics import TOKEN_METRICS, task_of
-    from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS
-
     data: dict[str, Any] = {"kind": "evaluate", "source_job": job_id, "adapter": adapter}
     if job_config is not None:
         data.update({k: job_config[k] for k in _FROM_JOB if k in job_config})
+        data["method"] = method_of(job_config).name  # spec.json says `method`; older ones `task`
         data["model"] = job_config["model"]
         if dataset is not None:  # another dataset: all of it, unless asked otherwise
             data["dataset"] = dataset
             data.pop("max_examples", None)
         data["split"] = ("validation" if dataset is None else "all") if split == "auto" else split
     else:
-        data.update(model=model, dataset=dataset, task=task_of(metrics),
+        data.update(model=model, dataset=dataset, method=method_for_metrics(metrics).name,
                     split="all" if split == "auto" else split)
-    task = data.get("task", "sft")
-    data["metrics"] = metrics or (list(DEFAULT_METRICS) if task == "rerank" else list(TOKEN_METRICS))
+    data["metrics"] = metrics or list(method_of(data).default_eval_metrics)
     return data
 
 

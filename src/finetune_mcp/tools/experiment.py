@@ -25,7 +25,7 @@ from finetune_mcp.experiment.workflow import experiment_paths
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.roots import allowed_roots
-from finetune_mcp.tools.training import JobId, JobView, job_view
+from finetune_mcp.tools.training import JobId, JobView, MethodArg, TaskArg, chosen_method, job_view
 
 ArmArg = str | dict[str, Any]
 
@@ -145,7 +145,8 @@ def register(mcp: FastMCP) -> None:
             description="Held-out rows answered by greedy generation for exact/normalised match (default 100, 0: none).",
             ge=0, le=100_000)] = None,
         target: Annotated[Literal["auto", "local"], Field(description="auto/local: a local GPU, else the CPU.")] = "auto",
-        task: Annotated[Literal["sft", "rerank"] | None, Field(description="sft (default) or rerank.")] = None,
+        method: MethodArg = None,
+        task: TaskArg = None,
         config_overrides: Annotated[dict[str, Any] | None, Field(
             description="Any other training setting shared by every run (EnhancedTrainingConfig fields, e.g. "
             "{\"learning_rate\": 1e-4, \"max_seq_length\": 512, \"lora_r\": 16}), or experiment fields "
@@ -164,7 +165,8 @@ def register(mcp: FastMCP) -> None:
         manager = get_manager()
         data = experiment_data(model, dataset, arms, seeds, {
             "baseline": baseline, "max_steps": max_steps, "eval_dataset": eval_dataset,
-            "primary_metric": primary_metric, "generation_examples": generation_examples, "task": task,
+            "primary_metric": primary_metric, "generation_examples": generation_examples,
+            "method": chosen_method(method, task),
         }, config_overrides)
         spec = build_experiment_spec(data)
         job = await kinds.start_job(manager, "experiment", spec, target, roots=roots)

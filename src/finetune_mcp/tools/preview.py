@@ -27,6 +27,7 @@ from finetune_mcp.tools.training import (
     LoraRankArg,
     MaxExamplesArg,
     MaxStepsArg,
+    MethodArg,
     ModelArg,
     NumGpusArg,
     OverridesArg,
@@ -34,6 +35,7 @@ from finetune_mcp.tools.training import (
     TargetArg,
     TaskArg,
     WeightFnArg,
+    chosen_method,
     training_config,
 )
 
@@ -55,6 +57,7 @@ def register(mcp: FastMCP) -> None:
         gradient_accumulation_steps: AccumulationArg = None,
         max_seq_length: SeqLengthArg = None,
         load_in_4bit: FourBitArg = None,
+        method: MethodArg = None,
         task: TaskArg = None,
         entropy_weight_fn: WeightFnArg = None,
         num_gpus: NumGpusArg = None,
@@ -81,7 +84,8 @@ def register(mcp: FastMCP) -> None:
             num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
             per_device_train_batch_size=per_device_train_batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
-            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
+            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
+            method=chosen_method(method, task),
         )
         roots = await allowed_roots(ctx)
         if isinstance(roots, InputRequiredResult):

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from finetune_mcp import kinds
 from finetune_mcp.config import DataConfig, LocalPath
+from finetune_mcp.config.methods import method_of
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
@@ -103,9 +104,10 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
 
 def _trained_job(manager: JobManager, job_id: str, purpose: str) -> Job:
     job = kinds.succeeded_job(manager, job_id, purpose)
-    if job.config.get("task") == "rerank":
-        raise JobError(f"job {job_id} trained a reranker (task='rerank'), which scores documents rather than "
-                       "answering; score it with evaluate_model(job_id=...)", job_id=job_id)
+    method = method_of(job.config)
+    if not method.generates:
+        raise JobError(f"job {job_id} trained with method={method.name!r}, whose model scores rather than "
+                       "answers; score it with evaluate_model(job_id=...)", job_id=job_id)
     return job
 
 

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
+from finetune_mcp.config.methods import METHOD_NAMES
+from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
@@ -134,10 +136,11 @@ BatchSizeArg = Annotated[int | None, Field(description="Default 2.", ge=1, le=10
 AccumulationArg = Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)]
 SeqLengthArg = Annotated[int | None, Field(description="Tokens per example (default 2048).", ge=16, le=131072)]
 FourBitArg = Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")]
-TaskArg = Annotated[Literal["sft", "rerank"] | None, Field(
-    description="sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker on ranking data "
-    "(query + positive(s)/negatives, query/positive/negative triples, or query + docs with relevance); reports "
-    "MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")]
+MethodArg = Annotated[Literal[METHOD_NAMES] | None, Field(
+    description="Training method. sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker "
+    "on ranking data (query + positive(s)/negatives, query/positive/negative triples, or query + docs with "
+    "relevance); reports MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")]
+TaskArg = Annotated[Literal[METHOD_NAMES] | None, Field(description="The older name of `method`; give one of them.")]
 WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "
                                           "'pkg.module:fn'.", max_length=200)]
 NumGpusArg = Annotated[int | Literal["auto"] | None, Field(
@@ -146,6 +149,14 @@ OverridesArg = Annotated[dict[str, Any] | None, Field(
     description="Any other EnhancedTrainingConfig field, e.g. {\"lora_alpha\": 64, \"warmup_ratio\": 0.05, "
     "\"dataset_format\": \"messages\", \"entropy\": {\"scale\": 2.0}, \"save_merged\": true}. "
     "The typed parameters above take precedence.")]
+
+
+def chosen_method(method: str | None, task: str | None) -> str | None:
+    """`method`, or `task` (its older name) when only that is given; both must agree."""
+    if method and task and method != task:
+        raise ConfigError(f"method={method!r} and task={task!r} disagree; `task` is the older name of `method`: "
+                          "give one of them", field="method")
+    return method or task
 
 
 def training_config(model: str, dataset: str, entropy_weighting: bool, config_overrides: dict[str, Any] | None,
@@ -178,6 +189,7 @@ def register(mcp: FastMCP) -> None:
         gradient_accumulation_steps: AccumulationArg = None,
         max_seq_length: SeqLengthArg = None,
         load_in_4bit: FourBitArg = None,
+        method: MethodArg = None,
         task: TaskArg = None,
         entropy_weight_fn: WeightFnArg = None,
         num_gpus: NumGpusArg = None,
@@ -205,7 +217,8 @@ def register(mcp: FastMCP) -> None:
             num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
             per_device_train_batch_size=per_device_train_batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
-            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus, task=task,
+            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
+            method=chosen_method(method, task),
         )
         started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
                                            max_cost_usd=max_cost_usd)

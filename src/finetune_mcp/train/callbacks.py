@@ -4,7 +4,9 @@
   per logging window, hparams with the final metrics.
 - `EventsCallback`: events.jsonl lines (progress, eval, epoch ends) that the job manager tails,
   and entropy/epoch_<k>.json for the model card.
-Observers must not break a run, but a run whose progress nobody can see is not fine either: write
+Entropy is used where the trainer keeps it (`entropy_tracker`): SFT's and the reranker's trainers
+do; a TRL trainer without entropy bookkeeping (DPO, GRPO, ...) gets the same events and scalars
+without the entropy parts. Observers must not break a run, but a run whose progress nobody can see is not fine either: write
 errors propagate (disk full is a real failure).
 """
 
@@ -36,6 +38,12 @@ _EVAL_TAGS = {
     "eval_entropy_mean": M.EVAL_ENTROPY_MEAN,
     "eval_high_entropy_share": M.EVAL_HIGH_ENTROPY_SHARE,
 }
+
+
+def entropy_tracker(trainer: Any, mode: str = "train") -> Any | None:
+    """The trainer's entropy tracker for `mode`, or None for a trainer that keeps none."""
+    trackers = getattr(trainer, "entropy_trackers", None)
+    return trackers.get(mode) if trackers else None
 
 
 def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
@@ -71,7 +79,7 @@ class TensorBoardCallback(TrainerCallback):
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, state.global_step)
         self.final.update(metrics)
-        window = self.trainer.last_entropy_window
+        window = getattr(self.trainer, "last_entropy_window", None)
         if "loss" in logs and window is not None and window.numel():
             self.writer.add_histogram(M.ENTROPY_HISTOGRAM, window, state.global_step)
         self.writer.flush()
@@ -119,7 +127,12 @@ class EventsCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self._epoch_index += 1
-        summary = self.trainer.entropy_trackers["train"].epoch_summary(self._epoch_index, self._decode)
+        tracker = entropy_tracker(self.trainer)
+        if tracker is None:  # a trainer without entropy bookkeeping: the epoch end alone
+            self.run.write_event("epoch_end", step=state.global_step, total_steps=state.max_steps,
+                                 epoch=self._epoch_index)
+            return
+        summary = tracker.epoch_summary(self._epoch_index, self._decode)
         self.run.write_json(self.run.entropy / f"epoch_{self._epoch_index}.json", summary)
         self.run.write_event("epoch_end", step=state.global_step, total_steps=state.max_steps,
                              epoch=self._epoch_index, entropy_mean=summary["mean"],

@@ -1,16 +1,15 @@
-"""The training loop every method shares: a typed `TrainingRun`, `build_trainer` and `fit_and_save`.
+"""The training loop every method shares: a typed `TrainingRun` and `fit_and_save`.
 
-A method (SFT in `sft.py`, the reranker in `rerank/workflow.py`) turns the run's examples into
-rows, asks `build_trainer` for the trainer and its callbacks (its own trainer class, collator and
-SFTConfig overrides where it needs them), and hands both to `fit_and_save`, which trains,
-evaluates and writes every artifact once (rank 0): eval.json, the adapter (and the merged model),
-hparams, result.json and the `end` event. `workflow.run_training` picks the method.
+A method (`sft/`, `rerank/`, ...) turns the run's examples into rows, asks `builder.build_trainer`
+for the trainer and its callbacks (the shared base plus its own `TrainerParts`), and hands both to
+`fit_and_save`, which trains, evaluates and writes every artifact once (rank 0): eval.json, the
+adapter (and the merged model), hparams, result.json and the `end` event. `workflow.run_training`
+picks the method from the registry (`config.methods`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ class TrainingRun:
 @dataclass
 class BuiltTrainer:
     """A trainer with the callbacks `fit_and_save` reads back: TensorBoard (final metrics, hparams)
-    and throughput (the result's `perf`)."""
+    and throughput (the result's `perf`); `builder.build_trainer` makes it."""
 
     trainer: Any
     tensorboard: TensorBoardCallback
@@ -56,6 +55,8 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
     merged model), hparams, result.json and the `end` event. Shared by every method;
     `after_training(global_step)` runs on rank 0 before the writes and returns the method's own
     entries for result.json (the reranker's before/after ranking metrics)."""
+    from finetune_mcp.train.callbacks import entropy_tracker
+
     config, run, loaded, data = training.config, training.run, training.loaded, training.data
     trainer, tb, perf = built.trainer, built.tensorboard, built.perf
     train_output = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint or None)
@@ -82,7 +83,8 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
     tb.write_hparams({k: v for k, v in eval_metrics.items() if isinstance(v, int | float)})
     result = {
         "status": "succeeded",
-        "task": config.task,
+        "method": config.method,
+        "task": config.method,  # the name results had before methods were named; readers still use it
         "metrics": final,
         "eval": eval_metrics,
         **task_result,
@@ -92,7 +94,7 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
         "backend": loaded.backend,
         "device": loaded.device,
         "entropy_weighting": config.enable_entropy_weighting,
-        "high_entropy_threshold": trainer.entropy_trackers["train"].threshold,
+        "high_entropy_threshold": tracker.threshold if (tracker := entropy_tracker(trainer)) else None,
         "num_processes": trainer.accelerator.num_processes,
         "ranks_in_sync": ranks_in_sync,
         "num_train_examples": len(train_ds),
@@ -105,84 +107,6 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
                     metrics=final)
     log.info("done in %.1fs; adapter in %s", result["train_runtime_s"], run.adapter)
     return result
-
-
-def build_trainer(training: TrainingRun, train_ds: Any, eval_ds: Any | None, *, trainer_cls: type | None = None,
-                  args_overrides: dict[str, Any] | None = None, **trainer_kwargs: Any) -> BuiltTrainer:
-    """The trainer and its callbacks. The reranker passes its trainer class, SFTConfig overrides
-    (its own collator's needs) and extra trainer arguments; SFT uses the defaults."""
-    config, run, loaded = training.config, training.run, training.loaded
-    import torch
-    from transformers import PrinterCallback
-    from trl import SFTConfig
-
-    from finetune_mcp.train.callbacks import EventsCallback, PerfCallback, TensorBoardCallback
-    from finetune_mcp.train.sft_trainer import EnhancedUnslothTrainer
-
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    evaluate = eval_ds is not None
-    args = SFTConfig(
-        output_dir=str(run.checkpoints),
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        # transformers 5: an int is a step count, a float in [0, 1) a ratio of the total steps
-        warmup_steps=config.warmup_steps or config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=config.resolved_optim,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        eval_strategy=("steps" if config.eval_steps else "epoch") if evaluate else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps" if config.save_steps else "epoch",
-        save_steps=config.save_steps or 500,
-        save_total_limit=config.save_total_limit,
-        prediction_loss_only=True,
-        bf16=bf16,
-        fp16=cuda and not bf16,
-        use_cpu=not cuda,
-        report_to="none",
-        disable_tqdm=True,
-        max_length=config.max_seq_length,
-        gradient_checkpointing=config.gradient_checkpointing and loaded.backend == "hf" and cuda,
-        dataloader_num_workers=0,
-        remove_unused_columns=True,
-        **(args_overrides or {}),
-    )
-    trainer = (trainer_cls or EnhancedUnslothTrainer)(
-        model=loaded.model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=loaded.tokenizer,
-        entropy_weighting=config.enable_entropy_weighting,
-        entropy_config=config.entropy,
-        entropy_sample_tokens=config.entropy_sample_tokens,
-        loss_implementation=os.environ.get("FINETUNE_MCP_LOSS_IMPL", "auto"),
-        **trainer_kwargs,
-    )
-    hparams = {
-        "model": config.model, "entropy_weighting": config.enable_entropy_weighting,
-        "entropy_fn": config.entropy.function if config.enable_entropy_weighting else "off",
-        "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "learning_rate": config.learning_rate,
-        "batch_size": config.per_device_train_batch_size, "grad_accum": config.gradient_accumulation_steps,
-        "max_seq_length": config.max_seq_length, "load_in_4bit": config.load_in_4bit, "seed": config.seed,
-        "backend": loaded.backend,
-    }
-    trainer.remove_callback(PrinterCallback)  # logs go to events.jsonl and train.log, not stdout
-    tb = TensorBoardCallback(run, trainer, hparams)
-    trainer.add_callback(tb)
-    trainer.add_callback(EventsCallback(run, trainer, loaded.tokenizer))
-    perf = PerfCallback()
-    trainer.add_callback(perf)
-    return BuiltTrainer(trainer, tb, perf)
 
 
 def leave_process_group() -> None:

@@ -4,8 +4,9 @@ This is the `train` kind's worker body (local process, RunPod pod, CLI `train`, 
 writes the run directory described in `runs/rundir.py` and nothing outside it. Order matters: the
 backend is resolved first because Unsloth must be imported before transformers and TRL.
 
-`METHODS` is the task table: `config.task` → the method that turns loaded data and model into a
-finished run. Adding a training method is a module (or folder) under `train/` plus one line here.
+The method that turns loaded data and model into a finished run is the `train` hook of the
+config's method (`train.methods.implementation`, from the registry in `config.methods`). Adding a
+training method is a folder under `train/` plus one line in that registry; nothing here changes.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 from finetune_mcp.config import EnhancedTrainingConfig
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import worker_session
-from finetune_mcp.train import sft
 from finetune_mcp.train.loop import TrainingRun, leave_process_group
-from finetune_mcp.train.rerank import workflow as rerank
+from finetune_mcp.train.methods import implementation
 
 if TYPE_CHECKING:
     from finetune_mcp.train.model import LoadedModel
@@ -31,12 +31,6 @@ log = logging.getLogger("finetune_mcp.run")
 
 # (config, backend) -> the model with LoRA attached; `train.model.load_model` unless a caller shares one
 ModelLoader = Callable[[EnhancedTrainingConfig, str], "LoadedModel"]
-
-METHODS: dict[str, Callable[[TrainingRun], dict[str, Any]]] = {
-    "sft": sft.train_sft,
-    "rerank": rerank.train_reranker,  # the Qwen3-Reranker objective: its own rows, loss and ranking metrics
-}
-
 
 def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
                  load_model: ModelLoader | None = None) -> dict[str, Any]:
@@ -47,7 +41,8 @@ def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
     process on the same base model (an experiment loads it once and re-initialises LoRA per run).
     """
     with worker_session(RunDirectory(Path(run_dir)), config, "training") as run:
-        result = METHODS[config.task](_load(config, run, load_model))
+        method = implementation(config.method)  # before the load: a broken method fails in a second
+        result = method.train(_load(config, run, load_model))
         leave_process_group()
         return result
 

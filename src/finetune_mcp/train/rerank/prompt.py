@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.errors import ConfigError, ModelError
+from finetune_mcp.train.padding import pad_right
 
 if TYPE_CHECKING:
     import datasets
@@ -198,7 +199,7 @@ def score_groups(
     `on_batch(done, total)` is called after each batch (progress events)."""
     import torch
 
-    from finetune_mcp.train.sft_trainer import unwrap_causal_lm
+    from finetune_mcp.train.sft.trainer import unwrap_causal_lm
 
     encoded = prompt.encode_groups(groups)
     flat = [(gi, di, ids) for gi, prompts in enumerate(encoded) for di, ids in enumerate(prompts)]
@@ -225,18 +226,3 @@ def score_groups(
     finally:
         model.train(was_training)
     return scores
-
-
-def pad_right(
-    sequences: list[list[int]], pad_id: int, device: Any = None, width: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[n, T] input ids padded on the right with `pad_id` (T = the longest, or `width`), and the mask."""
-    import torch
-
-    width = max(width or 0, max(len(s) for s in sequences))
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)

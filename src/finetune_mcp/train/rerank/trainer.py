@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from finetune_mcp.kernels import entropy_weights, linear_entropy_ce
-from finetune_mcp.train.rerank.prompt import IGNORE_INDEX, AnswerHead, last_positions, pad_right
-from finetune_mcp.train.sft_trainer import EnhancedUnslothTrainer, last_hidden_states, unwrap_causal_lm
+from finetune_mcp.train.padding import pad_right
+from finetune_mcp.train.rerank.prompt import IGNORE_INDEX, AnswerHead, last_positions
+from finetune_mcp.train.sft.trainer import EnhancedUnslothTrainer, last_hidden_states, unwrap_causal_lm
 
 
 @dataclass

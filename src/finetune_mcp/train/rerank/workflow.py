@@ -1,4 +1,4 @@
-"""`train_reranker`: the task="rerank" method of `train.workflow`, after data and model are loaded.
+"""`train_reranker`: the `rerank` method's worker body, after data and model are loaded.
 
 Same run directory, callbacks and result.json as SFT, plus the ranking evaluation: MRR@10,
 NDCG@10, Recall@5 and accuracy on the validation queries (whole query groups, held out by the
@@ -14,9 +14,11 @@ from typing import Any
 
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import is_main_process
-from finetune_mcp.train.loop import TrainingRun, build_trainer, fit_and_save
+from finetune_mcp.train.builder import build_trainer
+from finetune_mcp.train.loop import TrainingRun, fit_and_save
 from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS, ScoredGroup, compute_metrics, rank_tag
 from finetune_mcp.train.rerank.prompt import RerankPrompt, score_groups, training_rows
+from finetune_mcp.train.sft.workflow import sft_parts
 
 log = logging.getLogger("finetune_mcp.rerank")
 EVAL_BATCH_SIZE = 16  # as evaluate_model's default: the same batches give the same scores
@@ -50,13 +52,13 @@ def train_reranker(training: TrainingRun) -> dict[str, Any]:
     before = evaluate_ranking(loaded.model, prompt, data.validation, batch_size=EVAL_BATCH_SIZE) \
         if data.validation and main else {}
 
-    built = build_trainer(
-        training, train_ds, eval_ds, trainer_cls=RerankTrainer,
+    built = build_trainer(training, train_ds, eval_ds, sft_parts(
+        training, trainer_class=RerankTrainer,
         # rows are lists of prompts: TRL must not tokenise, truncate or pack them; our collator pads
-        args_overrides={"dataset_kwargs": {"skip_prepare_dataset": True}, "padding_free": False, "packing": False},
+        config_kwargs={"dataset_kwargs": {"skip_prepare_dataset": True}, "padding_free": False, "packing": False},
         data_collator=RerankCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if loaded.device != "cpu" else None),
         answer_ids=(prompt.no_id, prompt.yes_id), listwise=listwise,
-    )
+    ))
     tb = built.tensorboard
     if before:
         _record(run, tb, "before", before, step=0)

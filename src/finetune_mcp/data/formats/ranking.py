@@ -11,7 +11,8 @@ Every row becomes one *query group* `{"query", "instruction", "docs": [str], "re
 instruction) are merged into one group before the train/validation split, so MS MARCO triples of
 one query never land on both sides and the held-out queries are really unseen.
 
-Standard library only: `data_formats` (imported by the server at start-up) calls into this module.
+Three formats, registered in `data.formats` (before the chat formats: a ranking row may carry an
+'instruction' too). Standard library only: the server imports this at start-up.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import math
 from pathlib import Path
 from typing import Any, NoReturn
 
+from finetune_mcp.data.formats.base import RowFormat
 from finetune_mcp.errors import DatasetError
 
-RANKING_FORMATS = ("ranking", "triples", "graded")
 # Keys that make a row with a "query" a ranking row (a bare "query" may be an instruction dataset's field).
 RANKING_KEYS = ("positive", "positives", "negative", "negatives", "docs")
 # CSV / Parquet cells that hold lists as JSON text.
@@ -41,13 +42,12 @@ def is_ranking_row(row: dict[str, Any]) -> bool:
     return "query" in row and any(key in row for key in RANKING_KEYS)
 
 
-def detect_ranking_format(row: dict[str, Any]) -> str:
-    """The ranking format a row's keys announce (call only when `is_ranking_row`)."""
-    if "docs" in row:
-        return "graded"
-    if "negative" in row and "negatives" not in row:
-        return "triples"
-    return "ranking"
+def _is_graded(row: dict[str, Any]) -> bool:
+    return is_ranking_row(row) and "docs" in row
+
+
+def _is_triple(row: dict[str, Any]) -> bool:
+    return is_ranking_row(row) and "docs" not in row and "negative" in row and "negatives" not in row
 
 
 def normalize_ranking_row(row: dict[str, Any], fmt: str, *, path: Path | str, line: int) -> dict[str, Any]:
@@ -66,29 +66,6 @@ def normalize_ranking_row(row: dict[str, Any], fmt: str, *, path: Path | str, li
         negatives = check.text_list("negatives")
         docs, relevance = positives + negatives, [1.0] * len(positives) + [0.0] * len(negatives)
     return {"query": query, "instruction": instruction, "docs": docs, "relevance": relevance}
-
-
-def check_task_data(task: str, examples: list[dict[str, Any]], formats: set[str], source: str) -> list[dict[str, Any]]:
-    """Refuse a dataset that does not fit the task (ranking rows for sft, chat rows for rerank);
-    for rerank, merge rows of the same query into one group. Returns the examples to split."""
-    ranking = formats & set(RANKING_FORMATS)
-    if task == "rerank":
-        other = sorted(formats - set(RANKING_FORMATS))
-        if other:
-            raise DatasetError(
-                f"task='rerank' needs ranking rows, but the data is in {', '.join(other)} format; give rows with "
-                "'query' + 'positive'/'positives' + 'negatives', MS MARCO-style 'query'/'positive'/'negative' "
-                "triples, or 'query' + 'docs' with 'relevance' (or set task='sft')",
-                path=source,
-            )
-        return merge_query_groups(examples)
-    if ranking:
-        raise DatasetError(
-            f"these are ranking rows ({', '.join(sorted(ranking))} format); set task='rerank' to fine-tune a "
-            "reranker on them, or give chat/instruction data for task='sft'",
-            path=source,
-        )
-    return examples
 
 
 def merge_query_groups(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -177,3 +154,13 @@ class _RankingChecker:
         if not any(r > 0 for r in relevance):
             self.fail("no document has relevance > 0, so the row ranks nothing")
         return texts, relevance
+
+
+def _format(name: str, matches) -> RowFormat:
+    return RowFormat(name, EXPECTED[name], matches,
+                     lambda row, path, line: normalize_ranking_row(row, name, path=path, line=line),
+                     row_extras=False, combine=merge_query_groups, nested_fields=NESTED_RANKING_FIELDS)
+
+
+# graded and triples first: a row that is neither is a plain ranking row
+FORMATS = (_format("graded", _is_graded), _format("triples", _is_triple), _format("ranking", is_ranking_row))

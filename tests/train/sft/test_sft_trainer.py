@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from finetune_mcp.train.entropy import EntropyTracker
-from finetune_mcp.train.sft_trainer import IGNORE_INDEX, shift_labels
+from finetune_mcp.train.sft.trainer import IGNORE_INDEX, shift_labels
 
 
 def test_shift_labels_masks_sequence_starts_in_packed_rows():
@@ -28,7 +28,7 @@ def trainer_and_model(tiny_model_dir, tmp_path_factory):
     from trl import SFTConfig
 
     from finetune_mcp.config import EntropyConfig
-    from finetune_mcp.train.sft_trainer import EnhancedUnslothTrainer
+    from finetune_mcp.train.sft.trainer import EnhancedUnslothTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -108,7 +108,7 @@ def test_tracker_threshold_share_sample_and_top_tokens():
 def test_example_weights_follow_the_labels_layout(padding_free):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from finetune_mcp.train.sft_trainer import ExampleWeightCollator
+    from finetune_mcp.train.sft.trainer import ExampleWeightCollator
 
     collate = ExampleWeightCollator(DataCollatorForLanguageModeling(pad_token_id=0, padding_free=padding_free))
     batch = collate([

@@ -1,10 +1,10 @@
-"""Teacher-forced scoring of a model on normalised examples, over the tokens training puts loss on.
+"""How well a model predicts the trained tokens of SFT rows, scored the way training's eval loss is.
 
-`score_rows` gives each example's CE sum, entropy sum, correct argmax count and token count, so a
-suite can pair base and tuned example by example (a bootstrap over rows); `score_examples`
-pools them into what `evaluate_model` and the experiment kind report: loss (mean CE per trained
-token, as training's eval loss, unweighted), perplexity (its exp), entropy (mean predictive entropy,
-nats) and token_accuracy (share of trained tokens whose most likely token is the target). The fused
+`score_rows` gives each example's CE sum, entropy sum, correct argmax count and token count, so an
+evaluation suite can pair base and tuned example by example (a bootstrap over rows); `score_examples`
+pools them into what `evaluate_model` and experiments report (through the method's hooks): loss
+(mean CE per trained token, as training's eval loss, unweighted), perplexity (its exp), entropy
+(mean predictive entropy, nats) and token_accuracy (share of trained tokens whose most likely token is the target). The fused
 kernel computes CE and entropy without N × V logits; the argmax goes through the head in chunks.
 """
 
@@ -42,8 +42,8 @@ def score_rows(model: Any, tokenizer: Any, examples: list[dict[str, Any]], *, ma
 
     from finetune_mcp.data.chat_tokens import tokenize_examples
     from finetune_mcp.kernels import linear_entropy_ce
-    from finetune_mcp.train.rerank.prompt import pad_right
-    from finetune_mcp.train.sft_trainer import IGNORE_INDEX, shift_labels, unwrap_causal_lm
+    from finetune_mcp.train.padding import pad_right
+    from finetune_mcp.train.sft.trainer import IGNORE_INDEX, shift_labels, unwrap_causal_lm
 
     dataset = tokenize_examples(examples, tokenizer, max_seq_length, assistant_only_loss)
     causal_lm = unwrap_causal_lm(model)
