@@ -20,11 +20,12 @@ heavy imports live inside the worker bodies.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.config import AllowedRoots, EnhancedTrainingConfig, LocalPath, Settings
+from finetune_mcp.config.tracking import worker_variables
 from finetune_mcp.enhance.config import LOCAL_PREFIX, load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
@@ -74,6 +75,16 @@ class JobKind:
     # other jobs the spec names (a checkpoint '<job_id>:<step>') made paths, before the roots check:
     # (spec, run_dir_of) → spec, where run_dir_of(job_id) is the job store's run directory of that job
     resolve: Callable[[Any, Callable[[str], Path]], Any] | None = None
+
+
+def _tracked(place: Callable[[Any, str, Settings], Placement]) -> Callable[[Any, str, Settings], Placement]:
+    """A training placement that also names the variables of the trackers the spec asks for (the W&B key,
+    MLflow's server and credentials): its worker receives them, and only a worker of such a job."""
+    def placed(spec: Any, target: str, settings: Settings) -> Placement:
+        placement = place(spec, target, settings)
+        names = worker_variables(spec)
+        return replace(placement, env=tuple(dict.fromkeys((*placement.env, *names)))) if names else placement
+    return placed
 
 
 def _training_paths(spec: Any) -> list[LocalPath]:
@@ -167,7 +178,7 @@ def _export_done(job: Job) -> str:
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
-            EnhancedTrainingConfig.from_file, check_start, place_job, run_training, _training_paths,
+            EnhancedTrainingConfig.from_file, check_start, _tracked(place_job), run_training, _training_paths,
             done_hint=_train_done, before_worker=bind_rank_to_launcher, resolve=resolve_checkpoint_ref),
     JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
             load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement, _enhance_paths,
@@ -182,7 +193,7 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
 
     JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
             "report.md, plot.png) and one training run directory per arm and seed (runs/)",
-            load_experiment_spec, check_experiment_start, place_experiment, run_experiment, _training_paths,
+            load_experiment_spec, check_experiment_start, _tracked(place_experiment), run_experiment, _training_paths,
             running_hint=_experiment_running, done_hint=_experiment_done),
     JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
             load_export_spec, check_export_start, place_export_job, run_export, _export_paths,

@@ -27,6 +27,7 @@ from finetune_mcp.runs.rundir import RunDirectory
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRANSFER_RECORD = "transfer.json"  # a RunPod job's checkpoints/: which came back from the pod, which stayed
+TRACKERS_RECORD = "trackers.json"  # tracking/: the trackers a run used and how to open each dashboard
 _REF = re.compile(r"^(?P<job>ft-[0-9a-f]{12})(?::(?P<step>\d{1,9}|latest))?$")
 CheckpointName = int | str  # a step number, or "latest"
 
@@ -54,6 +55,12 @@ def parse_checkpoint_ref(value: str) -> tuple[str, CheckpointName] | None:
         return None
     step = match["step"] or "latest"
     return match["job"], (int(step) if step.isdigit() else step)
+
+
+def tracking_folder(run: RunDirectory) -> Path:
+    """tracking/: the local stores of the run's trackers (Trackio, W&B offline, MLflow files) and
+    trackers.json."""
+    return run.root / "tracking"
 
 
 class RunArtifacts:
@@ -125,6 +132,15 @@ class RunArtifacts:
             if folder.is_dir() and step.isdigit():
                 found.append(_read_checkpoint(folder, int(step)))
         return sorted(found, key=lambda c: c.step)
+
+    def trackers(self) -> dict[str, Any] | None:
+        """tracking/trackers.json: project, run name, and per tracker where it wrote and how to open its
+        dashboard (None when the run used TensorBoard alone, or the record is unreadable)."""
+        try:
+            record = self.run.read_json(tracking_folder(self.run) / TRACKERS_RECORD)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def checkpoint_transfer(self) -> dict[str, Any] | None:
         """A RunPod job's checkpoints/transfer.json: the size limit, which checkpoints came back and which

@@ -65,6 +65,9 @@ class JobView(BaseModel):
         None, description="get_job / wait_for_job of a training job: the checkpoints it keeps (step, time, epoch, "
         "train_loss, eval_loss, path); evaluate_model, sample_model and export_model take checkpoint=<step>, "
         "start_finetune resume_from_checkpoint='<job_id>:<step>'.")
+    tracking: dict[str, Any] | None = Field(
+        None, description="get_job / wait_for_job of a training job: how to open its dashboards (the TensorBoard "
+        "command; with report_to, each tracker's local command or URL, its project and run name).")
 
 
 class StartResult(JobView):
@@ -104,7 +107,18 @@ def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> Job
         elapsed_s=round(end - job.started_at, 1) if job.started_at else None,
         cost_usd=job.cost_usd, worker=worker, result=kinds.result_of(job) if with_result else None,
         checkpoints=_checkpoints(job) if with_result else None,
+        tracking=_tracking(job) if with_result else None,
     )
+
+
+def _tracking(job: Job) -> dict[str, Any] | None:
+    """The run's dashboards: TensorBoard's command once it has logs, and what trackers.json records."""
+    artifacts = RunArtifacts(job.run_dir, job.id)
+    record = artifacts.trackers() or {}
+    board = artifacts.run.tensorboard
+    if board.is_dir():
+        record = {"tensorboard": f"tensorboard --logdir {board} (or tensorboard_screenshot)", **record}
+    return record or None
 
 
 def _checkpoints(job: Job) -> list[dict[str, Any]] | None:
@@ -145,6 +159,13 @@ WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu |
                                           "'pkg.module:fn'.", max_length=200)]
 NumGpusArg = Annotated[int | Literal["auto"] | None, Field(
     description="GPUs for this run, trained with DDP (default 1); 'auto' = every local GPU with room.")]
+ReportToArg = Annotated[list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] | None, Field(
+    description="Experiment trackers besides TensorBoard (always on): trackio (local store unless "
+    "config_overrides.trackio_space_id), wandb (offline without WANDB_API_KEY on the server), mlflow (a local file "
+    "store unless MLFLOW_TRACKING_URI). get_job's `tracking` says how to open each dashboard.", max_length=4)]
+ProjectArg = Annotated[str | None, Field(description="Tracker project (default 'finetune-mcp').", max_length=128)]
+RunNameArg = Annotated[str | None, Field(description="Run name in the trackers (default: the job id).",
+                                         max_length=128)]
 OverridesArg = Annotated[dict[str, Any] | None, Field(
     description="Any other EnhancedTrainingConfig field, e.g. {\"lora_alpha\": 64, \"warmup_ratio\": 0.05, "
     "\"dataset_format\": \"messages\", \"entropy\": {\"scale\": 2.0}, \"save_merged\": true}. "
@@ -193,6 +214,9 @@ def register(mcp: FastMCP) -> None:
         task: TaskArg = None,
         entropy_weight_fn: WeightFnArg = None,
         num_gpus: NumGpusArg = None,
+        report_to: ReportToArg = None,
+        project: ProjectArg = None,
+        run_name: RunNameArg = None,
         config_overrides: OverridesArg = None,
         max_cost_usd: Annotated[float | None, Field(
             description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
@@ -218,7 +242,7 @@ def register(mcp: FastMCP) -> None:
             per_device_train_batch_size=per_device_train_batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
             load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
-            method=chosen_method(method, task),
+            method=chosen_method(method, task), report_to=report_to, project=project, run_name=run_name,
         )
         started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
                                            max_cost_usd=max_cost_usd)

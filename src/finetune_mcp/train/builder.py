@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.train.loop import BuiltTrainer
+from finetune_mcp.train.tracking import tracker_arguments
 
 if TYPE_CHECKING:
     from finetune_mcp.train.loop import TrainingRun
@@ -69,7 +70,9 @@ def base_arguments(training: TrainingRun, *, evaluate: bool) -> dict[str, Any]:
         bf16=bf16,
         fp16=cuda and not bf16,
         use_cpu=not cuda,
-        report_to="none",  # events, TensorBoard and progress are our own callbacks (below)
+        # events, TensorBoard and progress are our own callbacks (below); Trackio / W&B / MLflow are
+        # transformers' integrations, called on the same logs
+        **tracker_arguments(config, run),
         disable_tqdm=True,
         gradient_checkpointing=config.gradient_checkpointing and loaded.backend == "hf" and cuda,
         dataloader_num_workers=0,

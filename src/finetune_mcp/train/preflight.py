@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
 from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
+from finetune_mcp.config.tracking import SINKS, TrackingConfig
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.runs.artifacts import RunArtifacts, parse_checkpoint_ref
 from finetune_mcp.user_functions import UserFunctionError, check_resolves, require_allowed
@@ -26,6 +27,7 @@ def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
     that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
     check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
+    check_trackers(config)
     if config.resume_from_checkpoint:
         config = config.model_copy(update={"resume_from_checkpoint": check_checkpoint(config.resume_from_checkpoint)})
     return check_model_and_data(config)
@@ -74,6 +76,24 @@ def check_checkpoint(value: str | bool) -> str:
             else "; pass a checkpoint folder of an earlier run (<run>/checkpoints/checkpoint-<step>)")
     raise ConfigError(f"{str(path)!r} is not a training checkpoint (no trainer_state.json or adapter files in it)"
                       + hint, field=field)
+
+
+def check_trackers(config: TrackingConfig) -> None:
+    """Every tracker in `report_to` imports here (the worker uses this Python), or a ConfigError that
+    names the extra to install: a job that would fail at its first step is never started. A Space for
+    Trackio needs HF_TOKEN."""
+    from importlib.util import find_spec
+
+    missing = [SINKS[name] for name in config.trackers if find_spec(SINKS[name].module) is None]
+    if missing:
+        extras = ",".join(sink.extra for sink in missing)
+        raise ConfigError(f"report_to asks for {', '.join(s.name for s in missing)}, which "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed here; install "
+                          f"pip install 'finetune-mcp[{extras}]' and restart the server, or leave "
+                          f"{'it' if len(missing) == 1 else 'them'} out of report_to", field="report_to")
+    if config.trackio_space_id and "trackio" not in config.trackers:
+        raise ConfigError("trackio_space_id is set but report_to has no 'trackio'; add it, or drop the Space",
+                          field="trackio_space_id")
 
 
 def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) -> None:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from finetune_mcp.config import Settings
+from finetune_mcp.config.tracking import TRACKING_VARIABLES
 from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.backends.base import Handle, PollResult, SaveHandle
 from finetune_mcp.jobs.backends.runpod.api import (
@@ -226,7 +227,8 @@ class RunPodBackend:
             await self._wait_ready(api, handle, worker)
             for local, remote in files:
                 await worker.upload(local, remote)
-            await worker.start(job.id, spec, fields, env.get("HF_TOKEN"))
+            await worker.start(job.id, spec, fields, env.get("HF_TOKEN"),
+                               {k: v for k, v in env.items() if k in TRACKING_VARIABLES})
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.rp.api_timeout_s * 4 + 30):
                 try:

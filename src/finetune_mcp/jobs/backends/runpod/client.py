@@ -101,9 +101,14 @@ class WorkerClient:
                 if offset >= size:
                     return
 
-    async def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None) -> None:
+    async def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None,
+                    tracking_env: dict[str, str] | None = None) -> None:
+        """Start the run. The Hub token and the trackers' variables (a W&B key, MLflow credentials) travel
+        in this request to the worker's child process only: never in the pod's environment, which
+        RunPod's API shows to anyone with the account's key."""
         headers = {"X-HF-Token": hf_token} if hf_token else {}
-        await self._request("POST", "/start", json={"job_id": job_id, "spec": spec, "inputs": inputs}, headers=headers)
+        body = {"job_id": job_id, "spec": spec, "inputs": inputs, "env": dict(tracking_env or {})}
+        await self._request("POST", "/start", json=body, headers=headers)
 
     async def cancel(self, timeout_s: float) -> None:
         await self._request("POST", "/cancel", timeout=httpx.Timeout(max(timeout_s, 1.0) + 5))

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from finetune_mcp.config.tracking import TRACKING_VARIABLES
 from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.multi_gpu import distributed_command
 from finetune_mcp.jobs.worker_env import worker_environment
@@ -69,8 +70,15 @@ class WorkerJob:
         self.ended_at: float | None = None
         self.cancel_requested = False
 
-    def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None) -> None:
-        """Write spec.json (input paths resolved on this machine) and start the child."""
+    def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None,
+              tracking_env: dict[str, str] | None = None) -> None:
+        """Write spec.json (input paths resolved on this machine) and start the child, which receives the
+        Hub token and the trackers' variables of the request (tracker settings only: any other name is
+        refused)."""
+        tracking_env = dict(tracking_env or {})
+        refused = sorted(k for k in tracking_env if k not in TRACKING_VARIABLES or not isinstance(tracking_env[k], str))
+        if refused:
+            raise BackendError(f"the start request names variables that are not tracker settings: {refused}")
         with self.lock:
             if self.state != "idle":
                 raise BackendError(f"this worker already ran job {self.job_id} ({self.state}); start a new pod")
@@ -86,7 +94,8 @@ class WorkerJob:
             spec_path = self.run_dir / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
             # The pod's own environment holds the worker token and RunPod's pod key; the run needs neither.
-            env = worker_environment(os.environ, {"HF_TOKEN": hf_token} if hf_token else {})
+            extra = {**tracking_env, "FINETUNE_MCP_JOB_ID": job_id, **({"HF_TOKEN": hf_token} if hf_token else {})}
+            env = worker_environment(os.environ, extra)
             out = (self.run_dir / "train.log").open("ab")  # as the local backend does
             processes = _gpu_processes(spec.get("num_gpus", 1))
             command = distributed_command([sys.executable, "-m", "finetune_mcp.cli", "worker", "run"], processes)
@@ -244,7 +253,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 job.start(str(body["job_id"]), dict(body["spec"]), dict(body.get("inputs") or {}),
-                          self.headers.get("X-HF-Token") or None)
+                          self.headers.get("X-HF-Token") or None, dict(body.get("env") or {}))
             except (ValueError, KeyError, TypeError) as exc:
                 self._send_json({"error": f"bad start request: {exc}"}, HTTPStatus.BAD_REQUEST)
                 return
