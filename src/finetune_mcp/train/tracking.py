@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from finetune_mcp.config.tracking import DEFAULT_PROJECT, TrackingConfig
+from finetune_mcp.config.tracking import DEFAULT_PROJECT, SINKS, TrackingConfig
 from finetune_mcp.runs.artifacts import TRACKERS_RECORD, tracking_folder
 from finetune_mcp.runs.rundir import RunDirectory
 
@@ -74,6 +74,8 @@ def tracker_arguments(config: TrackingConfig, run: RunDirectory) -> dict[str, An
             "tracking_uri": uri, "experiment": project,
             "dashboard": (f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}" if uri.startswith("file:")
                           else uri)}
+    for name, entry in record["trackers"].items():  # which credentials the worker had: names, never values
+        entry["credentials"] = [v for v in SINKS[name].secrets if os.environ.get(v)]
     run.write_json(folder / TRACKERS_RECORD, record)
     return {"report_to": trackers, "run_name": record["run_name"], "project": project,
             "trackio_space_id": config.trackio_space_id}

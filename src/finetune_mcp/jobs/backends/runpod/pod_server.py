@@ -293,7 +293,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
                 if run_dir.exists():
                     for child in sorted(run_dir.iterdir()):
                         if child.name not in ARTIFACT_EXCLUDE and not child.name.endswith(".tmp"):
-                            tar.add(child, arcname=child.name)
+                            tar.add(child, arcname=child.name, filter=_no_links)
                     _add_checkpoints(tar, run_dir / "checkpoints", checkpoint_bytes)
             size = tmp.tell()
             tmp.seek(0)
@@ -304,6 +304,12 @@ class WorkerHandler(BaseHTTPRequestHandler):
             self.end_headers()
             while chunk := tmp.read(CHUNK):
                 self.wfile.write(chunk)
+
+
+def _no_links(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Links stay on the pod (W&B leaves `latest-run` and `debug.log` links to files it also sends): the
+    server refuses any archive with a link in it."""
+    return None if member.issym() or member.islnk() else member
 
 
 def _add_checkpoints(tar: tarfile.TarFile, folder: Path, limit: int) -> None:
@@ -317,7 +323,7 @@ def _add_checkpoints(tar: tarfile.TarFile, folder: Path, limit: int) -> None:
     for step, path in sorted(found, reverse=True):
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         if total + size <= limit:
-            tar.add(path, arcname=f"checkpoints/{path.name}")
+            tar.add(path, arcname=f"checkpoints/{path.name}", filter=_no_links)
             brought.append({"step": step, "bytes": size})
             total += size
         else:
