@@ -152,7 +152,8 @@ class WorkerClient:
             try:
                 async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client, \
                         client.stream("GET", self.url + "/artifacts", headers=self._headers,
-                                      params={"checkpoint_bytes": max(0, int(checkpoint_bytes))}) as response:
+                                      params={"checkpoint_bytes": int(checkpoint_bytes)} if checkpoint_bytes > 0
+                                      else None) as response:
                     if response.status_code != 200:
                         raise WorkerUnreachable(f"HTTP {response.status_code} while downloading artifacts")
                     async for chunk in response.aiter_bytes(1024 * 1024):
