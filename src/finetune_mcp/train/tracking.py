@@ -31,10 +31,11 @@ def run_name(config: TrackingConfig, run: RunDirectory) -> str:
     on a pod); an experiment's run: `<experiment id>-<arm>-s<seed>`."""
     if config.run_name:
         return config.run_name
-    parent = run.parent_experiment()
-    if parent is not None:
-        return f"{parent.root.name}-{run.root.name}"
-    return os.environ.get("FINETUNE_MCP_JOB_ID") or run.root.name
+    job_id = os.environ.get("FINETUNE_MCP_JOB_ID") or run.root.name
+    experiment = run.root.parent.parent
+    if run.root.parent.name == "runs" and (experiment / "spec.json").is_file():  # <experiment>/runs/<arm>-s<seed>
+        return f"{job_id if job_id != run.root.name else experiment.name}-{run.root.name}"
+    return job_id
 
 
 def tracker_arguments(config: TrackingConfig, run: RunDirectory) -> dict[str, Any]:
