@@ -20,7 +20,8 @@ def test_run_names(tmp_path: Path, monkeypatch) -> None:
     assert run_name(config, arm) == "ft-aaaaaaaaaaaa-entropy-s1"
     monkeypatch.setenv("FINETUNE_MCP_JOB_ID", "ft-aaaaaaaaaaaa")  # the experiment's worker
     assert run_name(config, arm) == "ft-aaaaaaaaaaaa-entropy-s1"
-    assert run_name(config.model_copy(update={"run_name": "mine"}), arm) == "mine"
+    assert run_name(config.model_copy(update={"run_name": "mine"}), arm) == "mine-entropy-s1"
+    assert run_name(config.model_copy(update={"run_name": "mine"}), job) == "mine"
 
 
 def test_tensorboard_alone_reports_to_no_integration(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ class ExperimentSpec(EnhancedTrainingConfig):
         return [(seed, arm) for seed in self.seeds for arm in self.arms]
 
     @staticmethod
-    def run_name(arm: Arm | str, seed: int) -> str:
+    def run_label(arm: Arm | str, seed: int) -> str:
         return f"{arm if isinstance(arm, str) else arm.name}-s{seed}"
 
     def run_config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> EnhancedTrainingConfig:

@@ -28,14 +28,13 @@ from finetune_mcp.runs.rundir import RunDirectory
 
 def run_name(config: TrackingConfig, run: RunDirectory) -> str:
     """The given name, else the job id (the run directory's name, or the worker's FINETUNE_MCP_JOB_ID
-    on a pod); an experiment's run: `<experiment id>-<arm>-s<seed>`."""
-    if config.run_name:
-        return config.run_name
+    on a pod); an experiment's run: `<experiment's name or id>-<arm>-s<seed>`."""
     job_id = os.environ.get("FINETUNE_MCP_JOB_ID") or run.root.name
     experiment = run.root.parent.parent
     if run.root.parent.name == "runs" and (experiment / "spec.json").is_file():  # <experiment>/runs/<arm>-s<seed>
-        return f"{job_id if job_id != run.root.name else experiment.name}-{run.root.name}"
-    return job_id
+        prefix = config.run_name or (job_id if job_id != run.root.name else experiment.name)
+        return f"{prefix}-{run.root.name}"
+    return config.run_name or job_id
 
 
 def tracker_arguments(config: TrackingConfig, run: RunDirectory) -> dict[str, Any]:
