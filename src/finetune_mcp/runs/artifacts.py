@@ -12,6 +12,10 @@ that takes an adapter takes a checkpoint.
 
 A checkpoint is named by step (`40`) or `"latest"`; another job's checkpoint by `"<job_id>:<step>"`
 (`"ft-3f9a0c1b2d4e:40"`, `"ft-3f9a0c1b2d4e:latest"`, or the bare id for its latest).
+
+Also read here: `tracking/trackers.json` (the trackers a run used and how to open each dashboard,
+written by `train.tracking`) and a RunPod job's `checkpoints/transfer.json` (which checkpoints came
+back within the size limit).
 """
 
 from __future__ import annotations
