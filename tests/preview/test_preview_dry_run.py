@@ -98,7 +98,7 @@ def test_ranking_rows_for_sft_are_refused_as_start_finetune_refuses_them(tiny_mo
         preview(settings, model=str(tiny_model_dir), dataset=str(data))
     with pytest.raises(DatasetError) as started:
         check_start(build_config({"model": str(tiny_model_dir), "dataset": str(data)}), settings)
-    assert str(previewed.value) == str(started.value) and "set task='rerank'" in str(previewed.value)
+    assert str(previewed.value) == str(started.value) and "set method='rerank'" in str(previewed.value)
 
 
 def test_bad_rows_missing_files_and_unknown_models_fail_like_start_finetune(tiny_model_dir: Path, tmp_path: Path,

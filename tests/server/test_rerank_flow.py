@@ -96,19 +96,19 @@ async def test_bad_ranking_data_and_bad_evaluations_are_refused(server_home, tin
         base = {"model": str(tiny_model), "target": "local"}
         message = await refused("start_finetune", {**base, "dataset": str(bad), "task": "rerank"})
         assert f"{bad}, line 2: field 'negatives' is an empty list" in message and message.endswith("fix the row")
-        assert "set task='rerank'" in await refused("start_finetune", {**base, "dataset": str(data)})
+        assert "set method='rerank'" in await refused("start_finetune", {**base, "dataset": str(data)})
         assert "exactly one of job_id" in await refused("evaluate_model", {"job_id": "ft-0123456789ab",
                                                                            "model": str(tiny_model)})
         assert "exactly one of job_id" in await refused("evaluate_model", {"dataset": str(data)})
         assert "give the `dataset`" in await refused("evaluate_model", {"model": str(tiny_model)})
         assert "unknown ranking metric 'ndcg'" in await refused("evaluate_model", {
             "model": str(tiny_model), "dataset": str(data), "metrics": ["ndcg"]})
-        assert "task='rerank' needs ranking rows, but the data is in messages format" in await refused(
+        assert "the data is in messages format, but the training method takes ranking" in await refused(
             "evaluate_model", {"model": str(tiny_model), "dataset": str(chat), "metrics": ["mrr@10"]})
         assert "no job ft-0123456789ab" in await refused("evaluate_model", {"job_id": "ft-0123456789ab"})
 
         running = (await client.call_tool("start_finetune", {
-            **base, "dataset": str(data), "task": "rerank", "max_steps": 100_000,
+            **base, "dataset": str(data), "method": "rerank", "max_steps": 100_000,
             "config_overrides": {"rerank_instruction": TINY_INSTRUCTION, "max_seq_length": 256}})).structured_content
         message = await refused("evaluate_model", {"job_id": running["job_id"]})
         assert "needs a succeeded job" in message

@@ -1,4 +1,4 @@
-"""The reranker's settings (task="rerank"; see `train/rerank/`): loss, instruction, group size."""
+"""The reranker's settings (method="rerank"; see `train/rerank/`): loss, instruction, group size."""
 
 from __future__ import annotations
 

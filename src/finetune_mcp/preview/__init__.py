@@ -4,7 +4,7 @@ long, before any weights are loaded or anything is written.
     dry_run.py     the orchestration: start checks, loader, tokenizer, placer, in the job's order
     examples.py    rows through the training tokenisation; examples shown with [[trained]] spans
     lengths.py     token lengths, truncation, steps per epoch (the Trainer's arithmetic)
-    rerank.py      the same for task="rerank" (reranker prompts, yes/no decisions)
+    rerank.py      the same for method="rerank" (reranker prompts, yes/no decisions)
     estimate.py    memory, placement, time and cost (the job manager's placer, RunPod's prices)
     throughput.py  seconds per step from the measured table `throughput.json`
     checks.py      the warnings, each with its fix

@@ -1,4 +1,4 @@
-"""The dry run of task="rerank": the Qwen3-Reranker prompts and rows the reranker would train on.
+"""The dry run of method="rerank": the Qwen3-Reranker prompts and rows the reranker would train on.
 
 The prompts and rows come from the reranker's own `RerankPrompt` and `training_rows`. What carries
 loss there is one decision per (query, document) prompt: "yes" or "no" at the position after the

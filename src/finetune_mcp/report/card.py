@@ -75,7 +75,8 @@ def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, sample
     dataset = str(spec.get("dataset", "unknown"))
     qlora = bool(spec.get("load_in_4bit"))
     backend = result.get("backend", "hf")
-    tags = ["qlora" if qlora else "lora", "peft", "trl", "sft", "finetune-mcp", "text-generation"]
+    method = method_of(spec)
+    tags = ["qlora" if qlora else "lora", "peft", "trl", method.name, "finetune-mcp", method.pipeline_tag]
     if backend == "unsloth":
         tags.append("unsloth")
     if facts.entropy_on:
@@ -83,7 +84,7 @@ def _render(facts: RunFacts, other: RunFacts | None, repo_id: str | None, sample
     data = ModelCardData(
         base_model=base_hub,
         library_name="peft",
-        pipeline_tag=method_of(spec).pipeline_tag,
+        pipeline_tag=method.pipeline_tag,
         license=base_model_license(base),
         datasets=[dataset] if _is_hub_id(dataset) else None,
         tags=tags,
@@ -127,7 +128,7 @@ def _context(facts: RunFacts, other: RunFacts | None, repo_id: str | None, base:
         "student_teacher": student_teacher_section(spec),  # None unless the data came from enhance_dataset
         "experiment": experiment_section(facts.root),  # None unless the run is one arm × seed of an experiment
         "evaluation": evaluation_section(facts.root / "evaluation"),  # None unless evaluate_model(suite=...) ran
-        "ranking": ranking_section(result, spec, other.result if other else None,  # None unless task="rerank"
+        "ranking": ranking_section(result, spec, other.result if other else None,  # None unless the run reports rankings
                                    tuple(f"`{f.name}` ({'weighted' if f.entropy_on else 'unweighted'})"
                                          for f in (facts, other or facts))),
         "backend_text": "Unsloth + TRL" if result.get("backend") == "unsloth" else "Transformers + PEFT + TRL",

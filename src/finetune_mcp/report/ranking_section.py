@@ -1,4 +1,4 @@
-"""The model card's ranking section for task="rerank" runs: metrics before and after training on the
+"""The model card's ranking section for method="rerank" runs: metrics before and after training on the
 held-out queries, weighted vs unweighted side by side with `compare_with`, and how to score.
 
 `ranking_section(result, spec, other_result, labels)` is pure (result.json / spec.json dicts in,

@@ -55,7 +55,7 @@ Fine-tune LLMs (LoRA/QLoRA, optional entropy-aware loss) as background jobs.
 Flow: preview_training (dry run: rendered examples, estimate) → start_finetune → wait_for_job / get_job
 until succeeded → get_entropy_metrics, tensorboard_screenshot, generate_model_card. deploy_to_hf only when the user explicitly asks.
 Optional before training: enhance_dataset (student–teacher, entropy-driven hints) → train on its output.
-Rerankers: start_finetune(task="rerank") on ranking data; evaluate_model scores any model or job.
+Rerankers: start_finetune(method="rerank") on ranking data; evaluate_model scores any model or job.
 Try a finished job: sample_model(job_id) → wait_for_job: its answers beside the base model's, with the
 tokens where it is unsure marked; get_samples for every token's entropy.
 Does a loss setting help? start_experiment(arms, seeds) → get_experiment: a table with intervals and a verdict.

@@ -1,11 +1,15 @@
 """Training methods and what runs inside a training worker.
 
-Owns: `workflow` (`run_training`, the `train` kind's worker body, and `METHODS`, the task table),
-`loop` (what every method shares: `TrainingRun`, `build_trainer`, `fit_and_save`), `sft` (the
-SFT method) and `rerank/` (the Qwen3-Reranker method: prompt, trainer, workflow, metrics),
-`sft_trainer` (the trainer whose loss goes through the kernels), `model` (backend choice and
-model loading: Unsloth, transformers + PEFT), `callbacks` (events, TensorBoard, throughput),
-`entropy` (entropy bookkeeping for logs and the card), `evaluation` (the `evaluate` kind's body),
-`inference` (reload an adapter and generate) and `preflight` (a training spec's start checks).
-A new training method is a module or folder here plus one line in `workflow.METHODS`.
+Owns: `workflow` (`run_training`, the `train` kind's worker body: it calls the `train` hook of the
+config's method), `methods` (finds a method's implementation from its registry entry in
+`config.methods`), `builder` (the trainer builder: the shared TrainingArguments base and always-on
+sinks, plus a method's `TrainerParts`), `loop` (what every method shares after that: `TrainingRun`,
+`fit_and_save`), one folder per method — `sft/` (workflow, the entropy-aware trainer, scoring,
+hooks) and `rerank/` (the Qwen3-Reranker: prompt, trainer, workflow, metrics, hooks) —, `model`
+(backend choice and model loading: Unsloth, transformers + PEFT), `callbacks` (events,
+TensorBoard, throughput; entropy where the trainer keeps it), `entropy` (entropy bookkeeping for
+logs and the card), `evaluation` (the `evaluate` kind's body), `inference` (reload an adapter and
+generate), `padding` and `preflight` (a training spec's start checks).
+A new training method is a folder here (`train/<method>/method.py` with the hooks) plus one
+`TrainingMethod` entry in `config.methods.METHODS`.
 """
