@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune_mcp.errors import JobError
-from finetune_mcp.runs.artifacts import RunArtifacts, parse_checkpoint_ref
+from finetune_mcp.runs.artifacts import RunArtifacts, export_tokenizer, parse_checkpoint_ref
 from finetune_mcp.runs.rundir import RunDirectory
 
 JOB = "ft-0123456789ab"
@@ -112,3 +112,20 @@ def test_a_pods_transfer_record_is_read_with_a_note(run: RunDirectory) -> None:
     ("ft-0123456789ab:-1", None), ("ft-0123:4", None)])
 def test_checkpoint_references(value: str, parsed: tuple | None) -> None:
     assert parse_checkpoint_ref(value) == parsed
+
+
+def test_an_exported_files_tokenizer_is_its_runs(run: RunDirectory, tmp_path: Path) -> None:
+    gguf = run.export / "m-q8_0.gguf"
+    run.export.mkdir()
+    gguf.write_text("gguf")
+    assert export_tokenizer(gguf) is None
+    run.merged.mkdir()
+    (run.merged / "tokenizer_config.json").write_text("{}")
+    assert export_tokenizer(gguf) == run.merged
+    run.adapter.mkdir()
+    (run.adapter / "tokenizer_config.json").write_text("{}")
+    assert export_tokenizer(gguf) == run.adapter  # the training tokenizer first
+    loose = tmp_path / "loose" / "x.gguf"
+    loose.parent.mkdir()
+    (loose.parent / "tokenizer_config.json").write_text("{}")
+    assert export_tokenizer(loose) == loose.parent

@@ -61,6 +61,16 @@ def parse_checkpoint_ref(value: str) -> tuple[str, CheckpointName] | None:
     return match["job"], (int(step) if step.isdigit() else step)
 
 
+def export_tokenizer(gguf: Path) -> Path | None:
+    """The training tokenizer of an export_model file given by path: its run's adapter/ (or merged/)
+    folder when it lies in a run's export/, else the file's own folder when it holds one."""
+    folders = [gguf.parent]
+    if gguf.parent.name == "export":
+        run = RunDirectory(gguf.parent.parent)
+        folders = [run.adapter, run.merged, *folders]
+    return next((f for f in folders if (f / "tokenizer_config.json").is_file()), None)
+
+
 def tracking_folder(run: RunDirectory) -> Path:
     """tracking/: the local stores of the run's trackers (Trackio, W&B offline, MLflow files) and
     trackers.json."""

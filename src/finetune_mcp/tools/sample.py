@@ -21,7 +21,7 @@ from finetune_mcp import kinds
 from finetune_mcp.config import DataConfig, LocalPath
 from finetune_mcp.config.methods import method_of
 from finetune_mcp.errors import ConfigError, JobError
-from finetune_mcp.runs.artifacts import RunArtifacts
+from finetune_mcp.runs.artifacts import RunArtifacts, export_tokenizer
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
 from finetune_mcp.tools import get_manager
@@ -129,16 +129,6 @@ def _job_model(job: Job, weights: str, label: str = "tuned", quantization: str |
                         source_job=job.id, weights="adapter")
 
 
-def _gguf_tokenizer(gguf: Path) -> Path | None:
-    """The training tokenizer of an export_model file: its run's adapter/ (or merged/) folder, else the
-    file's own folder when it holds one."""
-    folders = [gguf.parent / "tokenizer_config.json"]
-    if gguf.parent.name == "export":
-        folders = [gguf.parent.parent / "adapter" / "tokenizer_config.json",
-                   gguf.parent.parent / "merged" / "tokenizer_config.json", *folders]
-    return next((f.parent for f in folders if f.is_file()), None)
-
-
 def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
     """A LoRA adapter folder (on the base its adapter_config.json names), an exported GGUF file (with
     the training tokenizer of its run), or any model."""
@@ -146,7 +136,7 @@ def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
 
     folder = Path(model).expanduser()
     if folder.suffix.lower() == ".gguf":
-        tokenizer = _gguf_tokenizer(folder.resolve())
+        tokenizer = export_tokenizer(folder.resolve())
         if tokenizer is None:
             raise ConfigError(f"{model}: no training tokenizer found beside the GGUF (its run's adapter/ folder); "
                               "sample an export through its job: sample_model(job_id=..., weights='gguf')",
