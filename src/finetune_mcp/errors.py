@@ -83,6 +83,10 @@ class HomeError(FinetuneError):
     """The server's home (FINETUNE_MCP_HOME: the job database, run directories) cannot be written."""
 
 
+class DamagedDatabaseError(HomeError):
+    """jobs.db cannot be read as a database (garbage, an overwritten header, a damaged page)."""
+
+
 class PathAccessError(ConfigError):
     """A path a tool was given lies outside the folders the server may use (`config.roots`);
     nothing was read or created."""

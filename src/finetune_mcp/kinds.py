@@ -19,7 +19,7 @@ heavy imports live inside the worker bodies.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,13 +31,14 @@ from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
 from finetune_mcp.evaluation.job import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
+from finetune_mcp.experiment.gather import run_experiment_job
+from finetune_mcp.experiment.parallel import queue_parallel
 from finetune_mcp.experiment.spec import load_experiment_spec
 from finetune_mcp.experiment.start import check_experiment_start, place_experiment
-from finetune_mcp.experiment.workflow import run_experiment
 from finetune_mcp.export.spec import check_export_start, load_export_spec, place_export_job
 from finetune_mcp.export.workflow import result_view as export_view
 from finetune_mcp.export.workflow import run_export
-from finetune_mcp.jobs.placement import Placement
+from finetune_mcp.jobs.placement import SHARES, Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import Job, JobState
 from finetune_mcp.runs.session import bind_rank_to_launcher, run_worker, spec_kind
@@ -75,6 +76,9 @@ class JobKind:
     # other jobs the spec names (a checkpoint '<job_id>:<step>') made paths, before the roots check:
     # (spec, run_dir_of) → spec, where run_dir_of(job_id) is the job store's run directory of that job
     resolve: Callable[[Any, Callable[[str], Path]], Any] | None = None
+    # Queues a placement that spreads over several jobs (a parallel experiment's shares) itself:
+    # (manager, checked spec, target, placement) → the job that stands for them all. None: one job.
+    queue: Callable[[JobManager, Any, str, Placement], Awaitable[Job]] | None = None
 
 
 def _tracked(place: Callable[[Any, str, Settings], Placement]) -> Callable[[Any, str, Settings], Placement]:
@@ -83,7 +87,17 @@ def _tracked(place: Callable[[Any, str, Settings], Placement]) -> Callable[[Any,
     def placed(spec: Any, target: str, settings: Settings) -> Placement:
         placement = place(spec, target, settings)
         names = worker_variables(spec)
-        return replace(placement, env=tuple(dict.fromkeys((*placement.env, *names)))) if names else placement
+        if not names:
+            return placement
+
+        def named(one: Placement) -> Placement:
+            return replace(one, env=tuple(dict.fromkeys((*one.env, *names))))
+
+        if SHARES in placement.details:  # a parallel experiment: each share's worker trains runs too
+            shares = [{**share, "placement": named(Placement.from_json(share["placement"])).to_json()}
+                      for share in placement.details[SHARES]]
+            placement = replace(placement, details={**placement.details, SHARES: shares})
+        return named(placement)
     return placed
 
 
@@ -119,6 +133,13 @@ def _sample_paths(spec: Any) -> list[LocalPath]:
 
 def _export_paths(spec: Any) -> list[LocalPath]:
     return [LocalPath("source_run_dir", spec.source_run_dir), LocalPath("run_dir", spec.run_dir)]
+
+
+def _train_running(job: Job, follow: str) -> str:
+    from finetune_mcp.config.preference import zero_loss_note
+
+    note = zero_loss_note(job.config)
+    return f"training; {follow}, or cancel_job to stop it" + (f"; {note}" if note else "")
 
 
 def _train_done(job: Job) -> str:
@@ -165,6 +186,13 @@ def _experiment_done(job: Job) -> str:
             f"{job.run_dir}/experiment/report.md")
 
 
+async def _queue_experiment(manager: JobManager, spec: Any, target: str, placement: Placement) -> Job:
+    if SHARES in placement.details:  # in parallel: one job per share and the one that gathers them
+        return await queue_parallel(manager, spec, target, placement)
+    return await manager.start(spec, target, preflight=lambda s, settings: s,
+                               placer=lambda s, target, settings: placement)
+
+
 def _export_running(job: Job, follow: str) -> str:
     return (f"exporting to GGUF {job.config.get('quantization')} (steps: merge, convert, modelfile, verify, "
             f"publish); {follow}, or cancel_job to stop it (nothing half-written is kept)")
@@ -179,7 +207,8 @@ def _export_done(job: Job) -> str:
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
             EnhancedTrainingConfig.from_file, check_start, _tracked(place_job), run_training, _training_paths,
-            done_hint=_train_done, before_worker=bind_rank_to_launcher, resolve=resolve_checkpoint_ref),
+            running_hint=_train_running, done_hint=_train_done, before_worker=bind_rank_to_launcher,
+            resolve=resolve_checkpoint_ref),
     JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
             load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement, _enhance_paths,
             running_hint=_enhance_running, done_hint=_enhance_done),
@@ -193,8 +222,8 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
 
     JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
             "report.md, plot.png) and one training run directory per arm and seed (runs/)",
-            load_experiment_spec, check_experiment_start, _tracked(place_experiment), run_experiment, _training_paths,
-            running_hint=_experiment_running, done_hint=_experiment_done),
+            load_experiment_spec, check_experiment_start, _tracked(place_experiment), run_experiment_job,
+            _training_paths, running_hint=_experiment_running, done_hint=_experiment_done, queue=_queue_experiment),
     JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
             load_export_spec, check_export_start, place_export_job, run_export, _export_paths,
             running_hint=_export_running, done_hint=_export_done, result_view=export_view),
@@ -238,12 +267,18 @@ async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "au
     spec = _resolve(manager, entry, spec)
     if roots is not None:
         roots.check(entry.paths(spec))
+    if entry.queue is not None:  # it may spread over several jobs: plan once, then queue them all
+        checked, placement = await plan_job(manager, kind, spec, target, roots=None)
+        return await entry.queue(manager, checked, target, placement)
     return await manager.start(spec, target, preflight=entry.preflight, placer=entry.place)
 
 
 async def start_planned(manager: JobManager, checked: Any, target: str, placement: Placement) -> Job:
     """Queue the spec `plan_job` checked (roots included), where it was planned, with what the user
     agreed to in `placement.details`: nothing is checked or placed a second time."""
+    entry = get_kind(getattr(checked, "kind", None))
+    if entry.queue is not None:
+        return await entry.queue(manager, checked, target, placement)
     return await manager.start(checked, target, preflight=lambda spec, settings: spec,
                                placer=lambda spec, target, settings: placement)
 

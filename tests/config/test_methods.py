@@ -38,10 +38,13 @@ def test_every_method_is_complete(name: str) -> None:
     assert all(method.accepts_metric(m) for m in method.default_eval_metrics)
 
 
-def test_formats_belong_to_one_method_each() -> None:
-    seen = [fmt for method in METHODS.values() for fmt in method.formats]
-    assert len(seen) == len(set(seen))
+def test_every_format_points_at_a_method_that_takes_it() -> None:
+    # preference pairs are shared (dpo, orpo, kto all train on them); the hint names the first
+    for fmt in {fmt for method in METHODS.values() for fmt in method.formats}:
+        assert fmt in method_for_format(fmt).formats
     assert method_for_format("triples").name == "rerank" and method_for_format("alpaca").name == "sft"
+    assert method_for_format("preference").name == "dpo" and method_for_format("unpaired_preference").name == "kto"
+    assert method_for_format("prompt_only").name == "grpo"
 
 
 def test_task_is_the_older_name_of_method() -> None:
@@ -50,8 +53,8 @@ def test_task_is_the_older_name_of_method() -> None:
     assert config.model_dump()["method"] == "rerank"
     assert DataConfig(dataset="d").method == "sft"
     assert config.accepted_formats == ("ranking", "triples", "graded")
-    with pytest.raises(ConfigError, match="unknown training method 'dpo'; use one of sft, rerank"):
-        build_config({"model": "m", "dataset": "d", "method": "dpo"})
+    with pytest.raises(ConfigError, match="unknown training method 'ppo'; use one of sft, rerank, dpo, kto, orpo, grpo"):
+        build_config({"model": "m", "dataset": "d", "method": "ppo"})
 
 
 def test_stored_specs_name_their_method_either_way() -> None:
@@ -87,3 +90,31 @@ def test_memory_extras_grow_the_estimate() -> None:
     assert pairs.breakdown_gb["weights"] == pytest.approx(2 * plain.breakdown_gb["weights"], rel=1e-2)
     assert pairs.breakdown_gb["activations"] > plain.breakdown_gb["activations"]
     assert pairs.breakdown_gb["generation_kv_cache"] > 0 and pairs.total_gb > plain.total_gb
+
+
+def test_the_placement_estimate_counts_what_each_method_adds() -> None:
+    """What `jobs.router.place_job` passes (`config.memory_extras`: the descriptor's, refined by the
+    method's settings block) grows the estimate by the reference pass and the generations."""
+    from finetune_mcp.jobs.vram import ModelInfo, estimate_memory, shape_from_config
+
+    shape = shape_from_config({"model_type": "qwen3", "hidden_size": 1024, "num_hidden_layers": 8,
+                               "intermediate_size": 3072, "vocab_size": 32000, "num_attention_heads": 16,
+                               "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True})
+    info = ModelInfo(name="m", shape=shape, source="local folder")
+    base = {"model": "m", "dataset": "d", "per_device_train_batch_size": 4, "max_seq_length": 1024}
+    grpo = {"rewards": [{"function": "exact"}], "num_generations": 4}
+
+    def estimate(**fields):
+        config = build_config({**base, **fields})
+        return estimate_memory(info, max_seq_length=config.max_seq_length, batch_size=4, extras=config.memory_extras)
+
+    sft, dpo, orpo = estimate(), estimate(method="dpo"), estimate(method="orpo")
+    one, four = (estimate(method="grpo", grpo=grpo, gradient_accumulation_steps=n) for n in (1, 4))
+    assert "reference_forward" in dpo.breakdown_gb and "reference_forward" not in orpo.breakdown_gb  # ORPO has none
+    assert any("reference model" in a for a in dpo.assumptions)
+    assert dpo.breakdown_gb["activations"] > sft.breakdown_gb["activations"]  # two sequences a pair
+    assert dpo.total_gb > orpo.total_gb > sft.total_gb
+    # GRPO generates a whole generation batch (gradient_accumulation_steps micro-batches) before training
+    assert four.breakdown_gb["generation_kv_cache"] == pytest.approx(4 * one.breakdown_gb["generation_kv_cache"],
+                                                                     rel=1e-2)
+    assert "generation_kv_cache" not in sft.breakdown_gb and four.total_gb > one.total_gb > sft.total_gb

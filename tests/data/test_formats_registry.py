@@ -11,7 +11,6 @@ import pytest
 from finetune_mcp.config.data import DatasetFormat
 from finetune_mcp.config.methods import METHODS
 from finetune_mcp.data.formats import FORMATS, REGISTRY, detect_format
-from finetune_mcp.errors import DatasetError
 
 
 def test_registry_names_are_the_configs_formats() -> None:
@@ -35,8 +34,21 @@ def test_detection_order(row: dict, fmt: str) -> None:
     assert detect_format(row, path="d.jsonl", line=1) == fmt
 
 
-@pytest.mark.parametrize("row", [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "a", "rejected": "b"},
-                                 {"prompt": "p", "completion": "c", "chosen": "a"}])
-def test_a_preference_row_is_not_prompt_completion(row: dict) -> None:
-    with pytest.raises(DatasetError, match="cannot tell the format from the keys"):
-        detect_format(row, path=Path("d.jsonl"), line=3)
+@pytest.mark.parametrize(("row", "fmt"), [
+    ({"prompt": "p", "chosen": "a", "rejected": "b"}, "preference"),
+    ({"chosen": "a", "rejected": "b"}, "implicit_preference"),
+    ({"prompt": "p", "completion": "c", "chosen": "a"}, "preference"),  # a pair missing its half, not SFT's row
+    ({"prompt": "p", "completion": "c", "label": True}, "unpaired_preference"),
+    ({"prompt": "p", "answer": "4"}, "prompt_completion"),  # for SFT: a prompt/completion row missing its completion
+])
+def test_a_preference_row_is_not_prompt_completion(row: dict, fmt: str) -> None:
+    assert detect_format(row, path=Path("d.jsonl"), line=3) == fmt
+
+
+def test_the_methods_formats_are_asked_first() -> None:
+    assert detect_format({"prompt": "p", "answer": "4"}, path="d.jsonl", line=1, accepted=("prompt_only",)) \
+        == "prompt_only"
+    # SFT keeps reading a labelled prompt/completion row as its own; KTO reads it as an unpaired row
+    row = {"prompt": "p", "completion": "c", "label": False}
+    assert detect_format(row, path="d.jsonl", line=1, accepted=("prompt_completion",)) == "prompt_completion"
+    assert detect_format(row, path="d.jsonl", line=1, accepted=("unpaired_preference",)) == "unpaired_preference"

@@ -90,6 +90,9 @@ HOSTILE = [
     ("./spec.json", [("./spec.json", "pwned", "file")]),
     ("a/../events.jsonl", [("adapter/x.bin", "ok", "file"), ("adapter/../events.jsonl", "pwned", "file")]),
     ("./.runpod.json", [("./.runpod.json", '{"collected": true}', "file")]),
+    # issue 26 bug 4: export/exports.json names the files deploy_to_hf uploads; only export_model writes it
+    ("export/", [("export/exports.json", '[{"gguf": "/etc/hostname", "modelfile": "/etc/hostname"}]', "file")]),
+    ("./export", [("./export", None, "dir")]),
     ("absolute", [("/tmp/finetune-mcp-escape.txt", "pwned", "file")]),
     ("parent", [("../escape.txt", "pwned", "file")]),
     ("deep parent", [("adapter/../../escape.txt", "pwned", "file")]),

@@ -56,3 +56,36 @@ async def test_a_stuck_child_is_killed_at_the_timeout(warm_child: preview_child.
     with pytest.raises(FinetuneError, match="longer than 1 s"):
         await preview_child.preview_in_child(config, "local", examples=0)
     assert warm_child._process is None  # killed and forgotten: the next call starts a fresh one
+
+
+async def test_a_hung_preview_does_not_hold_the_others(tiny_model_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26 weak point: one hung preview blocked every other preview until its timeout (300 s)."""
+    import time
+
+    import anyio
+
+    monkeypatch.setenv("FINETUNE_MCP_HOME", str(tmp_path / "home"))
+    pool = preview_child.PreviewPool(2)
+    monkeypatch.setattr(preview_child, "_child", pool)
+    config = build_config({"model": str(tiny_model_dir), "dataset": str(write_dataset(tmp_path / "d.jsonl", "messages", n=30))})
+    try:
+        await preview_child.preview_in_child(config, "local", examples=0)  # child 0 warm
+        os.kill(pool._children[0]._process.pid, signal.SIGSTOP)  # alive but answering nothing
+        monkeypatch.setenv("FINETUNE_MCP_PREVIEW_TIMEOUT_S", "60")
+        done: dict[str, float] = {}
+        began = time.monotonic()
+
+        async def hung() -> None:
+            with pytest.raises(preview_child.PreviewFailed):  # killed below, once the other preview answered
+                await preview_child.preview_in_child(config, "local", examples=0)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hung)
+            await anyio.sleep(0.2)  # the hung request holds child 0
+            report = await preview_child.preview_in_child(config, "local", examples=1)
+            done["other"] = time.monotonic() - began
+            os.kill(pool._children[0]._process.pid, signal.SIGKILL)  # end the hung one now
+        assert report.examples and done["other"] < 50
+    finally:
+        pool.close()

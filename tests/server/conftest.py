@@ -83,15 +83,18 @@ class ServerHome:
             "FINETUNE_MCP_CANCEL_GRACE_S": "5", **env,
         }
 
-    def client(self, *, roots: list[str] | None = None, mode: str = "auto", **env: str) -> Client:
+    def client(self, *, roots: list[str] | None = None, mode: str = "auto", cwd: str | None = None,
+               elicitation_handler: Callable | None = None, **env: str) -> Client:
         """A client of a fresh server; `roots`: the MCP roots it declares (file:// URIs), `mode`: the
-        protocol era (auto: 2026-07-28, legacy: 2025-11-25)."""
+        protocol era (auto: 2026-07-28, legacy: 2025-11-25), `cwd`: the server's working directory,
+        `elicitation_handler`: the user answering forms (the client then declares elicitation)."""
         transport = StdioTransport(
             sys.executable,
             [str(TEE), str(self.stdout_copy), "--", sys.executable, "-m", "finetune_mcp.cli", "serve"],
-            env={**self.env, **env}, keep_alive=False, log_file=self.stderr_log,
+            env={**self.env, **env}, keep_alive=False, log_file=self.stderr_log, cwd=cwd,
         )
-        return Client(transport, timeout=120, roots=roots, mode=mode)  # type: ignore[arg-type]
+        return Client(transport, timeout=120, roots=roots, mode=mode,  # type: ignore[arg-type]
+                      elicitation_handler=elicitation_handler)
 
     def stdout_messages(self) -> list[dict]:
         """Everything the servers wrote to stdout, each line parsed: a stray print fails here."""

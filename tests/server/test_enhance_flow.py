@@ -176,3 +176,25 @@ async def test_restart_and_cancel_an_enhancement(server_home, tiny_model: Path, 
 def _server_pid(worker_pid: int) -> int:
     """The worker's parent is the server process (the stdio tee's child)."""
     return int(Path(f"/proc/{worker_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+async def test_dot_segments_cannot_carry_a_bound_key_elsewhere(server_home, tiny_model: Path, qa: Path,
+                                                               teacher) -> None:
+    """Issue 26 bug 8: a key bound to `…/v1` went to `…/v1/../../evil` (arrived as /evil/chat/completions),
+    `%2e%2e` too; and a keyless endpoint reached any host: now only https or loopback, a plain base URL."""
+    teacher.reset()
+    server = server_home(TEACHER_KEY=KEY, FINETUNE_MCP_TEACHER_KEYS=f"TEACHER_KEY={teacher.url}")
+    async with server.client() as client:
+        async def refusal(**overrides) -> str:
+            result = await client.call_tool("enhance_dataset", enhance_args(tiny_model, qa, teacher, **overrides),
+                                            raise_on_error=False)
+            assert result.is_error, overrides
+            return result.content[0].text
+
+        for escape in (f"{teacher.url}/../../evil", f"{teacher.url}/%2e%2e/%2E%2E/evil", f"{teacher.url}/./x/.."):
+            assert "'..' path segments" in await refusal(teacher_base_url=escape), escape
+        keyless = await refusal(teacher_base_url="http://10.0.0.5:9/v1", teacher_api_key_env="")
+        assert "only over https or on this machine" in keyless
+        assert "query or fragment" in await refusal(teacher_base_url=f"{teacher.url}?x=1", teacher_api_key_env="")
+        assert (await client.call_tool("list_jobs", {})).structured_content["count"] == 0
+    assert teacher.requests == []

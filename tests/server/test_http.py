@@ -18,7 +18,7 @@ from fastmcp.client.transports import StreamableHttpTransport
 
 from server.conftest import free_port, http_server_process
 
-TOKEN = "test-token-0123456789abcdef"
+TOKEN = "test-token-9f3c2a7b1e5d8046xq"
 
 
 ALLOWED_APP = "https://app.example.com"
@@ -94,7 +94,8 @@ def test_http_without_a_good_token_does_not_start(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "FINETUNE_MCP_TOKEN is not set" in out.stderr
     for weak, problem in ((" " * 16, "whitespace"), ("a" * 40, "too easy to guess"), ("0123456789abcdef", "too easy"),
-                          ("short-Tok3n", "shorter than 16"), ("good-looking token", "whitespace")):
+                          ("short-Tok3n", "shorter than 16"), ("good-looking token", "whitespace"),
+                          ("abcdefghijklmnopqrstuvwx", "too easy"), ("tok-0123456789abcdefghijk", "too easy")):
         out = serve_http(tmp_path, FINETUNE_MCP_TOKEN=weak)
         assert out.returncode == 2 and problem in out.stderr, (weak, out.stderr)
         assert "secrets.token_urlsafe(32)" in " ".join(out.stderr.split())
@@ -103,3 +104,16 @@ def test_http_without_a_good_token_does_not_start(tmp_path: Path) -> None:
 def test_every_interface_needs_the_allowed_hosts(tmp_path: Path) -> None:
     out = serve_http(tmp_path, "--host", "0.0.0.0", FINETUNE_MCP_TOKEN=TOKEN)
     assert out.returncode == 2 and "FINETUNE_MCP_ALLOWED_HOSTS" in out.stderr
+
+
+async def test_a_malformed_origin_is_refused_with_403_not_500(http_server: str) -> None:
+    """Issue 26 bug 9: an Origin that does not parse (an unclosed IPv6 bracket, a port past 65535)
+    raised inside the guard, before authentication: a 500 and a traceback in the log."""
+    auth = {**HEADERS, "Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient() as http:
+        for origin in ("http://[::1", "http://127.0.0.1:99999", "http://[not-an-ip]:1", "http://a:-1"):
+            answer = await http.post(http_server, json=BODY, headers={**auth, "Origin": origin})
+            assert answer.status_code == 403, (origin, answer.status_code, answer.text)
+            assert "FINETUNE_MCP_ALLOWED_ORIGINS" in answer.text
+        plain = await http.post(http_server, json=BODY, headers=auth)  # the server is still fine
+    assert plain.status_code not in (403, 421, 500) and plain.json()["jsonrpc"] == "2.0"

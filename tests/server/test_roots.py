@@ -116,7 +116,10 @@ async def test_finetune_mcp_roots_extends_the_allowed_folders(server: ServerHome
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28 (roots through input-required) and 2025-11-25
-async def test_the_clients_declared_roots_are_allowed(server: ServerHome, layout: Layout, mode: str) -> None:
+async def test_the_clients_declared_roots_are_allowed(server_home: Callable[..., ServerHome], layout: Layout,
+                                                      mode: str) -> None:
+    """Over stdio without FINETUNE_MCP_ROOTS the client is the user's own app: its roots are the roots."""
+    server = server_home(HOME=str(layout.user), FINETUNE_MCP_ROOTS="")
     model = layout.client_root / "tiny"
     async with server.client(mode=mode) as client:  # no roots declared: home (tmp/user) and cwd, not tmp/client
         assert (await call(client, "detect_gpus", {"model": str(layout.user / "tiny")}))[0] is False
@@ -128,6 +131,50 @@ async def test_the_clients_declared_roots_are_allowed(server: ServerHome, layout
         # declaring roots replaces the home folder and the cwd
         is_error, text, _ = await call(client, "detect_gpus", {"model": str(layout.user / "tiny")})
         assert is_error and refused(text, layout.user / "tiny"), text
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_once_the_operator_set_roots_client_roots_only_narrow_them(server: ServerHome, layout: Layout,
+                                                                         mode: str) -> None:
+    """Issue 26 bug 1 (stdio): with FINETUNE_MCP_ROOTS set, a client root `file:///` (or one outside)
+    widened the sandbox past it; now a client's roots only narrow what the operator allowed."""
+    outside_model = layout.client_root / "tiny"
+    async with server.client(mode=mode, roots=["file:///"]) as client:
+        for model in (outside_model, layout.secret):
+            is_error, text, _ = await call(client, "detect_gpus", {"model": str(model)})
+            assert is_error and refused(text, model), text
+        assert (await call(client, "detect_gpus", {"model": str(layout.model)}))[0] is False  # still allowed
+    async with server.client(mode=mode, roots=[layout.client_root.as_uri(), (layout.allowed / "tiny").as_uri()]) \
+            as client:
+        is_error, text, _ = await call(client, "detect_gpus", {"model": str(outside_model)})
+        assert is_error and refused(text, outside_model), text  # outside the operator's roots
+        assert (await call(client, "detect_gpus", {"model": str(layout.model)}))[0] is False  # inside both
+        is_error, text, _ = await call(client, "start_finetune", {"model": str(layout.model),
+                                                                  "dataset": str(layout.dataset)})
+        assert is_error and refused(text, layout.dataset), text  # in the operator's roots, not the client's
+
+
+async def test_a_server_started_in_slash_does_not_allow_the_file_system(server_home: Callable[..., ServerHome],
+                                                                       layout: Layout) -> None:
+    """Issue 26 bug 2: desktop clients may start every MCP server with cwd `/`; the cwd fallback made
+    `/` a root, so a run directory anywhere was queued and /etc/passwd passed the roots check."""
+    server = server_home(HOME=str(layout.user), FINETUNE_MCP_ROOTS="")
+    async with server.client(cwd="/") as client:
+        for model in (layout.model, layout.secret):
+            is_error, text, _ = await call(client, "detect_gpus", {"model": str(model)})
+            assert is_error and refused(text, model), text
+        is_error, text, _ = await call(client, "start_finetune", {"model": str(layout.user / "tiny"),
+                                                                  "dataset": "/etc/passwd"})
+        assert is_error and refused(text, "/etc/passwd"), text
+        is_error, text, _ = await call(client, "start_finetune", {
+            "model": str(layout.user / "tiny"), "dataset": str(layout.dataset),
+            "config_overrides": {"run_dir": str(layout.outside / "run")}})
+        assert is_error and "outside the folders this server may use" in text, text
+        assert (await call(client, "detect_gpus", {"model": str(layout.user / "tiny")}))[0] is False  # home: fine
+        assert (await client.call_tool("list_jobs", {})).structured_content["count"] == 0
+    log = server.stderr_log.read_text()
+    assert "allowed roots: FINETUNE_MCP_HOME" in log and "(not /: too broad to be a root)" in log, log[-2000:]
+    assert not (layout.outside / "run").exists()
 
 
 async def test_a_hub_id_is_not_a_path_but_a_path_shaped_value_is(server: ServerHome, layout: Layout) -> None:
@@ -158,3 +205,20 @@ async def test_over_http_the_home_folder_and_cwd_are_not_allowed(http_server: st
         assert is_error and refused(text, "tiny"), text
         is_error, text, report = await call(client, "detect_gpus", {"model": str(layout.model)})
         assert not is_error and report["estimate"] is not None, text
+
+
+async def test_over_http_client_roots_cannot_widen_the_sandbox(http_server: str, layout: Layout) -> None:
+    """Issue 26 bug 1 (HTTP): a client declaring `file:///` got a run_dir outside the roots queued and a
+    CSV outside quoted in an error; over HTTP the client's roots only narrow FINETUNE_MCP_ROOTS."""
+    csv = layout.outside / "secret.csv"
+    csv.write_text("SECRETCELL,other\n1,2\n")
+    async with Client(StreamableHttpTransport(http_server, auth=TOKEN), roots=["file:///"]) as client:
+        is_error, text, _ = await call(client, "start_finetune", {
+            "model": str(layout.model), "dataset": str(layout.dataset),
+            "config_overrides": {"run_dir": str(layout.outside / "run")}})
+        assert is_error and "outside the folders this server may use" in text, text
+        is_error, text, _ = await call(client, "start_finetune", {"model": str(layout.model), "dataset": str(csv)})
+        assert is_error and refused(text, csv) and "SECRETCELL" not in text, text
+        assert (await call(client, "detect_gpus", {"model": str(layout.model)}))[0] is False
+        assert (await client.call_tool("list_jobs", {})).structured_content["count"] == 0
+    assert not (layout.outside / "run").exists()

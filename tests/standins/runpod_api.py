@@ -7,6 +7,10 @@ Point the SDK at it with RUNPOD_API_BASE_URL=<url> and the backend's proxy templ
 what RunPod adds to every pod (RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY). Terminating a pod
 kills its whole process tree.
 
+Instant Clusters (RunPod's REST `/v2/clusters`) are served too: a cluster's pods are pods like the
+others, started with the rendezvous variables RunPod sets on every node, so a multi-node job's nodes
+really rendezvous over gloo on 127.0.0.1 and train together (`handle_rest`).
+
 The GraphQL text is parsed (a small recursive-descent parser for the subset the SDK emits), so a
 value that breaks out of its string literal shows up as a parse error or a wrong value, as it would
 on the real API. Every call is recorded in `calls`; faults are switched on per operation.
@@ -169,6 +173,8 @@ class Pod:
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
     terminated_at: float | None = None
+    system_env: dict[str, str] = field(default_factory=dict)  # what RunPod itself sets (a cluster's rendezvous)
+    cluster_id: str | None = None
 
     def record(self) -> dict[str, Any]:
         price = next(g[3] for g in GPU_TYPES if g[0] == self.gpu_type_id)
@@ -200,6 +206,7 @@ class RunPodStandIn:
         self.api_key = api_key or "rpa_" + secrets.token_hex(20)
         self.calls: list[dict[str, Any]] = []
         self.pods: dict[str, Pod] = {}
+        self.clusters: dict[str, dict[str, Any]] = {}  # id → {"name", "pods": [ids], "deleted": bool}
         self.faults = Faults()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -227,6 +234,9 @@ class RunPodStandIn:
 
     def running_pods(self) -> list[Pod]:
         return [p for p in self.pods.values() if p.status != "TERMINATED"]
+
+    def live_clusters(self) -> list[str]:
+        return [cid for cid, c in self.clusters.items() if not c["deleted"]]
 
     def kill_worker(self, pod_id: str) -> None:
         """The container's processes die (the pod itself stays, as after an OOM or a crash)."""
@@ -336,10 +346,75 @@ class RunPodStandIn:
             "FINETUNE_MCP_WORKER_HOST": "127.0.0.1",
             "FINETUNE_MCP_WORKER_DIR": str(pod.workdir / "workspace"),
             "RUNPOD_POD_ID": pod.id, "RUNPOD_API_KEY": pod.scoped_key, "RUNPOD_API_BASE_URL": self.url,
+            **pod.system_env,
         })
         with (pod.workdir / "container.log").open("ab") as log:
             pod.proc = subprocess.Popen(shlex.split(pod.docker_args), env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=pod.workdir, start_new_session=True)
+
+    # -- REST: Instant Clusters (POST/GET /v2/clusters, GET /v2/clusters/{id}/pods, DELETE /v2/clusters/{id})
+    def handle_rest(self, method: str, path: str, auth: str, body: bytes) -> tuple[int, Any]:
+        """A cluster's pods are real pods here: local processes with the rendezvous variables RunPod sets on
+        every node (MASTER_ADDR / MASTER_PORT of node 0 — 127.0.0.1 and a free port —, NODE_RANK, NUM_NODES,
+        NUM_TRAINERS, WORLD_SIZE), so their workers' torchrun really rendezvous (gloo) and train together."""
+        parts = [p for p in path.removeprefix("/v2/clusters").split("/") if p]
+        op = {("POST", 0): "clusterCreate", ("GET", 0): "clusterList", ("GET", 2): "clusterPods",
+              ("DELETE", 1): "clusterDelete", ("GET", 1): "clusterGet"}.get((method, len(parts)), "clusterUnknown")
+        call = {"op": op, "args": {"path": parts}, "time": time.time(), "ok": False}
+        with self.lock:
+            self.calls.append(call)
+            status = self.faults.errors.get(op, []).pop(0) if self.faults.errors.get(op) else None
+        if auth.removeprefix("Bearer ") != self.api_key:
+            return 401, {"error": "Unauthorized"}
+        if status:
+            return status, f"<html><body>{status} upstream error</body></html>"
+        cluster = self.clusters.get(parts[0]) if parts else None
+        if parts and (cluster is None or cluster["deleted"]):
+            return 404, {"error": f"cluster {parts[0]} not found"}
+        if op == "clusterCreate":
+            data = self._create_cluster(json.loads(body))
+        elif op == "clusterList":
+            data = [{"id": cid, "name": c["name"], "podCount": len(c["pods"])} for cid, c in self.clusters.items()
+                    if not c["deleted"]]
+        elif op == "clusterPods":
+            data = [self.pods[pid].record() for pid in cluster["pods"]]
+        elif op == "clusterGet":
+            data = {"id": parts[0], "name": cluster["name"], "podCount": len(cluster["pods"])}
+        elif op == "clusterDelete":
+            for pid in cluster["pods"]:
+                pod = self.pods[pid]
+                _kill_tree(pod)
+                pod.status, pod.terminated_at = "TERMINATED", time.time()
+            cluster["deleted"] = True
+            data = None
+        else:
+            return 404, {"error": f"no route {method} {path}"}
+        call["ok"] = True
+        return (204, None) if data is None else (200, data)
+
+    def _create_cluster(self, body: dict[str, Any]) -> dict[str, Any]:
+        compute = body["compute"]
+        nodes, gpus = int(compute["podCount"]), int(compute["gpuCountPerPod"])
+        cluster_id = "c" + secrets.token_hex(6)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            master_port = s.getsockname()[1]
+        ports = body.get("ports") or []
+        pods = []
+        for rank in range(nodes):
+            pod = Pod(id=secrets.token_hex(7), name=f"{body['name']}-{rank}", gpu_type_id=compute["gpuTypeId"],
+                      image=body.get("image", ""), docker_args=body.get("args", ""), env=dict(body.get("env") or {}),
+                      ports=",".join(ports) if isinstance(ports, list) else str(ports), created_at=time.time(),
+                      scoped_key="pod_" + secrets.token_hex(16), cluster_id=cluster_id, system_env={
+                          "MASTER_ADDR": "127.0.0.1", "PRIMARY_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port),
+                          "PRIMARY_PORT": str(master_port), "NODE_ADDR": "127.0.0.1", "NODE_RANK": str(rank),
+                          "NUM_NODES": str(nodes), "NUM_TRAINERS": str(gpus), "WORLD_SIZE": str(nodes * gpus)})
+            self.pods[pod.id] = pod
+            pods.append(pod.id)
+        self.clusters[cluster_id] = {"name": body["name"], "pods": pods, "deleted": False}
+        for pid in pods:
+            self._start_container(self.pods[pid])
+        return {"id": cluster_id, "name": body["name"], "podCount": nodes}
 
     # -- proxy -----------------------------------------------------------------------------------
     def proxy_target(self, pod_and_port: str) -> int | None:
@@ -410,7 +485,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _rest(self, method: str) -> None:
+        status, data = self.standin.handle_rest(method, self.path, self.headers.get("Authorization", ""), self._body())
+        if isinstance(data, str):
+            return self._send(status, data.encode(), "text/html")
+        return self._send(status, b"" if data is None else json.dumps(data).encode(), "application/json")
+
+    def do_DELETE(self) -> None:
+        return self._rest("DELETE") if self.path.startswith("/v2/clusters") else self._send(404, b"", "text/plain")
+
     def do_POST(self) -> None:
+        if self.path.startswith("/v2/clusters"):
+            return self._rest("POST")
         if self.path.startswith("/proxy/"):
             return self._proxy("POST")
         if self.path != "/graphql":
@@ -421,6 +507,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(status, json.dumps(data).encode(), "application/json")
 
     def do_GET(self) -> None:
+        if self.path.startswith("/v2/clusters"):
+            return self._rest("GET")
         return self._proxy("GET") if self.path.startswith("/proxy/") else self._send(404, b"", "text/plain")
 
     def do_PUT(self) -> None:

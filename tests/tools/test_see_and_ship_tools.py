@@ -172,7 +172,7 @@ async def test_deploy_without_a_way_to_ask_the_user_needs_confirm(app, hub) -> N
         done = await client.call_tool("deploy_to_hf", {**DEPLOY, "confirm": True})
     consent = done.structured_content["consent"]
     assert consent["how"] == "confirm" and consent["terms"]["repo_id"] == "alice/consented"
-    assert "adapter_model.safetensors" in consent["terms"]["files"] and "alice/consented" in hub.repos
+    assert "adapter_model.safetensors" in [f["path"] for f in consent["terms"]["files"]] and "alice/consented" in hub.repos
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28 (input-required rounds) and 2025-11-25 (ctx.elicit)

@@ -15,7 +15,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from finetune_mcp.config.methods import DEFAULT_METHOD, METHODS, TrainingMethod, get_method
 
 DatasetFormat = Literal[
-    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded"
+    "auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text", "arangodb", "ranking", "triples", "graded",
+    "preference", "implicit_preference", "unpaired_preference", "prompt_only",
 ]
 
 
@@ -52,13 +53,19 @@ class DataConfig(BaseModel):
         description="Seeded random subset of this many examples.",
     )
     validation_split: float = Field(0.1, ge=0, le=0.5, description="Fraction held out for evaluation.")
-    max_seq_length: int = Field(2048, ge=16, le=131072)
+    max_seq_length: int = Field(2048, ge=16, le=131072, description="Tokens per example; longer ones are cut.")
     assistant_only_loss: bool = Field(True, description="Compute loss on assistant tokens only.")
     seed: int = Field(3407, validation_alias=AliasChoices("seed", "random_state"),
                       description="Seeds the subset, the split and training.")
     split_seed: int | None = Field(
         None, description="Seed of the subset and train/validation split instead of `seed`. An experiment fixes it, "
         "so runs with different seeds are scored on the same held-out rows.",
+    )
+
+    dataset_files: dict[str, dict[str, int | str]] | None = Field(
+        None, description="Set by the server's start check, not by callers: each local data file it read, with its "
+        "device, inode, size, mtime and SHA-256. The worker reads exactly these files, without following links, "
+        "and refuses one that changed since (`data.loader`).",
     )
 
     @field_validator("method")

@@ -48,6 +48,9 @@ class EntropyConfig(BaseModel):
     relu_threshold: float = Field(0.5, ge=0, le=1, description="For relu: the normalised entropy where weighting starts.")
     quantile: float = Field(0.8, ge=0, le=1, description="For top_entropy: tokens at or above this entropy quantile "
                             "of the batch train (0.8: the top 20 %).")
+    global_quantile: bool = Field(False, description="For top_entropy: take the quantile over the tokens of every "
+                                  "GPU's micro-batch (all-gathered) rather than each GPU's own; one threshold per "
+                                  "step, as TRL's GRPO takes it. No effect on one GPU.")
 
     @field_validator("function")
     @classmethod
@@ -77,7 +80,8 @@ class EntropyFields(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     enable_entropy_weighting: bool = Field(
-        False, validation_alias=AliasChoices("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting")
+        False, validation_alias=AliasChoices("enable_entropy_weighting", "entropy_weighting", "use_entropy_weighting"),
+        description="Weight each token's loss by the model's uncertainty (entropy-aware training).",
     )
     entropy: EntropyConfig = Field(default_factory=EntropyConfig)
     entropy_sample_tokens: int = Field(

@@ -12,13 +12,15 @@ class OptimConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
-    num_train_epochs: float = Field(1.0, gt=0, le=100, validation_alias=AliasChoices("num_train_epochs", "epochs"))
+    num_train_epochs: float = Field(1.0, gt=0, le=100, validation_alias=AliasChoices("num_train_epochs", "epochs"),
+                                    description="Passes over the training rows.")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimiser steps (-1: run the epochs).")
     per_device_train_batch_size: int = Field(
-        2, ge=1, le=1024, validation_alias=AliasChoices("per_device_train_batch_size", "batch_size")
+        2, ge=1, le=1024, validation_alias=AliasChoices("per_device_train_batch_size", "batch_size"),
+        description="Examples per forward pass on each device."
     )
-    gradient_accumulation_steps: int = Field(4, ge=1, le=1024)
-    learning_rate: float = Field(2e-4, gt=0, le=1)
+    gradient_accumulation_steps: int = Field(4, ge=1, le=1024, description="Forward passes per optimiser step.")
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate of the LoRA weights.")
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "linear"
     warmup_ratio: float = Field(0.03, ge=0, le=1)
     warmup_steps: int = Field(0, ge=0)

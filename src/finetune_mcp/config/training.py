@@ -27,7 +27,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from finetune_mcp.config.data import DataConfig
 from finetune_mcp.config.entropy import EntropyFields
 from finetune_mcp.config.lora import LoraConfig
+from finetune_mcp.config.methods import MemoryExtras
 from finetune_mcp.config.optim import OptimConfig
+from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.config.rerank import RerankConfig
 from finetune_mcp.config.tracking import TrackingConfig
 from finetune_mcp.config.validation import format_validation_error
@@ -74,6 +76,10 @@ class RunFields(BaseModel):
     num_gpus: int | Literal["auto"] = Field(
         1, description="GPUs for one run (DDP through torchrun, one process per GPU); 'auto' = every local GPU.",
     )
+    num_nodes: int = Field(
+        1, ge=1, le=64, description="Machines for one run (target='runpod': a RunPod Instant Cluster, num_gpus GPUs "
+        "each, DDP through torchrun across them; the HF/PEFT backend).",
+    )
     run_dir: str | None = Field(
         None, validation_alias=AliasChoices("run_dir", "output_dir"),
         description="Where the run writes everything (default: $FINETUNE_MCP_HOME/runs/<job id>).",
@@ -89,14 +95,17 @@ class RunFields(BaseModel):
 
 
 # Bases are listed last-group-first: pydantic collects fields from the last base on, so spec.json
-# (and the card's hyperparameter table) reads model, data, LoRA, optimiser, run, entropy, rerank, tracking.
-class TrainingConfig(TrackingConfig, RerankConfig, EntropyFields, RunFields, OptimConfig, LoraConfig, DataConfig,
-                     ModelFields):
+# (and the card's hyperparameter table) reads model, data, LoRA, optimiser, run, entropy, rerank, method
+# settings (DPO / KTO / ORPO / GRPO), tracking.
+class TrainingConfig(TrackingConfig, PreferenceRLFields, RerankConfig, EntropyFields, RunFields, OptimConfig,
+                     LoraConfig, DataConfig, ModelFields):
     """One fine-tuning run. Every field has a default except `model` and `dataset`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     ignored_fields: list[str] = Field(default_factory=list, description="GRANGER fields accepted but unused.")
+    start_warnings: list[str] = Field(default_factory=list, description="What the start check warned about (set "
+                                      "by it, e.g. a GRPO reward constant on the probe completions).")
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +123,29 @@ class TrainingConfig(TrackingConfig, RerankConfig, EntropyFields, RunFields, Opt
         if ignored:
             data["ignored_fields"] = sorted({*data.get("ignored_fields", []), *ignored})
         return data
+
+    @model_validator(mode="after")
+    def _method_settings_fit(self) -> TrainingConfig:
+        """The method's settings block checks itself against the whole run (GRPO: a reward is given,
+        and the generation batch is whole groups), so the refusal comes before any job exists."""
+        check = getattr(self.method_settings, "check_run", None)
+        if check is not None:
+            check(self)
+        return self
+
+    @property
+    def method_settings(self) -> Any | None:
+        """The settings block of this run's method (`config.preference`), or None for a method with none."""
+        block = self.training_method.settings_block
+        return getattr(self, block) if block else None
+
+    @property
+    def memory_extras(self) -> MemoryExtras:
+        """What the method adds to the memory estimate, refined by its settings block where it can
+        (GRPO: the generation batch it generates at once)."""
+        extras = self.training_method.memory
+        refine = getattr(self.method_settings, "memory_extras", None)
+        return refine(extras, self) if refine is not None else extras
 
     @property
     def resolved_optim(self) -> str:

@@ -16,9 +16,14 @@ and the subset/split.
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
+import io
 import json
+import os
 import random
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +35,7 @@ from finetune_mcp.data.formats import (
     detect_format,
     normalize_row,
     passes_filters,
+    short_keys,
 )
 from finetune_mcp.data.hub import (
     check_hub,
@@ -70,6 +76,7 @@ class LoadedData:
     rows_kept: int  # after metadata filters and max_examples (= len(train) + len(validation))
     removed_by_filter: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    identities: dict[str, dict[str, int | str]] = field(default_factory=dict)  # file -> file_identity
 
     def summary(self) -> dict[str, Any]:
         """What the server and the run's spec report about the data."""
@@ -130,10 +137,19 @@ def _data_files(folder: Path) -> tuple[Path, ...]:
 def load_examples(config: DataConfig) -> LoadedData:
     """Read, check, filter, subset (seeded) and split the dataset that `config` names."""
     source = resolve_dataset_source(config.dataset)
+    identities: dict[str, dict[str, int | str]] = {}
     if source.kind == "hub":
         parts = _read_hub(source.location, config)
     else:
-        parts = [_read_file(path, config) for path in source.files]
+        expected = config.dataset_files
+        if expected is not None and sorted(map(str, source.files)) != sorted(expected):
+            raise DatasetError(f"the data files changed since the start check ({len(expected)} then, "
+                               f"{len(source.files)} now); nothing was trained on; start the job again",
+                               path=source.location)
+        parts = []
+        for path in source.files:
+            raw, identities[str(path)] = read_checked(path, None if expected is None else expected[str(path)])
+            parts.append(_read_file(path, raw, config))
     examples = [example for part in parts for example in part[0]]
     formats = {part[1] for part in parts}
     rows_read = sum(part[2] for part in parts)
@@ -155,18 +171,52 @@ def load_examples(config: DataConfig) -> LoadedData:
         rows_kept=len(train) + len(validation),
         removed_by_filter=removed,
         files=[str(path) for path in source.files],
+        identities=identities,
     )
+
+
+def read_checked(path: Path, expected: dict[str, int | str] | None) -> tuple[bytes, dict[str, int | str]]:
+    """The bytes of a data file and its identity (device, inode, size, mtime, SHA-256). Opened without
+    following a link; with `expected` (what the start check recorded) a file that differs is refused:
+    the worker must train on what the server checked, not on a file swapped since (for a link to
+    /etc/shadow, or other valid rows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DatasetError("is a symbolic link now; nothing of it was read; point at the file itself and start "
+                               "the job again", path=path) from None
+        raise DatasetError(f"cannot open it ({exc.strerror}); check the path and permissions", path=path) from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError("is not a regular file; nothing of it was read", path=path)
+        raw = handle.read()
+    identity: dict[str, int | str] = {"device": info.st_dev, "inode": info.st_ino, "size": info.st_size,
+                                      "mtime_ns": info.st_mtime_ns, "sha256": hashlib.sha256(raw).hexdigest()}
+    if expected is not None and identity != expected:
+        changed = ", ".join(k for k in identity if identity[k] != expected.get(k))
+        raise DatasetError(f"the file changed since the job's start check ({changed} differ); nothing of it was "
+                           "used; start the job again to check the new data", path=path)
+    return raw, identity
 
 
 def validate_dataset(config: DataConfig) -> dict[str, Any]:
     """Check the dataset at job start: local data is read and checked in full; a hub id is only
     looked up (cache when offline, a short metadata request otherwise) so this never hangs."""
+    return check_dataset(config)[0]
+
+
+def check_dataset(config: DataConfig) -> tuple[dict[str, Any], dict[str, dict[str, int | str]]]:
+    """`validate_dataset`'s summary, and the identity of each local file read (`read_checked`):
+    what a job start hands its worker so it reads the very same files."""
     source = resolve_dataset_source(config.dataset)
     if source.kind == "hub":
-        return check_hub(source.location, config.dataset_split)
-    summary = load_examples(config).summary()
+        return check_hub(source.location, config.dataset_split), {}
+    loaded = load_examples(config)
+    summary = loaded.summary()
     summary["kind"] = source.kind
-    return summary
+    return summary, loaded.identities
 
 
 def subset_and_split(
@@ -186,9 +236,9 @@ def subset_and_split(
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _read_file(path: Path, config: DataConfig) -> tuple[list[dict], str, int, dict[str, int]]:
-    """Read one file; return its normalised rows, its format, rows read and rows removed per filter."""
-    rows = list(_iter_rows(path))
+def _read_file(path: Path, raw: bytes, config: DataConfig) -> tuple[list[dict], str, int, dict[str, int]]:
+    """Parse one file's bytes; return its normalised rows, its format, rows read and rows removed per filter."""
+    rows = list(_iter_rows(path, raw))
     if not rows:
         raise DatasetError("the file is empty (no rows); add examples or remove the file", path=path)
     return _normalize_rows(rows, config, path)
@@ -199,7 +249,8 @@ def _normalize_rows(
 ) -> tuple[list[dict], str, int, dict[str, int]]:
     first_line, first = rows[0]
     forced = config.dataset_format != "auto"
-    fmt = config.dataset_format if forced else detect_format(first, path=path, line=first_line)
+    accepted = config.accepted_formats
+    fmt = config.dataset_format if forced else detect_format(first, path=path, line=first_line, accepted=accepted)
     filters = config.metadata_filters
     filtering = bool(filters.model_dump(exclude_defaults=True))
     if filtering and not (isinstance(first, dict) and isinstance(first.get("metadata"), dict)):
@@ -212,7 +263,7 @@ def _normalize_rows(
     removed: dict[str, int] = {}
     for line, row in rows:
         if not forced:
-            row_fmt = detect_format(row, path=path, line=line)
+            row_fmt = detect_format(row, path=path, line=line, accepted=accepted)
             if row_fmt != fmt:
                 raise DatasetError(
                     f"this row is in {row_fmt} format but the file starts in {fmt} format (line {first_line}); "
@@ -229,28 +280,28 @@ def _normalize_rows(
     return out, fmt, len(rows), removed
 
 
-def _iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _iter_rows(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
     """(1-based line or row number, row) for every row of a JSONL / JSON / CSV / Parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        yield from _jsonl_rows(path)
+        yield from _jsonl_rows(path, _read_text(path, raw))
     elif suffix == ".json":
-        yield from _json_rows(path)
+        yield from _json_rows(path, raw)
     elif suffix == ".csv":
-        yield from _csv_rows(path)
+        yield from _csv_rows(path, raw)
     else:
-        yield from _parquet_rows(path)
+        yield from _parquet_rows(path, raw)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, raw: bytes) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8", path=path) from None
 
 
-def _jsonl_rows(path: Path, text: str | None = None) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate((text if text is not None else _read_text(path)).splitlines(), start=1):
+def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -263,8 +314,8 @@ def _jsonl_rows(path: Path, text: str | None = None) -> Iterator[tuple[int, Any]
             ) from None
 
 
-def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    text = _read_text(path)
+def _json_rows(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
+    text = _read_text(path, raw)
     if not text.strip():
         return
     try:
@@ -289,23 +340,24 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     yield from enumerate(data, start=1)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(_read_text(path).splitlines(keepends=True))
+def _csv_rows(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(_read_text(path, raw).splitlines(keepends=True))
     for row in reader:
         if None in row:
             raise DatasetError(
-                f"row has more cells than the header has columns ({reader.fieldnames}); quote cells that hold commas",
+                f"row has more cells than the header has columns ({short_keys(reader.fieldnames or [])}); quote "
+                "cells that hold commas",
                 path=path,
                 line=reader.line_num,
             )
         yield reader.line_num, {k: _maybe_json(k, v) for k, v in row.items() if v is not None}
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _parquet_rows(path: Path, raw: bytes) -> Iterator[tuple[int, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError variants for a damaged file
         raise DatasetError(f"cannot read Parquet ({exc}); re-export the file", path=path) from None
     for number, row in enumerate(table.to_pylist(), start=1):
@@ -335,14 +387,16 @@ def _read_hub(repo_id: str, config: DataConfig) -> list[tuple[list[dict], str, i
     snapshot = hub_snapshot(repo_id)
     if snapshot is not None and offline() and not in_datasets_cache(repo_id):
         files = split_files(_data_files(snapshot), snapshot, config.dataset_split, repo_id)
-        return [_read_file(path, config) for path in files]
+        return [_read_file(path, path.read_bytes(), config) for path in files]  # cache files are links to blobs
     return [_normalize_rows(load_hub_rows(repo_id, config.dataset_split), config, repo_id)]
 
 
 __all__ = [
     "DatasetSource",
     "LoadedData",
+    "check_dataset",
     "load_examples",
+    "read_checked",
     "resolve_dataset_source",
     "subset_and_split",
     "validate_dataset",

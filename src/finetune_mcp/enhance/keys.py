@@ -13,9 +13,15 @@ a server you control and name `HF_TOKEN`. So a key is sent only when all of thes
 - the endpoint's base URL is one of those URLs or below it (same scheme, host and port; the path
   equal or under it, on a `/` boundary);
 - the URL is https, or http to a loopback address (127.0.0.0/8, ::1, localhost), where nothing
-  crosses a network.
+  crosses a network;
+- the path has no dot segments, before or after percent-decoding: `…/v1/../../evil` (or
+  `…/v1/%2e%2e/%2e%2e/evil`) starts with the bound `…/v1` as text but reaches `/evil` once the
+  HTTP client normalises it, so such a URL is refused, never matched.
 
-Endpoints without a key (`api_key_env=None`) are not restricted. The server checks at job start
+Endpoints without a key (`api_key_env=None`) carry no secret, but the server still makes the
+request and reads the answer (a request forgery aimed at the server's network): they too must be
+https or loopback, with no credentials, query, fragment or dot segments, and their error bodies
+are never copied into a job's error (`enhance.teachers`). The server checks at job start
 (`enhance.start`), and the worker checks again right before it builds a client (`enhance.teachers`),
 so a spec.json written by hand cannot skip the rule. Messages name variables and URLs, never values.
 """
@@ -26,7 +32,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from finetune_mcp.errors import ConfigError
 
@@ -71,7 +77,11 @@ class Origin:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise ValueError(f"{url!r} has an invalid port") from None
-        return cls(parts.scheme, parts.hostname.lower(), port, parts.path.rstrip("/"))
+        path = unquote(parts.path)
+        if any(segment in (".", "..") for segment in path.replace("\\", "/").split("/")) or "%" in path:
+            raise ValueError(f"{url!r} has '.' or '..' path segments (or percent-encoded ones); give the plain "
+                             "base URL (…/v1)")
+        return cls(parts.scheme, parts.hostname.lower(), port, path.rstrip("/"))
 
     @property
     def is_loopback(self) -> bool:
@@ -125,6 +135,7 @@ def check_key_binding(key_env: str | None, url: str, describe: str, environ: Map
     """Refuse to send the variable `key_env` to `url` unless the operator allowed exactly that (see
     the module docstring). `describe` names the endpoint in messages ("tiny-teacher at http://…")."""
     if not key_env:
+        check_keyless_endpoint(url, describe)
         return
     if is_project_secret(key_env):
         raise ConfigError(f"{key_env} is one of finetune-mcp's own secrets and is never sent to a teacher or judge "
@@ -148,3 +159,14 @@ def check_key_binding(key_env: str | None, url: str, describe: str, environ: Map
         raise ConfigError(f"the key in {key_env} may only be sent to {', '.join(allowed)}, not to {describe}; use "
                           f"that base URL, or the operator adds '{key_env}={url}' to {KEYS_ENV} and restarts the "
                           "server")
+
+
+def check_keyless_endpoint(url: str, describe: str) -> None:
+    """An endpoint without a key: https or loopback, and a plain base URL (see the module docstring)."""
+    try:
+        origin = Origin.parse(url)
+    except ValueError as exc:
+        raise ConfigError(f"{describe}: {exc}") from None
+    if not origin.safe_for_keys:
+        raise ConfigError(f"{describe}: an endpoint is reached only over https or on this machine (http to "
+                          "127.0.0.1, ::1 or localhost); use its https:// URL, or an SSH tunnel to a loopback port")

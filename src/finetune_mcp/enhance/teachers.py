@@ -115,7 +115,7 @@ class OpenAICompatibleClient:
             if response is not None:
                 if response.status_code == 200:
                     return self._parse(response, attempt)
-                problem = f"HTTP {response.status_code}: {self._redact(response.text[:300])}"
+                problem = f"HTTP {response.status_code}{self._body(response, 300)}"
                 if response.status_code not in RETRYABLE_STATUS:
                     raise TeacherError(f"{self.endpoint.describe()} refused the request ({problem}); "
                                        + _fix_for(response.status_code, self.endpoint),
@@ -136,7 +136,7 @@ class OpenAICompatibleClient:
             text = body["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError):
             raise TeacherError(f"{self.endpoint.describe()} answered with something that is not an OpenAI chat "
-                               f"completion ({self._redact(response.text[:200])!r}); point base_url at the "
+                               f"completion{self._body(response, 200)}; point base_url at the "
                                "endpoint's /v1") from None
         usage = body.get("usage") or {}
         tokens = usage.get("total_tokens")
@@ -147,6 +147,14 @@ class OpenAICompatibleClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
+
+    def _body(self, response: httpx.Response, limit: int) -> str:
+        """The start of an answer's body for an error message, only from an endpoint the operator
+        bound a key to: a keyless URL is the agent's choice, and quoting what it answered would read
+        back any page the server can reach (`enhance.keys`)."""
+        if not self._key:
+            return f" ({len(response.content)} bytes, not quoted: the endpoint has no operator-bound key)"
+        return f": {self._redact(response.text[:limit])!r}"
 
     async def aclose(self) -> None:
         await self._http.aclose()

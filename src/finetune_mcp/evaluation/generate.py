@@ -1,6 +1,7 @@
 """`generate(model, tokenizer, prompts, settings)`: answers with the model's per-token entropy.
 
-The one generation function of the project (sample jobs, the experiment kind's answer accuracy):
+The one generation function of the project (sample jobs, evaluation suites, the experiment kind's answer
+accuracy; only GRPO's reward hooks in train/, below this layer, use `train.inference.generate_replies`):
 
 - Prompts are rendered as training rendered them. A conversation is cut where training's labels
   begin: the conversation plus a probe reply goes through `data.chat_tokens` (the span finder the
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from finetune_mcp.errors import ModelError
+from finetune_mcp.errors import ConfigError, ModelError
 from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
 
 _PROBE = "\u2047sample-probe-reply\u2047"  # a reply no template or dataset contains
@@ -128,6 +129,19 @@ def warm_up(model: Any, tokenizer: Any, prompts: Sequence[PromptInput], settings
     started = time.perf_counter()
     generate(model, tokenizer, prompts[: settings.batch_size], settings.model_copy(update={"max_new_tokens": 2}))
     stats.warmup_s = time.perf_counter() - started
+
+
+def check_prompt_lengths(tokenizer: Any, prompts: Sequence[PromptInput], max_seq_length: int) -> None:
+    """Refuse, before any generation, a prompt longer than `max_seq_length` tokens. Training keeps the
+    first max_seq_length tokens of a row, so the model never learned to read further; and attention
+    over a 25,000-token prompt made one answer of a tiny model take 30 s instead of 5."""
+    for index, prompt in enumerate(prompts):
+        length = len(prompt_ids(tokenizer, prompt, index))
+        if length > max_seq_length:
+            raise ConfigError(f"prompt {index} is {length:,} tokens, longer than max_seq_length={max_seq_length} "
+                              "(what the model was trained to read; training keeps the first max_seq_length tokens "
+                              "of a row); shorten the prompt, or sample a job trained with a longer max_seq_length",
+                              field="prompts")
 
 
 def prompt_ids(tokenizer: Any, prompt: PromptInput, index: int = 0) -> list[int]:

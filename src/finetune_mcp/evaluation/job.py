@@ -32,6 +32,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from finetune_mcp.config import DataConfig, ModelFields, RerankConfig, RunFields, Settings, format_validation_error
 from finetune_mcp.config.methods import METHODS, get_method, method_for_metrics
+from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.errors import ConfigError, DatasetError
 from finetune_mcp.evaluation import suites
 from finetune_mcp.jobs.placement import Placement
@@ -41,8 +42,9 @@ from finetune_mcp.runs.session import library_versions, worker_session
 log = logging.getLogger("finetune_mcp.evaluate")
 
 
-class EvaluationSpec(DataConfig, ModelFields):
-    """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`."""
+class EvaluationSpec(PreferenceRLFields, DataConfig, ModelFields):
+    """An evaluate_model job: `model` (+ optional LoRA `adapter`) scored on `dataset`. The method
+    settings blocks are there for methods that score with them (GRPO: its rewards), copied from the job."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 

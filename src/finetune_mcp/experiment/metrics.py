@@ -37,7 +37,17 @@ ANSWER_METRICS = (  # only when held-out rows have a checkable answer (the last 
 RANKING = tuple(Metric(name, name.upper() if "@" in name else name, "higher")
                 for name in ("mrr@10", "ndcg@10", "recall@5"))
 RANKING += (Metric("accuracy", "accuracy", "higher"),)
-_ALL = {metric.name: metric for metric in SFT_METRICS + ANSWER_METRICS + RANKING}
+PREFERENCE = (  # DPO / KTO / ORPO on held-out pairs (`train.preference_scoring`)
+    Metric("pref_accuracy", "preference accuracy (log p chosen > rejected)", "higher"),
+    Metric("logp_margin", "mean log p(chosen) − log p(rejected)", "higher", "nats"),
+    Metric("logp_chosen", "mean log p(chosen)", None, "nats"),
+    Metric("logp_rejected", "mean log p(rejected)", None, "nats"),
+)
+REWARDS = (  # GRPO: greedy replies to held-out prompts scored by the run's rewards
+    Metric("mean_reward", "mean reward of greedy replies", "higher"),
+    Metric("reward_std", "reward spread over prompts", None),
+)
+_ALL = {metric.name: metric for metric in SFT_METRICS + ANSWER_METRICS + RANKING + PREFERENCE + REWARDS}
 
 
 def metrics_for(method: str, answers: bool) -> tuple[Metric, ...]:

@@ -88,7 +88,9 @@ def _greedy_replies(loaded: LoadedModel, conversations: list[list[dict[str, str]
     from finetune_mcp.evaluation.generate import generate
     from finetune_mcp.evaluation.settings import GenerationSettings
 
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, alternatives=0)
+    # 64 prompts a batch: 90 short held-out answers one at a time took 26-30 s on an H100 for a 135M
+    # model, one batch of them well under a second.
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, alternatives=0, batch_size=64)
     with _inference_mode(loaded):
         return [g.text.strip() for g in generate(loaded.model, loaded.tokenizer, conversations, settings)]
 

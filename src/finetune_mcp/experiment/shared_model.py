@@ -57,8 +57,10 @@ class SharedBaseModel:
         return self.loaded
 
     def release(self) -> None:
-        """Drop the model (and the memory a finished trainer left behind)."""
+        """Drop the model (and the memory a finished trainer left behind). The run froze the heap
+        (`train.workflow.freeze_heap`); unfreeze it so the dropped model's cycles can be collected."""
         self.loaded = None
+        gc.unfreeze()
         free_memory()
 
 

@@ -30,6 +30,7 @@ from finetune_mcp.config import (
     build_config,
     format_validation_error,
 )
+from finetune_mcp.config.methods import METHODS
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.experiment.metrics import known_names
 
@@ -37,7 +38,8 @@ ARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
 DEFAULT_SEEDS = 3
 # Fields that are the experiment's own (everything else is the shared training config).
 EXPERIMENT_FIELDS = frozenset({"kind", "arms", "seeds", "baseline", "eval_dataset", "generation_examples",
-                               "max_new_tokens", "primary_metric", "share_model"})
+                               "max_new_tokens", "primary_metric", "share_model", "parallel", "only_runs", "shards"})
+MAX_PARALLEL = 64
 
 
 def arm_from_name(name: str) -> dict[str, Any]:
@@ -66,6 +68,9 @@ class Arm(BaseModel):
     name: str = Field(description="Names the arm's runs (<name>-s<seed>) and its rows.")
     enable_entropy_weighting: bool = False
     entropy: dict[str, Any] = Field(default_factory=dict, description="EntropyConfig fields for this arm.")
+    method_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Method blocks this arm overrides, e.g. {\"grpo\": {\"top_entropy_quantile\": "
+        "0.8}} (merged into the shared dpo / kto / orpo / grpo block).")
 
     @model_validator(mode="before")
     @classmethod
@@ -133,6 +138,13 @@ class ExperimentSpec(EnhancedTrainingConfig):
                                        "mrr@10 for rerank).")
     share_model: bool = Field(True, description="Load the base model once and re-initialise LoRA for each run "
                               "(false: load it for every run, as separate jobs would).")
+    parallel: int | Literal["auto"] = Field(1, description="Workers training runs at once (one per free local GPU, "
+                                            "RunPod pod or CPU slot; each keeps its base model loaded for its runs); "
+                                            "1: one after another in one worker; 'auto': as many as are free.")
+    only_runs: list[str] | None = Field(None, description="Set by the scheduler (experiment.parallel): the runs "
+                                        "(<arm>-s<seed>) this worker trains, a share of the experiment.")
+    shards: list[dict[str, Any]] | None = Field(None, description="Set by the scheduler: the jobs that train the "
+                                                "shares ({job_id, run_dir, runs}); this worker only gathers them.")
 
     @model_validator(mode="before")
     @classmethod
@@ -155,11 +167,22 @@ class ExperimentSpec(EnhancedTrainingConfig):
             raise ValueError("give at least one seed")
         if len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds must differ (got {self.seeds})")
+        outside = [s for s in self.seeds if not 0 <= s <= 2**32 - 1]
+        if outside:  # torch and numpy take 32-bit seeds: caught here, not in the worker after a run started
+            raise ValueError(f"seeds must lie in 0…4294967295 (2**32 − 1); {outside[:3]} do not")
         if self.enable_entropy_weighting:
             raise ValueError("enable_entropy_weighting: an experiment's loss settings belong to its arms; drop it "
                              "and name the arms, e.g. arms=['standard', 'entropy']")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not one of the arms ({', '.join(names)})")
+        if self.parallel != "auto" and not 1 <= self.parallel <= MAX_PARALLEL:
+            raise ValueError(f"parallel must be 'auto' or a whole number from 1 to {MAX_PARALLEL} (got {self.parallel})")
+        known = {self.run_label(arm, seed) for seed in self.seeds for arm in self.arms}
+        if self.only_runs is not None and (not self.only_runs or set(self.only_runs) - known):
+            raise ValueError(f"only_runs must name runs of this experiment ({', '.join(sorted(known))})")
+        if self.num_nodes != 1:
+            raise ValueError("num_nodes: an experiment's runs train on one machine each; use parallel=N to spread "
+                             "the runs over several workers")
         if self.num_gpus != 1:
             raise ValueError("num_gpus: an experiment runs its runs one after another on one device; use num_gpus=1")
         if self.resume_from_checkpoint:
@@ -179,7 +202,15 @@ class ExperimentSpec(EnhancedTrainingConfig):
     def plan(self) -> list[tuple[int, Arm]]:
         """The runs in the order they train: seed by seed, every arm of a seed before the next seed, so
         an experiment stopped early leaves complete pairs (the statistics compare arms within a seed)."""
-        return [(seed, arm) for seed in self.seeds for arm in self.arms]
+        every = [(seed, arm) for seed in self.seeds for arm in self.arms]
+        if self.only_runs is None:
+            return every
+        return [(seed, arm) for seed, arm in every if self.run_label(arm, seed) in self.only_runs]
+
+    @property
+    def full_plan(self) -> list[tuple[int, Arm]]:
+        """Every run of the experiment, whichever share of it this worker trains."""
+        return self.model_copy(update={"only_runs": None}).plan
 
     @staticmethod
     def run_label(arm: Arm | str, seed: int) -> str:
@@ -188,6 +219,11 @@ class ExperimentSpec(EnhancedTrainingConfig):
     def run_config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> EnhancedTrainingConfig:
         """The training config of one run: the shared settings, the arm's loss, the seed, the fixed split."""
         data = self.model_dump(exclude={*EXPERIMENT_FIELDS, "ignored_fields"})
+        blocks = [m.settings_block for m in METHODS.values() if m.settings_block]
+        for block, fields in arm.method_settings.items():
+            if block not in blocks:
+                raise ConfigError(f"arm {arm.name!r}: method_settings has {block!r}; use one of {', '.join(blocks)}")
+            data[block] = {**data[block], **fields}
         data.update(enable_entropy_weighting=arm.enable_entropy_weighting, entropy={**data["entropy"], **arm.entropy},
                     seed=seed, split_seed=self.data_split_seed, run_dir=str(run_dir) if run_dir else None)
         try:

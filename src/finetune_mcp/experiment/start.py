@@ -42,15 +42,18 @@ def check_experiment_start(spec: ExperimentSpec, settings: Settings) -> Experime
 
 
 def place_experiment(spec: ExperimentSpec, target: str, settings: Settings) -> Placement:
-    """Where the worker runs every run of the experiment: a local GPU that fits one run (the runs
-    train one after another in one process, sharing the loaded base model), else the CPU. Not on
-    RunPod: one pod per run would pay the model load every time, which is what running the runs in
-    one process avoids."""
+    """Where the experiment's runs train. Serially (parallel=1): one worker on a local GPU that fits
+    one run, else the CPU, the runs one after another sharing the loaded base model. In parallel, or
+    on RunPod: a gathering worker whose placement lists the shares (`experiment.parallel`): one
+    worker per free local GPU, CPU slot or RunPod pod, each keeping its model loaded for its runs."""
+    from finetune_mcp.experiment.parallel import place_parallel
+    from finetune_mcp.jobs.manager import queue_limits
     from finetune_mcp.jobs.router import place_job
 
-    if target == "runpod":
-        raise ConfigError("experiments run on this machine (a local GPU, or the CPU for small models); use "
-                          "target='auto' or 'local'", field="target")
+    cpu_slots, remote_slots = queue_limits()
+    spread = place_parallel(spec, target, settings, cpu_slots=cpu_slots, remote_slots=remote_slots)
+    if spread is not None:
+        return spread
     placement = place_job(spec.run_config(spec.arms[0], spec.seeds[0]), "local", settings)
     runs = len(spec.plan)
     return Placement(placement.backend, placement.device, placement.gpu_index,

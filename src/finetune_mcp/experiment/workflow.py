@@ -50,13 +50,14 @@ def experiment_runs(run: RunDirectory) -> list[RunDirectory]:
     """The experiment's runs that have TensorBoard event files, in the order they trained (for a
     screenshot of all of them on one chart)."""
     table = experiment_paths(run)["table"]
-    names: list[str] = []
-    if table.is_file():
-        names = [r["name"] for r in json.loads(table.read_text(encoding="utf-8")).get("runs", [])]
     folder = experiment_paths(run)["runs"]
+    places: dict[str, Path] = {}  # a parallel experiment's runs live in its shards' run directories
+    if table.is_file():
+        places = {r["name"]: Path(r.get("run_dir") or folder / r["name"])
+                  for r in json.loads(table.read_text(encoding="utf-8")).get("runs", [])}
     if folder.is_dir():
-        names += sorted(p.name for p in folder.iterdir() if p.name not in names)
-    runs = [RunDirectory(folder / name) for name in names]
+        places.update({p.name: p for p in sorted(folder.iterdir()) if p.name not in places})
+    runs = [RunDirectory(path) for path in places.values()]
     return [r for r in runs if r.tensorboard.is_dir() and any(r.tensorboard.iterdir())]
 
 
@@ -93,7 +94,7 @@ class _Experiment:
         loader = SharedBaseModel(share=spec.share_model)
         status = "failed"
         relay.start()
-        stop = _StopOnSigterm()
+        stop = StopOnSigterm()
         try:
             with stop:
                 for record, (seed, arm) in zip(self.records, spec.plan, strict=True):
@@ -125,7 +126,7 @@ class _Experiment:
         }
         run.write_json(run.result, result)
         run.write_event("end", status="succeeded", step=relay.done_steps, total_steps=relay.total_steps or relay.done_steps,
-                        metrics=_primary_means(table))
+                        metrics=primary_means(table))
         log.info("experiment done in %.1fs: %s", result["runtime_s"], table["verdict"])
         return result
 
@@ -159,7 +160,8 @@ class _Experiment:
         relay.finish()
         table = self._write_table("running")
         self.run.write_event("eval", step=relay.done_steps, total_steps=relay.total_steps, run=record.name,
-                             metrics=_primary_means(table))
+                             metrics=primary_means(table), record=record.to_json(),  # gathered when in parallel
+                             heldout=self.heldout_info)
         free_memory()
 
     def _mark_stopped(self, status: str, reason: str) -> None:
@@ -186,14 +188,14 @@ class _Experiment:
         write_report(table, self.paths["report"], self.paths["plot"])
 
 
-def _primary_means(table: dict[str, Any]) -> dict[str, float]:
+def primary_means(table: dict[str, Any]) -> dict[str, float]:
     """The primary metric's mean per arm so far, as get_job's metrics (`experiment/<arm>/<metric>`)."""
     name = table["primary_metric"]
     return {f"experiment/{arm}/{name}": s["mean"] for arm, s in table["summary"].get(name, {}).items()
             if s["mean"] is not None}
 
 
-class _StopOnSigterm:
+class StopOnSigterm:
     """Turn the job manager's SIGTERM (cancel) into SystemExit in the main thread, so the finally
     blocks run: the stopped run is marked, the finished runs are summarised (Python's default would
     end the process on the spot).
@@ -211,7 +213,7 @@ class _StopOnSigterm:
         self._taken = threading.Event()
         self._previous: Any = None
 
-    def __enter__(self) -> _StopOnSigterm:
+    def __enter__(self) -> StopOnSigterm:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._stop)
         return self

@@ -44,8 +44,9 @@ import anyio.abc
 
 from finetune_mcp.config import Settings
 from finetune_mcp.errors import BackendError, ConfigError, DiskFullError, FinetuneError, JobError
+from finetune_mcp.jobs.backends import create_backend
 from finetune_mcp.jobs.backends.base import Backend, PollResult
-from finetune_mcp.jobs.placement import Placement, gpu_indices, slot_parts
+from finetune_mcp.jobs.placement import COORDINATOR_SLOT, Placement, gpu_indices, slot_parts
 from finetune_mcp.jobs.records import check_run_dir, claim_run_dir, clean_metrics, last_ending, log_tail, mark_ended
 from finetune_mcp.jobs.store import (
     ACTIVE_STATES,
@@ -80,11 +81,6 @@ Placer = Callable[[Any, str, Settings], Placement]
 Preflight = Callable[[Any, Settings], Any]
 ProgressCallback = Callable[[Job], Awaitable[None]]
 
-# Backends are imported the first time a job needs one: the runpod SDK is not loaded at start-up.
-BACKEND_CLASSES = {
-    "local": ("finetune_mcp.jobs.backends.local", "LocalBackend"),
-    "runpod": ("finetune_mcp.jobs.backends.runpod.backend", "RunPodBackend"),
-}
 MAX_POLL_FAILURES = 30
 SHUTDOWN_STOP_S = 120.0  # bound on stopping remote workers when the server exits
 BACKOFF_CAP_S = 30.0  # longest wait between retries of a failing supervisor pass
@@ -196,15 +192,8 @@ class JobManager:
 
     def backend(self, name: str) -> Backend:
         """The backend called `name`, created on first use."""
-        if name not in self._backends:
-            if name not in BACKEND_CLASSES:
-                raise BackendError(f"unknown backend {name!r}; known: {', '.join(BACKEND_CLASSES)}")
-            module_name, class_name = BACKEND_CLASSES[name]
-            try:
-                module = __import__(module_name, fromlist=[class_name])
-            except ModuleNotFoundError as exc:
-                raise BackendError(f"the {name} backend is not available ({exc}); use target='local'") from None
-            self._backends[name] = getattr(module, class_name)(self.settings)
+        if name not in self._backends:  # imported on first use (jobs.backends): no SDK loaded at start-up
+            self._backends[name] = create_backend(name, self.settings)
         return self._backends[name]
 
     # -- commands --------------------------------------------------------------------------------
@@ -360,7 +349,7 @@ class JobManager:
             return
         for job in self.store.in_states(ACTIVE_STATES):
             backend = self._backends.get(job.backend)
-            if backend is None or not getattr(backend, "stop_on_shutdown", False):
+            if backend is None or not backend.stop_on_shutdown:
                 continue
             if job.id in self._launching:
                 self._launching[job.id].cancel()
@@ -501,6 +490,8 @@ class JobManager:
     def _capacity(self, slot: str) -> int:
         if slot.startswith("gpu:"):
             return 1
+        if slot == COORDINATOR_SLOT:
+            return 1_000_000
         return self.max_cpu_jobs if slot == "cpu" else self.max_remote_jobs
 
     async def _launch(self, job: Job, backend: Backend, scope: anyio.CancelScope) -> None:
@@ -599,7 +590,27 @@ class JobManager:
             mark_ended(new, state.value, (error or "").splitlines()[0] if error else state.value)
         log.info("job %s %s%s", job.id, state, f": {error.splitlines()[0]}" if error else "")
         self._notify()
+        await self._end_children(new)
         return new
+
+    async def _end_children(self, job: Job) -> None:
+        """The jobs a coordinating job queued (`details["child_jobs"]`) never outlive it: once it ended
+        (cancelled, failed, or succeeded after they all ended), those still queued or running are
+        cancelled — in the background while supervising, so one slow pod does not hold up the pass."""
+        children = [c for c in Placement.from_json(job.placement).details.get("child_jobs") or []
+                    if self.store.get(c).state in ACTIVE_STATES]
+        reason = f"job {job.id}, which started this one, ended {job.state.value}"
+        for child in children:
+            if self._tg is not None:
+                self._tg.start_soon(self._cancel_quietly, child, reason)
+            else:
+                await self._cancel_quietly(child, reason)
+
+    async def _cancel_quietly(self, job_id: str, reason: str) -> None:
+        try:
+            await self.cancel(job_id, reason)
+        except Exception:  # one child that cannot be stopped must not stop the others (the pass retries it)
+            log.exception("cancelling %s failed", job_id)
 
     def _forget(self, job_id: str) -> None:
         self._watched.discard(job_id)
@@ -686,6 +697,13 @@ class JobManager:
         if self._wake is None:
             self._wake = anyio.Event()
         return self._wake
+
+
+def queue_limits() -> tuple[int, int]:
+    """(CPU slots, slots per remote backend) as this environment sets them: what a planner that
+    spreads work over slots (a parallel experiment) may count on."""
+    return (int(_env_number("FINETUNE_MCP_MAX_CPU_JOBS", None, 1, minimum=1)),
+            int(_env_number("FINETUNE_MCP_MAX_REMOTE_JOBS", None, 4, minimum=1)))
 
 
 def _env_number(name: str, given: float | None, default: float, *, minimum: float) -> float:

@@ -9,7 +9,7 @@ for `gpu_count` GPUs and the pod's worker launches the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from finetune_mcp.errors import BackendError
@@ -65,3 +65,23 @@ def distributed_command(command: Sequence[str], processes: int) -> list[str]:
         raise BackendError(f"cannot launch {' '.join(command)!r} under torchrun: it must be 'python -m module ...'")
     python, *rest = command
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *rest]
+
+
+CLUSTER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "NUM_NODES")
+
+
+def cluster_command(command: Sequence[str], processes: int, env: Mapping[str, str]) -> list[str]:
+    """One node of a multi-node run: `python -m torch.distributed.run --nnodes N --node_rank R
+    --master_addr A --master_port P --nproc_per_node n -m X ...`, from the rendezvous variables a RunPod
+    Instant Cluster sets on every node (MASTER_ADDR / MASTER_PORT of the primary node, NODE_RANK,
+    NUM_NODES). Every node runs the same worker; global rank 0 (on node 0) writes the run directory."""
+    missing = [name for name in CLUSTER_VARIABLES if not env.get(name)]
+    if missing:
+        raise BackendError(f"this node lacks {', '.join(missing)}; a multi-node run needs the rendezvous variables "
+                           "of a RunPod Instant Cluster")
+    if len(command) < 3 or command[1] != "-m":
+        raise BackendError(f"cannot launch {' '.join(command)!r} under torchrun: it must be 'python -m module ...'")
+    python, *rest = command
+    return [python, "-m", "torch.distributed.run", f"--nnodes={int(env['NUM_NODES'])}",
+            f"--node_rank={int(env['NODE_RANK'])}", f"--master_addr={env['MASTER_ADDR']}",
+            f"--master_port={int(env['MASTER_PORT'])}", f"--nproc_per_node={max(1, processes)}", *rest]

@@ -38,7 +38,10 @@ class Placement:
 
     @property
     def slot(self) -> str:
-        """The queue slot: one job at a time per local GPU, a configurable number on CPU/remote."""
+        """The queue slot: one job at a time per local GPU, a configurable number on CPU/remote;
+        `details["slot"]` names another (COORDINATOR_SLOT: a worker that only follows other jobs)."""
+        if self.details.get("slot"):
+            return str(self.details["slot"])
         if self.backend != "local":
             return self.backend
         if self.gpu_index is None:
@@ -61,6 +64,14 @@ class Placement:
             reason=data.get("reason", ""), details=dict(data.get("details") or {}),
             env=tuple(data.get("env") or ()),
         )
+
+
+SHARES = "shares"
+"""`details[SHARES]` of a placement spread over several jobs: [{"runs": [...], "placement": {...}}]."""
+COORDINATOR_SLOT = "coordinator"
+"""The slot of workers that train nothing and only follow jobs they queued (a parallel experiment's
+gatherer, whose placement lists them in `details["child_jobs"]`): never waits, so it cannot hold up
+the jobs it follows, and the manager cancels those jobs when it ends in any way but success."""
 
 
 @dataclass(frozen=True)

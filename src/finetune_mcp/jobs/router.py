@@ -241,11 +241,13 @@ def plan(
 
 def place_job(config: TrainingConfig, target: str, settings: Settings) -> Placement:
     """The `train` kind's placer: size the run from `config`, decide, and say why (`Placement.reason`)."""
+    if getattr(config, "num_nodes", 1) > 1:
+        return place_cluster(config, target, settings)
     return place_model(
         config.model, target, settings, num_gpus=config.num_gpus, load_in_4bit=config.load_in_4bit,
         lora_r=config.lora_r, target_modules=config.target_modules, max_seq_length=config.max_seq_length,
         batch_size=config.per_device_train_batch_size, gradient_checkpointing=config.gradient_checkpointing,
-        optim=config.resolved_optim, extras=config.training_method.memory,
+        optim=config.resolved_optim, extras=config.memory_extras,
     )
 
 
@@ -270,3 +272,23 @@ def place_model(model: str, target: str, settings: Settings, *, num_gpus: int | 
     else:
         placement = Placement("local", decision.device, decision.gpu_index, decision.reason, details)
     return spread(placement, num_gpus, decision.gpus)
+
+
+def place_cluster(config: TrainingConfig, target: str, settings: Settings) -> Placement:
+    """num_nodes > 1: a RunPod Instant Cluster, `num_gpus` GPUs per node, DDP over all of them through
+    torchrun. Only the HF/PEFT backend: Unsloth documents no multi-node training."""
+    nodes = config.num_nodes
+    if target != "runpod":
+        raise BackendError(f"num_nodes={nodes} trains on a RunPod Instant Cluster; set target='runpod' (with "
+                           "RUNPOD_API_KEY), or use num_nodes=1 (num_gpus spreads a run over one machine's GPUs)")
+    if config.backend == "unsloth":
+        raise BackendError(f"num_nodes={nodes}: Unsloth documents no multi-node training; use backend='hf' (or "
+                           "'auto', which trains multi-node runs with transformers + PEFT under DDP)")
+    if config.num_gpus == "auto":
+        raise BackendError(f"num_nodes={nodes} needs num_gpus as a number (GPUs per node), not 'auto'")
+    one = place_job(config.model_copy(update={"num_nodes": 1, "num_gpus": 1}), "runpod", settings)
+    gpus = int(config.num_gpus)
+    reason = (f"{nodes} nodes × {gpus} GPU{'s' if gpus > 1 else ''} on a RunPod Instant Cluster (DDP over "
+              f"{nodes * gpus} processes, HF/PEFT backend): {one.reason}")
+    return Placement("runpod_cluster", "cuda", None, reason,
+                     {**one.details, "gpu_count": gpus, "num_nodes": nodes}, one.env)

@@ -12,6 +12,7 @@ The clock is injected (`clock() -> seconds since the epoch`) so tests step time 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -24,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from finetune_mcp.errors import HomeError, JobError
+from finetune_mcp.errors import DamagedDatabaseError, HomeError, JobError
 
 Clock = Callable[[], float]
 
@@ -204,10 +205,17 @@ class JobStore:
                 self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = NORMAL")
                 self._conn.executescript(_SCHEMA)
+                problem = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":  # page damage: reads work until they reach it
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
         except (OSError, sqlite3.OperationalError) as exc:
             if isinstance(exc, sqlite3.OperationalError) and not _is_unwritable(exc):
                 raise
             raise unwritable_home(self.db_path, exc) from exc
+        except sqlite3.DatabaseError as exc:  # garbage, an overwritten header, a damaged page
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            raise damaged_database(self.db_path, exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -396,6 +404,13 @@ class _transaction:
 def _is_unwritable(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def damaged_database(path: Path, exc: BaseException) -> DamagedDatabaseError:
+    """The plain message for a jobs.db SQLite cannot read: what happened and what to do."""
+    return DamagedDatabaseError(
+        f"the job database {path} is damaged ({str(exc)[:120]}); move it aside (mv {path} {path}.damaged) and "
+        "restart the server: the run directories are kept, and the job list is rebuilt from them")
 
 
 def unwritable_home(path: Path, exc: BaseException, what: str = "the job database", home: Path | None = None

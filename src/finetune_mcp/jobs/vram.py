@@ -15,9 +15,12 @@ index (or a local file's header) gives the exact size, that wins. The estimate t
     loss_head      the fused / chunked loss never holds T×V logits: the last hidden states (bf16),
                    their fp32 gradient, and one 256 MB logits block
     cuda_overhead  CUDA context + cuBLAS workspaces (~1 GB) + 10 % allocator fragmentation
-and what the training method adds (`config.methods.MemoryExtras`): sequences per row multiply the
-tokens of a step; a reference copy adds the weights again (frozen, no LoRA); generations add the
-KV cache of the completions generated per prompt (L · 2 · kv · 2 bytes per token, bf16).
+and what the training method adds (`config.methods.MemoryExtras`, refined by its settings block:
+`TrainingConfig.memory_extras`): sequences per row multiply the tokens of a step (a preference pair:
+2); a reference copy adds the weights again (frozen, no LoRA); a reference forward (DPO/KTO: the base
+with the adapter off) adds one no-grad layer working set and the loss head; generations add the KV
+cache of the sequences generated before they train (GRPO: gradient_accumulation_steps micro-batches,
+L · 2 · kv · 2 bytes per token, bf16).
 
 The model is deliberately pessimistic: a run that "fits" by this estimate has headroom. Measured on
 an H100 (Unsloth 2026.10.9, random weights, seq 2048 × batch 2, full-length examples), estimate
@@ -260,6 +263,14 @@ def estimate_memory(
     }
     if extras.generations:
         parts["generation_kv_cache"] = shape.layers * tokens * extras.generations * 2 * kv * 2
+        assumptions.append(f"generation: the KV cache of {extras.generations} micro-batch(es) of sequences "
+                           "generated before they train")
+    if extras.reference_forward:  # no-grad: one layer's activations at a time, no gradients
+        parts["reference_forward"] = layer_working // 2 + loss_head
+        assumptions.append("reference model: the base with the LoRA adapter switched off (no second copy of the "
+                           "weights); its no-grad forward each step is counted")
+    if extras.reference_copy:
+        assumptions.append("reference model: a frozen second copy of the weights is counted")
     if extras != MemoryExtras():
         assumptions.append(f"the training method adds: {extras}")
     subtotal = sum(parts.values())

@@ -12,7 +12,8 @@ line each, are the reference the README and model card quote):
     sigmoid        w = 1 + sigmoid(s·(h − 0.5))
     dft            w = p(y) = exp(−CE)
     entropy_gated  w = h^s
-    top_entropy    w = 1 if H ≥ Q_q(H over the call's valid tokens) else 0
+    top_entropy    w = 1 if H ≥ Q_q(H over the call's valid tokens) else 0 (`global_quantile`: over
+                   the valid tokens of every rank, all-gathered, as TRL's GRPO takes it)
 
 (s = `scale`, t = `relu_threshold`, q = `quantile`; every w is then clipped to [min_weight, max_weight].)
 
@@ -56,6 +57,7 @@ class WeightSpec:
     max_weight: float = 10.0
     relu_threshold: float = 0.5
     quantile: float = 0.8
+    global_quantile: bool = False  # top_entropy: the quantile over every rank's tokens (all-gathered), not this call's
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.quantile <= 1.0:
@@ -147,9 +149,33 @@ def _w_entropy_gated(h, spec):
 
 
 def _w_top_entropy(entropy, valid, spec):
-    """w = 1 if H ≥ Q_q(H over the call's valid tokens) else 0 (ties at the threshold train):
-    Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective RL"."""
-    return (entropy >= batch_quantile(entropy, valid, spec.quantile)).float()
+    """w = 1 if H ≥ Q_q(H over the call's valid tokens — or every rank's, `global_quantile`) else 0
+    (ties at the threshold train): Wang et al. 2025, "Beyond the 80/20 Rule: High-Entropy Minority
+    Tokens Drive Effective RL"."""
+    quantile = gathered_quantile if spec.global_quantile else batch_quantile
+    return (entropy >= quantile(entropy, valid, spec.quantile)).float()
+
+
+def gathered_quantile(values: torch.Tensor, valid: torch.Tensor | None, q: float) -> torch.Tensor:
+    """The q-quantile of the valid `values` of every rank of the process group (TRL's GRPO takes its
+    top-entropy quantile so: one threshold for the whole step, not one per rank's micro-batch, which
+    ms-swift called a bug). Each rank sends its valid values padded with +inf to the longest count;
+    without a process group (or with one rank) it is `batch_quantile`. Every rank must call it the
+    same number of times (a collective): the loss of every micro-batch does."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return batch_quantile(values, valid, q)
+    local = values.float() if valid is None else values.float()[valid]
+    count = torch.tensor([local.numel()], device=local.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    padded = torch.full((int(max(c.item() for c in counts)),), math.inf, device=local.device)
+    padded[: local.numel()] = local
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    everything = torch.cat(gathered)
+    return batch_quantile(everything, torch.isfinite(everything), q)
 
 
 def batch_quantile(values: torch.Tensor, valid: torch.Tensor | None, q: float) -> torch.Tensor:

@@ -111,7 +111,7 @@ def _stop_token_check(chat: ChatSpans, model_dir: Path | None, tokenizer: Any) -
 def _reply_checks(rows: list[dict[str, Any]]) -> list[PreviewWarning]:
     empty = sum(1 for row in rows for m in row.get("messages", ()) if m["role"] == "assistant"
                 and not split_reasoning(m["content"])[1].strip())
-    empty += sum(1 for row in rows if "completion" in row and not row["completion"].strip())
+    empty += sum(1 for row in rows if isinstance(row.get("completion"), str) and not row["completion"].strip())
     if not empty:
         return []
     return [warn("empty_replies", f"{empty} assistant replies in the data are empty: those turns teach the model "
@@ -121,7 +121,7 @@ def _reply_checks(rows: list[dict[str, Any]]) -> list[PreviewWarning]:
 def _plain_prompt_check(train: list[dict[str, Any]], tokenizer: Any) -> list[PreviewWarning]:
     """A chat model trained on bare prompt/completion strings never sees the role markers it is
     prompted with at inference."""
-    plain = sum(1 for row in train if "prompt" in row)
+    plain = sum(1 for row in train if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str))
     if not plain or not getattr(tokenizer, "chat_template", None):
         return []
     return [warn("not_chat_formatted", f"{plain} training rows are prompt/completion strings: they are tokenised as "
@@ -146,8 +146,8 @@ def _duplicate_checks(train: list[dict[str, Any]], validation: list[dict[str, An
 
 
 def _key(row: dict[str, Any]) -> str:
-    return json.dumps({k: row[k] for k in ("messages", "prompt", "completion", "text", "query", "docs") if k in row},
-                      sort_keys=True)
+    fields = ("messages", "prompt", "completion", "text", "query", "docs", "chosen", "rejected", "label", "columns")
+    return json.dumps({k: row[k] for k in fields if k in row}, sort_keys=True, default=str)
 
 
 def _hyperparameter_checks(config: EnhancedTrainingConfig) -> list[PreviewWarning]:

@@ -1,4 +1,6 @@
-"""Run the dry run in a child process (`finetune-mcp preview --serve`) that the server keeps warm.
+"""Run the dry run in a child process (`finetune-mcp preview --serve`) that the server keeps warm;
+both halves of that exchange live here: `PreviewChild` (the server's side) and `serve_previews`
+(the child's loop, which the CLI command only calls).
 
 The dry run needs transformers (the model's tokenizer and chat template), and transformers imports
 torch: neither may enter the server process, which must stay as light as a bare FastMCP server.
@@ -6,8 +8,11 @@ Starting a fresh Python for every call would pay that import (seconds) each time
 starts one child on the first preview and keeps it: each request is one JSON line on the child's
 stdin ({"config", "target", "examples"}), each answer one JSON line on its stdout — {"report": ...}
 or {"error": "...", "kind": ...}, a refusal raised here as a `FinetuneError` with the text
-start_finetune would give. Requests are serialised (one child, one at a time). A child that dies
-or outlives the timeout is killed and the next call starts another. Nothing is written: the child
+start_finetune would give. Each child answers one request at a time; a small pool
+(`PreviewPool`, FINETUNE_MCP_PREVIEW_CHILDREN, default 2) lets a second preview go on while one hangs
+(a hub download that never ends held every other preview for the 300 s timeout); the extra
+children start only when previews overlap. A child that dies or outlives the timeout is killed and
+the next call starts another. Nothing is written: the child
 only reads. It exits when its stdin closes, so it never outlives the server.
 """
 
@@ -24,7 +29,7 @@ from typing import IO, Any
 
 import anyio
 
-from finetune_mcp.config import EnhancedTrainingConfig
+from finetune_mcp.config import EnhancedTrainingConfig, build_config
 from finetune_mcp.errors import FinetuneError
 from finetune_mcp.preview.report import PreviewReport
 
@@ -108,7 +113,54 @@ class PreviewChild:
         return "\n".join(self._stderr.read().decode(errors="replace").strip().splitlines()[-15:])
 
 
-_child = PreviewChild()
+class PreviewPool:
+    """Up to `size` warm children: a request takes an idle one (started on first use), or when all are
+    busy the one with the fewest waiting. One hung preview then holds one child, not every preview."""
+
+    def __init__(self, size: int) -> None:
+        self._children = [PreviewChild() for _ in range(max(1, size))]
+        self._waiting = [0] * len(self._children)
+        self._choose = threading.Lock()
+
+    def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with self._choose:
+            index = min(range(len(self._children)), key=self._waiting.__getitem__)
+            self._waiting[index] += 1
+        try:
+            return self._children[index].request(payload, timeout)
+        finally:
+            with self._choose:
+                self._waiting[index] -= 1
+
+    def close(self) -> None:
+        for child in self._children:
+            child.close()
+
+
+def serve_previews() -> None:
+    """The child's half (`finetune-mcp preview --serve`): one JSON request per stdin line, one answer per
+    stdout line, exactly what `PreviewChild.request` writes and reads.
+
+    Library output must not corrupt the answers, so the real stdout is kept for them alone and
+    file descriptor 1 points at stderr from here on; the loop ends when stdin closes.
+    """
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    from finetune_mcp.preview.dry_run import preview_training
+
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            config = build_config(request["config"])
+            report = preview_training(config, request["target"], examples=int(request["examples"]))
+            answer: dict[str, Any] = {"report": report.model_dump(mode="json")}
+        except FinetuneError as exc:
+            answer = {"error": str(exc), "kind": type(exc).__name__}
+        answers.write(json.dumps(answer) + "\n")
+
+
+_child: PreviewChild | PreviewPool = PreviewPool(int(os.environ.get("FINETUNE_MCP_PREVIEW_CHILDREN") or 2))
 
 
 async def preview_in_child(config: EnhancedTrainingConfig, target: str, examples: int) -> PreviewReport:

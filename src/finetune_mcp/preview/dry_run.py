@@ -17,15 +17,20 @@ from finetune_mcp.data.loader import load_examples, resolve_dataset_source
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import TARGETS
 from finetune_mcp.jobs.records import check_run_dir
-from finetune_mcp.preview.checks import run_checks
+from finetune_mcp.preview.checks import run_checks, warn
 from finetune_mcp.preview.estimate import estimate_run, place
 from finetune_mcp.preview.examples import encode_rows, end_token_ids, render_example, sample_indices
 from finetune_mcp.preview.lengths import length_report
+from finetune_mcp.preview.pairs import pairs_preview
+from finetune_mcp.preview.prompts import prompts_preview
 from finetune_mcp.preview.report import DataReport, PreviewReport, duration
 from finetune_mcp.preview.rerank import rerank_preview
 from finetune_mcp.train.model import load_tokenizer
 from finetune_mcp.train.preflight import check_start
 
+# the dry run of each row shape a method's descriptor names (`TrainingMethod.row_shape`) other than
+# "sequences" (tokenised chat / prompt-completion / text rows, rendered below with their label mask)
+ROW_PREVIEWS = {"query_groups": rerank_preview, "pairs": pairs_preview, "prompts": prompts_preview}
 DEFAULT_EXAMPLES = 3
 DEFAULT_SAMPLE = 2000  # rows tokenised for the statistics; a larger split is sampled (seeded)
 SHOWN_SETTINGS = (
@@ -44,6 +49,11 @@ FORMAT_REASONS = {
     "ranking": "the rows have 'query', 'positive(s)' and 'negatives' (ranking groups)",
     "triples": "the rows have 'query', 'positive' and 'negative' strings (triples)",
     "graded": "the rows have 'query' and 'docs' with relevance grades",
+    "preference": "the rows have 'prompt', 'chosen' and 'rejected' (preference pairs)",
+    "implicit_preference": "the rows have 'chosen' and 'rejected' sharing the prompt as their prefix",
+    "unpaired_preference": "the rows have 'prompt', 'completion' and a true/false 'label' (KTO)",
+    "prompt_only": "the rows have a 'prompt' and no reply (the model writes the completions; other columns go "
+                   "to the rewards)",
     "mixed": "the folder's files are in different formats (each file is detected on its own)",
 }
 
@@ -62,8 +72,9 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
     tokenizer = load_tokenizer(config.model)
     where = place(config, target, settings)
     chat = None
-    if config.training_method.row_shape == "query_groups":
-        shown, lengths, val_tokens_per_row = rerank_preview(config, tokenizer, data.train, examples, where.devices)
+    shaped = ROW_PREVIEWS.get(config.training_method.row_shape)  # rows other than tokenised sequences
+    if shaped is not None:
+        shown, lengths, val_tokens_per_row = shaped(config, tokenizer, data.train, examples, where.devices)
         dropped, end_of_turn = 0, None
     else:
         conversational = any("messages" in row for row in (*data.train, *data.validation))
@@ -84,6 +95,8 @@ def preview_training(config: EnhancedTrainingConfig, target: str = "auto", *, se
                                                      bool(data.validation)))
     model_dir = Path(config.model) if Path(config.model).is_dir() else None
     warnings = run_checks(config, data.train, data.validation, lengths, shown, chat, dropped, model_dir, tokenizer)
+    warnings += [warn("method_start_check", message, "see the message; start_finetune returns the same warning")
+                 for message in config.start_warnings]
     report = PreviewReport(
         model=config.model, dataset=config.dataset, task=config.method,
         chat_template=bool(getattr(tokenizer, "chat_template", None)), end_of_turn=end_of_turn,

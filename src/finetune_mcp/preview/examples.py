@@ -70,20 +70,25 @@ def render_example(tokenizer: Any, row: EncodedRow, max_seq_length: int, end_ids
     """The row as text with [[...]] around what carries loss, after truncation (what trains)."""
     ids, labels = truncate(row.ids, row.labels, max_seq_length)
     runs = trained_runs(labels)
-    pieces, cursor = [], 0
+    pieces, cursor, spans, length = [], 0, [], 0
     for start, end in runs:
         pieces.append(shorten(decode(tokenizer, ids[cursor:start]), MAX_MASKED_CHARS, "masked"))
-        pieces.append(TRAINED_OPEN + shorten(decode(tokenizer, ids[start:end]), MAX_TRAINED_CHARS, "trained")
-                      + TRAINED_CLOSE)
+        trained_text = shorten(decode(tokenizer, ids[start:end]), MAX_TRAINED_CHARS, "trained")
+        begin = length + len(pieces[-1]) + len(TRAINED_OPEN)
+        spans.append([begin, begin + len(trained_text)])
+        pieces.append(TRAINED_OPEN + trained_text + TRAINED_CLOSE)
+        length += len(pieces[-2]) + len(pieces[-1])
         cursor = end
     pieces.append(shorten(decode(tokenizer, ids[cursor:]), MAX_MASKED_CHARS, "masked"))
+    plain = [p for i, p in enumerate(pieces) if i % 2 == 0]  # the data's own text, outside our markers
+    in_data = any(TRAINED_OPEN in p or TRAINED_CLOSE in p for p in [*plain, *(p[2:-2] for p in pieces[1::2])])
     cut = len(row.ids) - len(ids)
     if cut:
         lost = row.trained - sum(label != IGNORE_INDEX for label in labels)
         pieces.append(f" ✂[{cut} more tokens cut by max_seq_length={max_seq_length}, {lost} of them trained]")
     trained = sum(end - start for start, end in runs)
     return RenderedExample(
-        row=row.index, text="".join(pieces), tokens=len(ids), trained_tokens=trained, masked_tokens=len(ids) - trained,
+        row=row.index, text="".join(pieces), trained_spans=spans, markers_in_data=in_data, tokens=len(ids), trained_tokens=trained, masked_tokens=len(ids) - trained,
         truncated=bool(cut), ends_with_end_of_turn=bool(runs) and all(ids[end - 1] in end_ids for _, end in runs),
     )
 

@@ -38,11 +38,20 @@ class RenderedExample(BaseModel):
     row: int = Field(description="Position in the training split (after the seeded shuffle).")
     text: str = Field(description="Rendered through the model's own chat template; [[...]] marks the tokens "
                       "that carry loss.")
+    trained_spans: list[list[int]] = Field(
+        default_factory=list, description="[start, end) character offsets in `text` of each trained piece (inside "
+        "its [[ ]]): exact even when the data itself holds '[[' or ']]'.")
+    markers_in_data: bool = Field(False, description="The row's own text holds '[[' or ']]', which look like the "
+                                  "trained-token markers: read trained_spans, not the brackets.")
     tokens: int
     trained_tokens: int
     masked_tokens: int
     truncated: bool = Field(description="Longer than max_seq_length: the tail was cut before training.")
     ends_with_end_of_turn: bool = Field(description="Every trained span ends with the end-of-turn token.")
+    side: str | None = Field(None, description="Preference methods: which reply of the row this is (chosen, "
+                             "rejected; desirable, undesirable for KTO rows); the prompt is the masked part.")
+    reward_columns: dict[str, Any] | None = Field(None, description="GRPO: the row's columns the rewards read "
+                                                  "(the reference answer), beside the prompt the model answers.")
 
 
 class LengthReport(BaseModel):

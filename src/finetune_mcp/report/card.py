@@ -21,6 +21,7 @@ from finetune_mcp.report.enhancement_section import student_teacher_section
 from finetune_mcp.report.evaluation_section import evaluation_section
 from finetune_mcp.report.experiment_section import experiment_section
 from finetune_mcp.report.gguf_section import gguf_section
+from finetune_mcp.report.method_section import method_section
 from finetune_mcp.report.ranking_section import ranking_section
 from finetune_mcp.report.samples_section import samples_section
 from finetune_mcp.runs import metric_names as M
@@ -113,8 +114,9 @@ def _context(facts: RunFacts, other: RunFacts | None, repo_id: str | None, base:
               f"rsLoRA {'on' if spec.get('use_rslora') else 'off'}, on "
               + ", ".join(f"`{m}`" for m in spec.get("target_modules", [])))
     weighting = "entropy-weighted cross-entropy" if facts.entropy_on else "plain cross-entropy"
+    trained_by = method_of(spec).card_text or f"supervised fine-tuning (TRL `SFTTrainer`) with {weighting}"
     summary = (f"A {'QLoRA' if spec.get('load_in_4bit') else 'LoRA'} adapter for {_ref(base)}, trained by "
-               f"supervised fine-tuning (TRL `SFTTrainer`) with {weighting} on {_fmt(n_train)} examples "
+               f"{trained_by} on {_fmt(n_train)} examples "
                f"({_fmt(epochs)} epoch(s), {_fmt(steps)} optimiser steps); {_fmt(n_eval)} examples held out "
                "for evaluation.")
     return {
@@ -127,6 +129,7 @@ def _context(facts: RunFacts, other: RunFacts | None, repo_id: str | None, base:
         "entropy_short": _entropy_short(facts),
         "student_teacher": student_teacher_section(spec),  # None unless the data came from enhance_dataset
         "experiment": experiment_section(facts.root),  # None unless the run is one arm × seed of an experiment
+        "method_section": method_section(result, spec),  # None unless the method has its own settings (DPO, GRPO, ...)
         "evaluation": evaluation_section(facts.root / "evaluation"),  # None unless evaluate_model(suite=...) ran
         "ranking": ranking_section(result, spec, other.result if other else None,  # None unless the run reports rankings
                                    tuple(f"`{f.name}` ({'weighted' if f.entropy_on else 'unweighted'})"

@@ -80,42 +80,72 @@ def validate_repo_id(repo_id: str) -> str:
 @dataclass
 class DeployPlan:
     """What a deploy would upload, worked out before anything leaves the machine: what the user is
-    asked to agree to (`deploy_to_hf` asks first; see `tools.consent`)."""
+    asked to agree to (`deploy_to_hf` asks first; see `tools.consent`). Every file is listed with its
+    size, and `include_gguf` is part of the terms: an answer binds exactly this upload."""
 
     repo_id: str
     private: bool
     merge: bool
-    files: list[str]  # paths in the repo; the card's plots are made during the deploy
+    include_gguf: bool
+    files: list[dict[str, Any]]  # {"path": in the repo, "bytes": size or None (made during the deploy)}
     weights_bytes: int | None  # None with merge=True: the merged model does not exist yet
 
     def summary(self) -> str:
         owner = self.repo_id if "/" in self.repo_id else f"{self.repo_id} (under the token's account)"
         visibility = ("private (a new repo is created private; an existing repo keeps its visibility)" if self.private
                       else "PUBLIC: anyone can download it (an existing repo keeps its visibility)")
-        size = ("a merged 16-bit model, made first (several GB for billion-parameter models)" if self.merge
+        size = ("the MERGED WEIGHTS (the base model with the adapter merged in, 16-bit), made first (several GB for "
+                "billion-parameter models)" if self.merge
                 else f"the LoRA adapter, {(self.weights_bytes or 0) / 1e6:.1f} MB")
-        return (f"Upload to the Hugging Face Hub repo {owner}, {visibility}: {size}, the model card with its plots "
-                f"and the training metrics, in one commit. Files: {', '.join(self.files)}.")
+        gguf = [f["path"] for f in self.files if f["path"].endswith(".gguf")]
+        extra = (f", and GGUF file(s) holding the MERGED WEIGHTS (the full base model with the adapter merged in) "
+                 f"with their Ollama Modelfiles ({', '.join(gguf)})" if gguf else "")
+        listed = ", ".join(f"{f['path']} ({_size(f['bytes'])})" for f in self.files)
+        return (f"Upload to the Hugging Face Hub repo {owner}, {visibility}: {size}{extra}, the model card with its "
+                f"plots and the training metrics, in one commit. Files: {listed}.")
 
     def terms(self) -> dict[str, Any]:
-        return {"repo_id": self.repo_id, "private": self.private, "merge": self.merge, "files": self.files,
-                "weights_bytes": self.weights_bytes}
+        return {"repo_id": self.repo_id, "private": self.private, "merge": self.merge,
+                "include_gguf": self.include_gguf, "files": self.files, "weights_bytes": self.weights_bytes}
+
+
+def _size(n: int | None) -> str:
+    return "made during the deploy" if n is None else f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
+
+
+def export_files(run: RunDirectory) -> list[tuple[str, Path]]:
+    """(name in the repo, local file) for each GGUF and Modelfile of export/exports.json. The record
+    is only a list of names: each must resolve to a regular file (no link) directly in the run's
+    export/, or the deploy stops (a forged record named /etc/hostname and files outside the roots)."""
+    folder = run.export.resolve()
+    files = []
+    for entry in run.read_exports():
+        for key in ("gguf", "modelfile"):
+            named = Path(str(entry.get(key)))
+            local = folder / named.name
+            if named.is_symlink() or local.is_symlink() or named.resolve() != local or not local.is_file():
+                raise DeployError(f"{run.exports_record} names {str(named)[:200]!r} as a {key}, which is not a regular "
+                                  f"file in {folder}; nothing was uploaded. Delete that record (or the export/ "
+                                  f"folder) and run export_model(job_id='{run.root.name}') again")
+            files.append((local.name, local))
+    return files
 
 
 def plan_deploy(run: RunDirectory, repo_id: str, *, token: str | None = None, private: bool = True,
-                merge: bool = False) -> DeployPlan:
+                merge: bool = False, include_gguf: bool = False) -> DeployPlan:
     """Every check `deploy_run` makes before the network (repo id, a succeeded run, a token, not
-    offline, weights to upload), and the list of what it would upload. Writes nothing."""
+    offline, weights to upload, the GGUF exports), and the list of what it would upload. Writes nothing."""
     from huggingface_hub.constants import is_offline_mode
 
     validate_repo_id(repo_id)
     RunFacts.load(run)
+    exports = _exports_to_include(run) if include_gguf else []
     resolve_token(token)
     if is_offline_mode():
         raise DeployError("HF_HUB_OFFLINE is set, so the Hugging Face client makes no network calls; unset "
                           "HF_HUB_OFFLINE in the environment of the server (or CLI) that deploys")
     if merge:
-        weights = ["config.json", "model*.safetensors", "tokenizer files"]
+        weights: list[tuple[str, Path | None]] = [("config.json, model*.safetensors, tokenizer files", None)]
         size = None
     else:
         adapter = [p for p in sorted(run.adapter.iterdir()) if p.is_file() and p.name != "README.md"] \
@@ -123,11 +153,23 @@ def plan_deploy(run: RunDirectory, repo_id: str, *, token: str | None = None, pr
         if not adapter:
             raise DeployError(f"{run.adapter} is empty; the run saved no weights to upload; retrain or check its "
                               "train.log")
-        weights, size = [p.name for p in adapter], sum(p.stat().st_size for p in adapter)
-    metrics = [f"training/{p.name}" for p in (run.result, run.events) if p.is_file()]
+        weights, size = [(p.name, p) for p in adapter], sum(p.stat().st_size for p in adapter)
+    metrics: list[tuple[str, Path | None]] = [(f"training/{p.name}", p) for p in (run.result, run.events)
+                                              if p.is_file()]
     if (run.entropy / "eval.json").is_file():
-        metrics.append("training/entropy_eval.json")
-    return DeployPlan(repo_id, private, merge, [*weights, "README.md", "plots/*.png", *metrics], size)
+        metrics.append(("training/entropy_eval.json", run.entropy / "eval.json"))
+    listed = [*weights, ("README.md", None), ("plots/*.png", None), *metrics, *exports]
+    files = [{"path": name, "bytes": path.stat().st_size if path is not None else None} for name, path in listed]
+    return DeployPlan(repo_id, private, merge, include_gguf, files, size)
+
+
+def _exports_to_include(run: RunDirectory) -> list[tuple[str, Path]]:
+    exports = export_files(run)
+    if not exports:
+        raise DeployError(f"{run.root.name} has no GGUF export to include; run export_model(job_id="
+                          f"'{run.root.name}', quantization='q8_0') (CLI: finetune-mcp export {run.root.name}) "
+                          "first, or deploy without include_gguf")
+    return exports
 
 
 def deploy_run(
@@ -148,11 +190,7 @@ def deploy_run(
 
     validate_repo_id(repo_id)
     RunFacts.load(run)  # refuses a run that has not succeeded, before anything touches the network
-    exports = run.read_exports() if include_gguf else []
-    if include_gguf and not exports:
-        raise DeployError(f"{run.root.name} has no GGUF export to include; run export_model(job_id="
-                          f"'{run.root.name}', quantization='q8_0') (CLI: finetune-mcp export {run.root.name}) "
-                          "first, or deploy without include_gguf")
+    exports = _exports_to_include(run) if include_gguf else []
     secret = resolve_token(token)
     if is_offline_mode():
         raise DeployError("HF_HUB_OFFLINE is set, so the Hugging Face client makes no network calls; unset "
@@ -169,8 +207,7 @@ def deploy_run(
             repo_id = f"{user}/{repo_id}"
         write_model_card(run, compare_with, repo_id=repo_id, with_gguf=include_gguf)
         weights = merge_in_subprocess(run) if merge else run.adapter
-        files = _files_to_upload(run, weights) + [(Path(e[key]).name, Path(e[key]))
-                                                  for e in exports for key in ("gguf", "modelfile")]
+        files = _files_to_upload(run, weights) + exports
         if not _call(lambda: api.repo_exists(repo_id), secret, endpoint, repo_id):
             _call(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"), secret,
                   endpoint, repo_id)

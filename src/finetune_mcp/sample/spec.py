@@ -23,6 +23,12 @@ from finetune_mcp.errors import ConfigError
 from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
 
 MAX_PROMPTS = 200
+# Characters of prompt text, all turns together: per prompt, and per request. A model reads at most
+# max_seq_length tokens of a prompt (the worker refuses longer ones), so megabytes of prompt only
+# cost tokenisation time and memory in the server and the worker (a 4 MB conversation kept a worker
+# busy for minutes).
+MAX_PROMPT_CHARS = 100_000
+MAX_REQUEST_CHARS = 1_000_000
 LABEL_PATTERN = r"^(tuned|base|model|adapter|merged|gguf|compare:[\w.-]{1,64})$"
 
 
@@ -51,7 +57,15 @@ class SamplePrompt(BaseModel):
             raise ValueError("a prompt is either messages (a conversation) or text (a raw prompt), not both")
         if self.messages is not None and self.messages[-1].role == "assistant":
             raise ValueError("the conversation ends with an assistant turn; end it with the user turn to answer")
+        if self.chars > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt holds {self.chars:,} characters, more than {MAX_PROMPT_CHARS:,} (all turns "
+                             "together); shorten it: the model reads at most max_seq_length tokens of it")
         return self
+
+    @property
+    def chars(self) -> int:
+        """Characters of prompt text, all turns together."""
+        return len(self.text or "") + sum(len(m.content) for m in self.messages or [])
 
     def shown(self) -> str:
         """The prompt as people read it: the last user turn, or the raw text."""
@@ -148,6 +162,10 @@ class SampleSpec(BaseModel):
             raise ValueError("no prompts: give prompts, or dataset rows to take them from")
         if len(self.prompts) + (self.rows.count if self.rows and not self.prompts else 0) > MAX_PROMPTS:
             raise ValueError(f"at most {MAX_PROMPTS} prompts per sample job; split the request")
+        total = sum(p.chars for p in self.prompts)
+        if total > MAX_REQUEST_CHARS:
+            raise ValueError(f"the prompts hold {total:,} characters together, more than {MAX_REQUEST_CHARS:,} per "
+                             "sample job; split the request or shorten them")
         return self
 
 

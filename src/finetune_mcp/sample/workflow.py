@@ -92,8 +92,9 @@ def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpe
             progress: Any) -> list[Any]:
     """`entry`'s answers to every prompt, with the group's weights set up for it (in a function of its
     own, so no reference to the model outlives the call)."""
-    from finetune_mcp.evaluation.generate import generate, warm_up
+    from finetune_mcp.evaluation.generate import check_prompt_lengths, generate, warm_up
 
+    check_prompt_lengths(loaded.tokenizers[entry.label], inputs, spec.max_seq_length)
     if entry.is_gguf:
         from finetune_mcp.sample.gguf import generate_gguf
 

@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +28,7 @@ from fastmcp.server.middleware import Middleware
 from pydantic import ValidationError
 
 from finetune_mcp.config.validation import format_argument_error
-from finetune_mcp.errors import ConfigError, FinetuneError, HomeError
+from finetune_mcp.errors import ConfigError, DamagedDatabaseError, FinetuneError, HomeError
 from finetune_mcp.tools import (
     MANAGER_KEY,
     card,
@@ -46,8 +47,9 @@ from finetune_mcp.tools import (
 
 log = logging.getLogger(__name__)
 
-# Each module has `register(mcp)`; the order is the order tools are listed in. Imported normally, so
-# the import graph (and the layer contract in pyproject.toml) shows server -> tools.
+# Each module lists its tools (module-level functions marked with FastMCP's standalone `@tool`) in
+# `TOOLS`; this order is the order tools are listed in. Imported normally, so the import graph (and
+# the layer contract in pyproject.toml) shows server -> tools.
 TOOL_MODULES = (training, preview, metrics, gpu, tensorboard, card, deploy, enhance, evaluate, sample, experiment, export)
 
 INSTRUCTIONS = """\
@@ -73,7 +75,7 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
 
     tensorboard = TensorBoardServer()  # started by the first screenshot, stopped with the server
     try:
-        manager = JobManager()
+        manager = _start_manager(JobManager)
     except HomeError as exc:  # a read-only home: the server still answers, every job tool says why and what to do
         log.error("%s", exc)
         try:
@@ -92,6 +94,26 @@ async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
             await supervisor
         manager.close()
         tensorboard.stop()
+
+
+def _start_manager(make: Callable[[], Any]) -> Any:
+    """The JobManager; over a damaged jobs.db, after moving it aside and rebuilding the job list from
+    the run directories (`jobs.recovery`). A failed rebuild raises the DamagedDatabaseError, which
+    every job tool then reports (what happened, what to do) while the server stays up."""
+    from finetune_mcp.config.settings import Settings
+    from finetune_mcp.jobs.recovery import rebuild_from_runs
+
+    try:
+        return make()
+    except DamagedDatabaseError as exc:
+        log.error("%s", exc)
+        settings = Settings.from_env()
+        try:
+            rebuild_from_runs(settings.db_path, settings.runs_dir)
+        except (OSError, sqlite3.Error, FinetuneError) as failed:
+            log.error("rebuilding the job list failed: %s", failed)
+            raise exc from None
+        return make()
 
 
 class _NoManager:
@@ -122,7 +144,13 @@ class FinetuneErrorMiddleware(Middleware):
             cause = exc.__cause__
             if isinstance(cause, FinetuneError):
                 raise ToolError(str(cause), log_level=logging.INFO) from None
+            if isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
+                raise ToolError(_damaged(cause)) from None
             raise
+        except sqlite3.DatabaseError as exc:  # reached a damaged page after the start check passed
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            raise ToolError(_damaged(exc)) from None
 
     async def on_read_resource(self, context, call_next):  # type: ignore[override]
         try:
@@ -139,6 +167,14 @@ class FinetuneErrorMiddleware(Middleware):
             return await call_next(context)
         except FinetuneError as exc:
             raise PromptError(str(exc)) from None
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> str:
+    from finetune_mcp.config.settings import Settings
+
+    db = Settings.from_env().db_path
+    return (f"the job database {db} is damaged ({exc}); stop the server, move it aside (mv {db} {db}.damaged) and "
+            "start the server again: the run directories are kept, and the job list is rebuilt from them")
 
 
 class _QuietUserErrors(logging.Filter):
@@ -169,7 +205,8 @@ def create_app(auth: AuthProvider | None = None) -> FastMCP:
         auth=auth,
     )
     for module in TOOL_MODULES:
-        module.register(mcp)
+        for tool in module.TOOLS:
+            mcp.add_tool(tool)
     prompts.register(mcp)
     resources.register(mcp)
     return mcp
@@ -182,6 +219,7 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765, p
     $FINETUNE_MCP_TOKEN` and a Host (and, from browsers, an Origin) of this server (`server.auth`).
     Both are checked before the server starts: a weak token or an unchecked bind fails with the fix."""
     _configure_logging(log_level)
+    _log_roots(local=transport == "stdio")
     if transport == "stdio":
         create_app().run(transport="stdio", show_banner=False)
         return
@@ -198,6 +236,14 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765, p
     create_app(auth=auth).run(transport="http", host=host, port=port, path=path, show_banner=False,
                               log_level=log_level.lower(),
                               middleware=[ASGIMiddleware(HostOriginGuard, policy=policy)])
+
+
+def _log_roots(*, local: bool) -> None:
+    """Say at start which folders clients may reach (and which fallback was too broad to take)."""
+    from finetune_mcp.config.roots import describe_operator_roots
+    from finetune_mcp.config.settings import Settings
+
+    log.info("%s", describe_operator_roots(Settings.from_env().home, local=local))
 
 
 def _configure_logging(level: str) -> None:

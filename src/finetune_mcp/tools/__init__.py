@@ -1,24 +1,31 @@
-"""The MCP tools, one module per area. Each module exposes `register(mcp: FastMCP) -> None`.
-Two helpers are not tool modules: `consent` (asking the user before spending or publishing) and
-`spending` (a RunPod start's quote, consent and cap).
+"""The MCP tools, one module per area. Each tool is a module-level function marked with FastMCP's
+standalone `@tool` decorator; each module lists its tools in `TOOLS`, and `server.app.create_app`
+adds them (`mcp.add_tool`) in that order. Two helpers are not tool modules: `consent` (asking the
+user before spending or publishing) and `spending` (a RunPod start's quote, consent and cap).
 
 A tool is thin: validate its arguments (typed, with `Field` descriptions the agent reads), make one
 call into `jobs/` or a capability package (`train/`, `report/`, ...), shape a typed result. It raises `FinetuneError`s as they come: the
 server turns them into MCP tool errors in one place (`server.app.FinetuneErrorMiddleware`).
 
-The job manager lives in the server's lifespan; a tool reaches it with `get_manager()`:
+The job manager lives in the server's lifespan; a tool receives it as an injected parameter, which
+FastMCP fills in and leaves out of the tool's schema, and a test passes by hand:
 
+    from fastmcp.dependencies import Depends
+    from fastmcp.tools import tool
     from finetune_mcp.tools import get_manager
 
-    @mcp.tool
-    async def my_tool(job_id: str) -> MyResult:
-        run_dir = get_manager().run_dir(job_id)   # validates the id; JobError if unknown
+    @tool
+    async def my_tool(job_id: str, manager: JobManager = Depends(get_manager)) -> MyResult:
+        run_dir = manager.run_dir(job_id)   # validates the id; JobError if unknown
         ...
 
-`get_manager(ctx)` also accepts the tool's `Context` when it has one (same object as
-`ctx.lifespan_context["manager"]`); `client_capabilities(ctx)` says what the client declared (the
-roots and consent helpers ask only a client that can answer). Everything here imports lazily: no
-torch at server start.
+    TOOLS = (my_tool,)
+
+    await my_tool("ft-3f9a0c1b2d4e", manager=JobManager(settings))   # in a test: a plain call
+
+`get_manager(ctx)` also accepts a `Context` (same object as `ctx.lifespan_context["manager"]`);
+`client_capabilities(ctx)` says what the client declared (the roots and consent helpers ask only a
+client that can answer). Everything here imports lazily: no torch at server start.
 """
 
 from __future__ import annotations

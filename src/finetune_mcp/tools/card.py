@@ -5,20 +5,20 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import anyio
-from fastmcp import FastMCP
+from fastmcp.dependencies import Depends
+from fastmcp.tools import tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
+from finetune_mcp.errors import ConfigError
+from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.report.card import write_model_card
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.tools import get_manager
-
-if TYPE_CHECKING:
-    from finetune_mcp.jobs.manager import JobManager
 
 JobId = Annotated[str, Field(description="Job id, e.g. 'ft-3f9a0c1b2d4e'.", max_length=64)]
 
@@ -61,24 +61,29 @@ def model_card_result(job_id: str, run: RunDirectory, compare_with: str | None,
                            compare_with=compare_with, size_bytes=len(markdown.encode()), markdown=markdown)
 
 
-def register(mcp: FastMCP) -> None:
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True))
-    async def generate_model_card(
-        job_id: JobId,
-        compare_with: Annotated[str | None, Field(
-            description="Another succeeded job (e.g. the unweighted run of an A/B): its loss and entropy "
-            "curves go on one plot with this job's, and the final metrics side by side.", max_length=64)] = None,
-    ) -> ModelCardResult:
-        """Write a Hugging Face model card for a succeeded job: Hub metadata (base_model, peft, tags,
-        license when known), every hyperparameter, versions, device, wall time, the entropy weighting
-        used, token-entropy box plots per epoch, the top high-entropy tokens, the validation entropy,
-        loss curves, eval results, limitations and loading snippets, and, when a sample_model job sampled
-        this job and its base, a small table of their answers side by side. Overwrites card/README.md.
-        Example: generate_model_card("ft-3f9a0c1b2d4e", compare_with="ft-0a1b2c3d4e5f") →
-        {"path": ".../card/README.md", "plots": [".../card/plots/loss.png", ...], "markdown": "---\\n..."}."""
-        manager = get_manager()
-        run = succeeded_run(manager, job_id, "a model card")
-        other = succeeded_run(manager, compare_with, "the comparison") if compare_with else None
-        samples = run_samples(manager, job_id)
-        return await anyio.to_thread.run_sync(functools.partial(model_card_result, job_id, run, compare_with, other,
-                                                                samples))
+@tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True))
+async def generate_model_card(
+    job_id: JobId,
+    compare_with: Annotated[str | None, Field(
+        description="Another succeeded job (e.g. the unweighted run of an A/B): its loss and entropy "
+        "curves go on one plot with this job's, and the final metrics side by side.", max_length=64)] = None,
+    manager: JobManager = Depends(get_manager),
+) -> ModelCardResult:
+    """Write a Hugging Face model card for a succeeded job: Hub metadata (base_model, peft, tags,
+    license when known), every hyperparameter, versions, device, wall time, the entropy weighting
+    used, token-entropy box plots per epoch, the top high-entropy tokens, the validation entropy,
+    loss curves, eval results, limitations and loading snippets, and, when a sample_model job sampled
+    this job and its base, a small table of their answers side by side. Overwrites card/README.md.
+    Example: generate_model_card("ft-3f9a0c1b2d4e", compare_with="ft-0a1b2c3d4e5f") →
+    {"path": ".../card/README.md", "plots": [".../card/plots/loss.png", ...], "markdown": "---\\n..."}."""
+    if compare_with == job_id:
+        raise ConfigError(f"compare_with names {job_id} itself; compare with another succeeded job (list_jobs), "
+                          "or leave compare_with out", field="compare_with")
+    run = succeeded_run(manager, job_id, "a model card")
+    other = succeeded_run(manager, compare_with, "the comparison") if compare_with else None
+    samples = run_samples(manager, job_id)
+    return await anyio.to_thread.run_sync(functools.partial(model_card_result, job_id, run, compare_with, other,
+                                                            samples))
+
+
+TOOLS = (generate_model_card,)

@@ -82,7 +82,11 @@ async def ask_consent(ctx: Context, *, action: str, summary: str, terms: dict[st
             return mcp_types.InputRequiredResult(input_requests={REQUEST_KEY: request}, request_state=digest)
         action_taken, content = getattr(answer, "action", None), getattr(answer, "content", None)
     else:
-        result = await ctx.elicit(message, form)
+        try:
+            result = await ctx.elicit(message, form)
+        except ValidationError as exc:  # the client's answer does not fit the form
+            raise ConsentError(f"the answer to the consent form for {action} is not valid "
+                               f"({exc.errors()[0]['msg']}); nothing was done; try again") from None
         action_taken = result.action
         content = result.data.model_dump() if result.action == "accept" else None
     if action_taken != "accept":

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastmcp import Context, FastMCP
+from fastmcp import Context
+from fastmcp.tools import tool
 from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -70,23 +71,25 @@ def report(model: str | None, load_in_4bit: bool | None) -> GpuReport:
                      estimate_error=problem if model else None, decision=decision)
 
 
-def register(mcp: FastMCP) -> None:
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def detect_gpus(
-        ctx: Context,
-        model: Annotated[str | None, Field(description="Hugging Face model id or local model folder to size; "
-                                           "omit to list GPUs only.", max_length=1000)] = None,
-        load_in_4bit: Annotated[bool | None, Field(description="Size the run as 4-bit QLoRA.")] = None,
-    ) -> GpuReport:
-        """List local GPUs and, for a model, estimate the run's GPU memory from its config.json and say
-        where start_finetune(target='auto') would run it (local GPU, RunPod, or CPU) and why.
+@tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
+async def detect_gpus(
+    ctx: Context,
+    model: Annotated[str | None, Field(description="Hugging Face model id or local model folder to size; "
+                                       "omit to list GPUs only.", max_length=1000)] = None,
+    load_in_4bit: Annotated[bool | None, Field(description="Size the run as 4-bit QLoRA.")] = None,
+) -> GpuReport:
+    """List local GPUs and, for a model, estimate the run's GPU memory from its config.json and say
+    where start_finetune(target='auto') would run it (local GPU, RunPod, or CPU) and why.
 
-        Example: detect_gpus(model="unsloth/Qwen3-4B", load_in_4bit=true) → {"gpus": [...],
-        "estimate": {"total_gb": 7.9, "breakdown_gb": {...}}, "decision": {"target": "local", "reason": "..."}}.
-        Defaults of the estimate: LoRA r=16 on all attention/MLP projections, max_seq_length 2048, batch 2.
-        """
-        roots = await allowed_roots(ctx)
-        if isinstance(roots, InputRequiredResult):
-            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
-        roots.check([LocalPath("model", model, hub_id_ok=True)])
-        return await anyio.to_thread.run_sync(report, model, load_in_4bit)
+    Example: detect_gpus(model="unsloth/Qwen3-4B", load_in_4bit=true) → {"gpus": [...],
+    "estimate": {"total_gb": 7.9, "breakdown_gb": {...}}, "decision": {"target": "local", "reason": "..."}}.
+    Defaults of the estimate: LoRA r=16 on all attention/MLP projections, max_seq_length 2048, batch 2.
+    """
+    roots = await allowed_roots(ctx)
+    if isinstance(roots, InputRequiredResult):
+        return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
+    roots.check([LocalPath("model", model, hub_id_ok=True)])
+    return await anyio.to_thread.run_sync(report, model, load_in_4bit)
+
+
+TOOLS = (detect_gpus,)

@@ -12,10 +12,12 @@ import json
 import math
 from typing import Annotated, Any
 
-from fastmcp import FastMCP
+from fastmcp.dependencies import Depends
+from fastmcp.tools import tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.runs import metric_names as M
 from finetune_mcp.runs.facts import entropy_epochs
 from finetune_mcp.runs.rundir import RunDirectory
@@ -152,19 +154,21 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def register(mcp: FastMCP) -> None:
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
-    async def get_entropy_metrics(
-        job_id: Annotated[str, Field(description="Job id, e.g. 'ft-3f9a0c1b2d4e'.", max_length=64)],
-    ) -> EntropyMetrics:
-        """Entropy-aware training metrics of a job (running or finished): mean token entropy,
-        high-entropy share, weighted vs unweighted loss series (≤ 50 points), the newest
-        token-entropy histogram and the top high-entropy tokens.
-        Example: get_entropy_metrics("ft-3f9a0c1b2d4e") → {"mean_entropy": 2.31,
-        "high_entropy_share": 0.1, "series": [{"step": 1, "loss": 6.2, "ce_loss": 5.9, ...}], ...}."""
-        manager = get_manager()
-        job = manager.get(job_id)
-        return entropy_metrics(
-            manager.run_dir(job_id), job_id=job.id, state=job.state.value,
-            entropy_weighting=bool(job.config.get("enable_entropy_weighting")),
-        )
+@tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def get_entropy_metrics(
+    job_id: Annotated[str, Field(description="Job id, e.g. 'ft-3f9a0c1b2d4e'.", max_length=64)],
+    manager: JobManager = Depends(get_manager),
+) -> EntropyMetrics:
+    """Entropy-aware training metrics of a job (running or finished): mean token entropy,
+    high-entropy share, weighted vs unweighted loss series (≤ 50 points), the newest
+    token-entropy histogram and the top high-entropy tokens.
+    Example: get_entropy_metrics("ft-3f9a0c1b2d4e") → {"mean_entropy": 2.31,
+    "high_entropy_share": 0.1, "series": [{"step": 1, "loss": 6.2, "ce_loss": 5.9, ...}], ...}."""
+    job = manager.get(job_id)
+    return entropy_metrics(
+        manager.run_dir(job_id), job_id=job.id, state=job.state.value,
+        entropy_weighting=bool(job.config.get("enable_entropy_weighting")),
+    )
+
+
+TOOLS = (get_entropy_metrics,)

@@ -33,8 +33,8 @@ REQUEST_KEY = "finetune-mcp/roots"
 
 
 async def allowed_roots(ctx: Context) -> AllowedRoots | mcp_types.InputRequiredResult:
-    """FINETUNE_MCP_HOME, FINETUNE_MCP_ROOTS, the client's roots, and over stdio for a client
-    without roots the home folder and the cwd; or the request for the client's roots."""
+    """The folders this client may reach (`config.roots`: the operator's roots, which the client's
+    own can only narrow, save over stdio without FINETUNE_MCP_ROOTS); or the request for its roots."""
     declared = await _client_roots(ctx)
     if isinstance(declared, mcp_types.InputRequiredResult):
         return declared

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastmcp import Context, FastMCP
+from fastmcp import Context
+from fastmcp.dependencies import Depends
+from fastmcp.tools import tool
 from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
@@ -21,6 +23,7 @@ from finetune_mcp import kinds
 from finetune_mcp.config import DataConfig, LocalPath
 from finetune_mcp.config.methods import method_of
 from finetune_mcp.errors import ConfigError, JobError
+from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.runs.artifacts import RunArtifacts, export_tokenizer
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
@@ -30,7 +33,6 @@ from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
 if TYPE_CHECKING:
-    from finetune_mcp.jobs.manager import JobManager
     from finetune_mcp.jobs.store import Job
 
 
@@ -174,91 +176,94 @@ def start_result(manager: JobManager, job: Job, spec: SampleSpec) -> SampleStart
                              settings=spec.settings.model_dump())
 
 
-def register(mcp: FastMCP) -> None:
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
-    async def sample_model(
-        ctx: Context,
-        job_id: Annotated[str | None, Field(description="A succeeded start_finetune job: its model answers (default "
-                                            "prompts: the first 8 of its held-out validation rows).",
-                                            max_length=64)] = None,
-        model: Annotated[str | None, Field(description="Instead of job_id: a model id or folder (e.g. a merged/ "
-                                           "folder), or a LoRA adapter folder (its base answers beside it).",
-                                           max_length=1000)] = None,
-        prompts: Annotated[list[str | list[dict[str, str]]] | None, Field(
-            description="Questions (one user turn each), or conversations [{'role', 'content'}, ...] ending with "
-            "the user turn. Rendered with the model's chat template as in training.",
-            max_length=MAX_PROMPTS)] = None,
-        dataset: Annotated[str | None, Field(description="Take prompts (and reference answers) from this dataset's "
-                                             "rows instead (all rows unless rows_split='validation').",
-                                             max_length=1000)] = None,
-        num_rows: Annotated[int | None, Field(description="How many dataset rows to ask (default 8).", ge=1,
-                                              le=MAX_PROMPTS)] = None,
-        rows_order: Annotated[Literal["first", "seeded"], Field(
-            description="first: the first rows of the split; seeded: a seeded random choice.")] = "first",
-        rows_seed: Annotated[int, Field(description="Seed of rows_order='seeded'.", ge=0)] = 0,
-        rows_split: Annotated[Literal["auto", "validation", "train", "all"], Field(
-            description="Which rows of the seeded split: validation (held out: exactly the rows training never "
-            "saw), train (the rows trained on), all. auto: a job's validation rows, or every row of another "
-            "dataset.")] = "auto",
-        compare_with_base: Annotated[bool, Field(description="The untrained base model answers the same prompts "
-                                                 "side by side (a job, or an adapter folder as `model`; a plain "
-                                                 "model has no base).")] = True,
-        compare_with: Annotated[str | None, Field(description="Another succeeded job whose adapter also answers "
-                                                  "(e.g. the unweighted run of an A/B).", max_length=64)] = None,
-        weights: Annotated[Literal["adapter", "merged", "gguf"] | list[Literal["adapter", "merged", "gguf"]], Field(
-            description="The job's LoRA adapter on its base, its merged model (merged/, from save_merged or "
-            "deploy_to_hf(merge=true)), or its exported GGUF (gguf: run by llama.cpp on the CPU; export_model "
-            "first); greedy outputs agree. A list answers side by side: the first is the 'tuned' column, the "
-            "others are named by their weights, e.g. ['adapter', 'gguf'].")] = "adapter",
-        quantization: Annotated[str | None, Field(
-            description="With weights 'gguf': which of the job's exports (f16, q8_0, q4_k_m, ...); default the "
-            "latest.", max_length=16)] = None,
-        checkpoint: CheckpointArg = None,
-        max_new_tokens: Annotated[int, Field(description="Tokens per answer at most (it stops at the end of the "
-                                             "turn).", ge=1, le=4096)] = 128,
-        temperature: Annotated[float, Field(description="0: greedy (reproducible); > 0 samples.", ge=0, le=5)] = 0.0,
-        top_p: Annotated[float, Field(description="Nucleus sampling (needs temperature > 0).", gt=0, le=1)] = 1.0,
-        seed: Annotated[int, Field(description="Sampling seed.", ge=0, le=2**32 - 1)] = 0,
-        high_entropy_threshold: Annotated[float | None, Field(
-            description="Mark tokens whose entropy (nats) is above this. Default: the job's training threshold "
-            "(result.json), else the 90th percentile of this job's tokens.", ge=0)] = None,
-        batch_size: Annotated[int, Field(description="Prompts generated together.", ge=1, le=256)] = 8,
-    ) -> SampleStartResult:
-        """Try a fine-tuned model: generate answers from it and, side by side, from its base model, in the
-        background; returns the job at once. When it succeeds, wait_for_job / get_job show the answers in
-        `result`, with an exact / normalised match per row that has a reference answer and the reply's
-        high-entropy tokens (where the model is unsure) in ⟦…⟧; get_samples(job_id) has every token's entropy.
-        Example: sample_model(job_id="ft-3f9a0c1b2d4e", prompts=["what color is the sky?"]) →
-        {"job_id": "ft-0b1c2d3e4f5a", "kind": "sample", "state": "queued", ...}; later wait_for_job →
-        {"result": {"samples": [{"prompt": "what color is the sky?", "outputs": {"tuned": {"answer": "blue",
-        ...}, "base": {"answer": "x3 the", ...}}}], ...}}."""
-        roots = await allowed_roots(ctx)
-        if isinstance(roots, InputRequiredResult):
-            return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
-        roots.check([LocalPath("model", model, hub_id_ok=True)])  # before an adapter folder's config is read
-        manager = get_manager()
-        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-                    "batch_size": batch_size}
-        spec = sample_spec_for(manager, job_id=job_id, model=model, prompts=prompts, dataset=dataset,
-                               num_rows=num_rows, rows_order=rows_order, rows_seed=rows_seed, rows_split=rows_split,
-                               compare_with_base=compare_with_base, compare_with=compare_with, weights=weights,
-                               high_entropy_threshold=high_entropy_threshold, settings=settings,
-                               quantization=quantization, checkpoint=checkpoint)
-        job = await kinds.start_job(manager, "sample", spec, "local", roots=roots)
-        return start_result(manager, job, SampleSpec.model_validate(job.config))
+@tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
+async def sample_model(
+    ctx: Context,
+    job_id: Annotated[str | None, Field(description="A succeeded start_finetune job: its model answers (default "
+                                        "prompts: the first 8 of its held-out validation rows).",
+                                        max_length=64)] = None,
+    model: Annotated[str | None, Field(description="Instead of job_id: a model id or folder (e.g. a merged/ "
+                                       "folder), or a LoRA adapter folder (its base answers beside it).",
+                                       max_length=1000)] = None,
+    prompts: Annotated[list[str | list[dict[str, str]]] | None, Field(
+        description="Questions (one user turn each), or conversations [{'role', 'content'}, ...] ending with "
+        "the user turn. Rendered with the model's chat template as in training.",
+        max_length=MAX_PROMPTS)] = None,
+    dataset: Annotated[str | None, Field(description="Take prompts (and reference answers) from this dataset's "
+                                         "rows instead (all rows unless rows_split='validation').",
+                                         max_length=1000)] = None,
+    num_rows: Annotated[int | None, Field(description="How many dataset rows to ask (default 8).", ge=1,
+                                          le=MAX_PROMPTS)] = None,
+    rows_order: Annotated[Literal["first", "seeded"], Field(
+        description="first: the first rows of the split; seeded: a seeded random choice.")] = "first",
+    rows_seed: Annotated[int, Field(description="Seed of rows_order='seeded'.", ge=0)] = 0,
+    rows_split: Annotated[Literal["auto", "validation", "train", "all"], Field(
+        description="Which rows of the seeded split: validation (held out: exactly the rows training never "
+        "saw), train (the rows trained on), all. auto: a job's validation rows, or every row of another "
+        "dataset.")] = "auto",
+    compare_with_base: Annotated[bool, Field(description="The untrained base model answers the same prompts "
+                                             "side by side (a job, or an adapter folder as `model`; a plain "
+                                             "model has no base).")] = True,
+    compare_with: Annotated[str | None, Field(description="Another succeeded job whose adapter also answers "
+                                              "(e.g. the unweighted run of an A/B).", max_length=64)] = None,
+    weights: Annotated[Literal["adapter", "merged", "gguf"] | list[Literal["adapter", "merged", "gguf"]], Field(
+        description="The job's LoRA adapter on its base, its merged model (merged/, from save_merged or "
+        "deploy_to_hf(merge=true)), or its exported GGUF (gguf: run by llama.cpp on the CPU; export_model "
+        "first); greedy outputs agree. A list answers side by side: the first is the 'tuned' column, the "
+        "others are named by their weights, e.g. ['adapter', 'gguf'].")] = "adapter",
+    quantization: Annotated[str | None, Field(
+        description="With weights 'gguf': which of the job's exports (f16, q8_0, q4_k_m, ...); default the "
+        "latest.", max_length=16)] = None,
+    checkpoint: CheckpointArg = None,
+    max_new_tokens: Annotated[int, Field(description="Tokens per answer at most (it stops at the end of the "
+                                         "turn).", ge=1, le=4096)] = 128,
+    temperature: Annotated[float, Field(description="0: greedy (reproducible); > 0 samples.", ge=0, le=5)] = 0.0,
+    top_p: Annotated[float, Field(description="Nucleus sampling (needs temperature > 0).", gt=0, le=1)] = 1.0,
+    seed: Annotated[int, Field(description="Sampling seed.", ge=0, le=2**32 - 1)] = 0,
+    high_entropy_threshold: Annotated[float | None, Field(
+        description="Mark tokens whose entropy (nats) is above this. Default: the job's training threshold "
+        "(result.json), else the 90th percentile of this job's tokens.", ge=0)] = None,
+    batch_size: Annotated[int, Field(description="Prompts generated together.", ge=1, le=256)] = 8,
+    manager: JobManager = Depends(get_manager),
+) -> SampleStartResult:
+    """Try a fine-tuned model: generate answers from it and, side by side, from its base model, in the
+    background; returns the job at once. When it succeeds, wait_for_job / get_job show the answers in
+    `result`, with an exact / normalised match per row that has a reference answer and the reply's
+    high-entropy tokens (where the model is unsure) in ⟦…⟧; get_samples(job_id) has every token's entropy.
+    Example: sample_model(job_id="ft-3f9a0c1b2d4e", prompts=["what color is the sky?"]) →
+    {"job_id": "ft-0b1c2d3e4f5a", "kind": "sample", "state": "queued", ...}; later wait_for_job →
+    {"result": {"samples": [{"prompt": "what color is the sky?", "outputs": {"tuned": {"answer": "blue",
+    ...}, "base": {"answer": "x3 the", ...}}}], ...}}."""
+    roots = await allowed_roots(ctx)
+    if isinstance(roots, InputRequiredResult):
+        return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
+    roots.check([LocalPath("model", model, hub_id_ok=True)])  # before an adapter folder's config is read
+    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                "batch_size": batch_size}
+    spec = sample_spec_for(manager, job_id=job_id, model=model, prompts=prompts, dataset=dataset,
+                           num_rows=num_rows, rows_order=rows_order, rows_seed=rows_seed, rows_split=rows_split,
+                           compare_with_base=compare_with_base, compare_with=compare_with, weights=weights,
+                           high_entropy_threshold=high_entropy_threshold, settings=settings,
+                           quantization=quantization, checkpoint=checkpoint)
+    job = await kinds.start_job(manager, "sample", spec, "local", roots=roots)
+    return start_result(manager, job, SampleSpec.model_validate(job.config))
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
-    async def get_samples(
-        job_id: Annotated[str, Field(description="A succeeded sample_model job.", max_length=64)],
-        include_tokens: Annotated[bool, Field(description="Every generated token with its entropy and most likely "
-                                              "alternatives (large for long answers).")] = True,
-    ) -> SampleResult:
-        """Everything a succeeded sample_model job found: per model its loading, speed (time to first token,
-        tokens/s), match rates and entropy; per prompt each model's reply, answer, matches, the high-entropy
-        spans (with the alternatives the model weighed there) and, with include_tokens, every token.
-        Example: get_samples("ft-0b1c2d3e4f5a", include_tokens=false) → {"models": [{"label": "tuned",
-        "normalized_match_rate": 1.0, ...}, ...], "samples": [...], "threshold": 5.91, ...}."""
-        manager = get_manager()
-        job = kinds.succeeded_job(manager, job_id, "reading its samples", kind="sample")
-        result = read_result(job.run_dir)
-        return result if include_tokens else without_tokens(result)
+
+@tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def get_samples(
+    job_id: Annotated[str, Field(description="A succeeded sample_model job.", max_length=64)],
+    include_tokens: Annotated[bool, Field(description="Every generated token with its entropy and most likely "
+                                          "alternatives (large for long answers).")] = True,
+    manager: JobManager = Depends(get_manager),
+) -> SampleResult:
+    """Everything a succeeded sample_model job found: per model its loading, speed (time to first token,
+    tokens/s), match rates and entropy; per prompt each model's reply, answer, matches, the high-entropy
+    spans (with the alternatives the model weighed there) and, with include_tokens, every token.
+    Example: get_samples("ft-0b1c2d3e4f5a", include_tokens=false) → {"models": [{"label": "tuned",
+    "normalized_match_rate": 1.0, ...}, ...], "samples": [...], "threshold": 5.91, ...}."""
+    job = kinds.succeeded_job(manager, job_id, "reading its samples", kind="sample")
+    result = read_result(job.run_dir)
+    return result if include_tokens else without_tokens(result)
+
+
+TOOLS = (sample_model, get_samples)

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
-from fastmcp import FastMCP
+from fastmcp.dependencies import Depends
+from fastmcp.tools import tool
 from fastmcp.tools.base import ToolResult
 from fastmcp.utilities.types import Image
 from mcp_types import TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.report.screenshot import take_screenshot
 from finetune_mcp.report.tensorboard_server import TensorBoardError, TensorBoardServer
 from finetune_mcp.runs import metric_names as M
@@ -74,40 +76,43 @@ def _runs_to_show(manager, job_id: str, compare_with: list[str]) -> tuple[list[R
     return [*runs, *others], run.root / "screenshots"
 
 
-def register(mcp: FastMCP) -> None:
-    @mcp.tool(
-        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False),
-        output_schema=ScreenshotResult.model_json_schema(),
+@tool(
+    annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False),
+    output_schema=ScreenshotResult.model_json_schema(),
+)
+async def tensorboard_screenshot(
+    job_id: JobId,
+    tags: Annotated[list[TagName] | None, Field(
+        description="TensorBoard tags to show; default for scalars: " + ", ".join(M.DEFAULT_SCREENSHOT_TAGS)
+        + f"; for histograms: {M.ENTROPY_HISTOGRAM}.", max_length=12)] = None,
+    view: Annotated[Literal["scalars", "histograms"], Field(
+        description="'scalars': line charts; 'histograms': the token-entropy histogram over steps.")] = "scalars",
+    compare_with: Annotated[list[JobId] | None, Field(
+        description="Other job ids drawn on the same charts (e.g. the unweighted run of an A/B).",
+        max_length=MAX_COMPARE)] = None,
+    allow_matplotlib: Annotated[bool, Field(
+        description="If headless Chromium is not installed, draw the same scalars with matplotlib "
+        "instead of failing (the result then says renderer='matplotlib').")] = False,
+    manager: JobManager = Depends(get_manager),
+    board: TensorBoardServer = Depends(tensorboard_server),
+) -> ToolResult:
+    """Screenshot of the job's real TensorBoard page (headless Chromium), filtered to the asked
+    tags, after the charts have drawn. Returns the PNG as image content plus its path. Works while
+    the job runs (once it has logged a step) and after it ended.
+    Example: tensorboard_screenshot("ft-3f9a0c1b2d4e", compare_with=["ft-0a1b2c3d4e5f"]) →
+    image + {"path": ".../screenshots/scalars-20260101-120000-vs-ft-0a1b2c3d4e5f.png",
+    "renderer": "tensorboard", "tags": ["train/loss", ...], "runs": ["ft-3f9a0c1b2d4e", "ft-0a1b2c3d4e5f"]}."""
+    runs, out_dir = _runs_to_show(manager, job_id, compare_with or [])
+    shot = await anyio.to_thread.run_sync(functools.partial(
+        take_screenshot, runs, server=board, tags=tags, view=view, fallback=allow_matplotlib,
+        out_dir=out_dir))
+    result = ScreenshotResult(job_id=job_id, **shot.to_dict())
+    caption = (f"{'TensorBoard' if shot.renderer == 'tensorboard' else 'matplotlib (not TensorBoard)'} "
+               f"{view} of {', '.join(shot.runs)}: {', '.join(shot.tags)} — saved to {shot.path}")
+    return ToolResult(
+        content=[Image(path=shot.path).to_image_content(), TextContent(type="text", text=caption)],
+        structured_content=result.model_dump(),
     )
-    async def tensorboard_screenshot(
-        job_id: JobId,
-        tags: Annotated[list[TagName] | None, Field(
-            description="TensorBoard tags to show; default for scalars: " + ", ".join(M.DEFAULT_SCREENSHOT_TAGS)
-            + f"; for histograms: {M.ENTROPY_HISTOGRAM}.", max_length=12)] = None,
-        view: Annotated[Literal["scalars", "histograms"], Field(
-            description="'scalars': line charts; 'histograms': the token-entropy histogram over steps.")] = "scalars",
-        compare_with: Annotated[list[JobId] | None, Field(
-            description="Other job ids drawn on the same charts (e.g. the unweighted run of an A/B).",
-            max_length=MAX_COMPARE)] = None,
-        allow_matplotlib: Annotated[bool, Field(
-            description="If headless Chromium is not installed, draw the same scalars with matplotlib "
-            "instead of failing (the result then says renderer='matplotlib').")] = False,
-    ) -> ToolResult:
-        """Screenshot of the job's real TensorBoard page (headless Chromium), filtered to the asked
-        tags, after the charts have drawn. Returns the PNG as image content plus its path. Works while
-        the job runs (once it has logged a step) and after it ended.
-        Example: tensorboard_screenshot("ft-3f9a0c1b2d4e", compare_with=["ft-0a1b2c3d4e5f"]) →
-        image + {"path": ".../screenshots/scalars-20260101-120000-vs-ft-0a1b2c3d4e5f.png",
-        "renderer": "tensorboard", "tags": ["train/loss", ...], "runs": ["ft-3f9a0c1b2d4e", "ft-0a1b2c3d4e5f"]}."""
-        manager = get_manager()
-        runs, out_dir = _runs_to_show(manager, job_id, compare_with or [])
-        shot = await anyio.to_thread.run_sync(functools.partial(
-            take_screenshot, runs, server=tensorboard_server(), tags=tags, view=view, fallback=allow_matplotlib,
-            out_dir=out_dir))
-        result = ScreenshotResult(job_id=job_id, **shot.to_dict())
-        caption = (f"{'TensorBoard' if shot.renderer == 'tensorboard' else 'matplotlib (not TensorBoard)'} "
-                   f"{view} of {', '.join(shot.runs)}: {', '.join(shot.tags)} — saved to {shot.path}")
-        return ToolResult(
-            content=[Image(path=shot.path).to_image_content(), TextContent(type="text", text=caption)],
-            structured_content=result.model_dump(),
-        )
+
+
+TOOLS = (tensorboard_screenshot,)

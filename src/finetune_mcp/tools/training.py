@@ -7,13 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastmcp import Context, FastMCP
+from fastmcp import Context
+from fastmcp.dependencies import Depends
+from fastmcp.tools import tool
 from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from finetune_mcp import kinds
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
-from finetune_mcp.config.methods import METHOD_NAMES
+from finetune_mcp.config.methods import METHOD_HELP, METHOD_NAMES
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
@@ -72,6 +74,9 @@ class JobView(BaseModel):
 
 class StartResult(JobView):
     ignored_fields: list[str] = Field(description="GRANGER config fields accepted but not used.")
+    warnings: list[str] = Field(default_factory=list, description="What the start check found worth fixing but "
+                                "not refusing (e.g. a GRPO reward that gives one value to every probe completion: "
+                                "zero advantage, nothing to learn).")
     consent: ConsentRecord | None = Field(None, description="On RunPod: the GPU type, price and spending cap the "
                                           "user agreed to before the pod was rented, and how.")
 
@@ -150,10 +155,7 @@ BatchSizeArg = Annotated[int | None, Field(description="Default 2.", ge=1, le=10
 AccumulationArg = Annotated[int | None, Field(description="Default 4.", ge=1, le=1024)]
 SeqLengthArg = Annotated[int | None, Field(description="Tokens per example (default 2048).", ge=16, le=131072)]
 FourBitArg = Annotated[bool | None, Field(description="QLoRA: 4-bit base model (CUDA only).")]
-MethodArg = Annotated[Literal[METHOD_NAMES] | None, Field(
-    description="Training method. sft (default): chat/instruction data. rerank: a Qwen3-Reranker-style yes/no reranker "
-    "on ranking data (query + positive(s)/negatives, query/positive/negative triples, or query + docs with "
-    "relevance); reports MRR@10, NDCG@10, Recall@5 and accuracy before and after training.")]
+MethodArg = Annotated[Literal[METHOD_NAMES] | None, Field(description=METHOD_HELP)]
 TaskArg = Annotated[Literal[METHOD_NAMES] | None, Field(description="The older name of `method`; give one of them.")]
 WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu | exponential | sigmoid | "
                                           "'pkg.module:fn'.", max_length=200)]
@@ -193,109 +195,114 @@ def training_config(model: str, dataset: str, entropy_weighting: bool, config_ov
     return build_config(data)
 
 
-def register(mcp: FastMCP) -> None:
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
-    async def start_finetune(
-        model: ModelArg,
-        dataset: DatasetArg,
-        ctx: Context,
-        entropy_weighting: EntropyArg = False,
-        target: TargetArg = "auto",
-        max_steps: MaxStepsArg = None,
-        num_train_epochs: EpochsArg = None,
-        max_examples: MaxExamplesArg = None,
-        learning_rate: LearningRateArg = None,
-        lora_r: LoraRankArg = None,
-        per_device_train_batch_size: BatchSizeArg = None,
-        gradient_accumulation_steps: AccumulationArg = None,
-        max_seq_length: SeqLengthArg = None,
-        load_in_4bit: FourBitArg = None,
-        method: MethodArg = None,
-        task: TaskArg = None,
-        entropy_weight_fn: WeightFnArg = None,
-        num_gpus: NumGpusArg = None,
-        report_to: ReportToArg = None,
-        project: ProjectArg = None,
-        run_name: RunNameArg = None,
-        config_overrides: OverridesArg = None,
-        max_cost_usd: Annotated[float | None, Field(
-            description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
-            "reaches it (default FINETUNE_MCP_RUNPOD_MAX_COST_USD, else none).", gt=0, le=100_000)] = None,
-        confirm: Annotated[bool, Field(
-            description="RunPod only, for clients that cannot show the user a form (no MCP elicitation): true once "
-            "you showed the user the GPU type, $/h and cap and they agreed. Clients with elicitation ask the user "
-            "directly.")] = False,
-    ) -> StartResult:
-        """Start a LoRA fine-tuning job in the background and return its id at once.
+@tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
+async def start_finetune(
+    model: ModelArg,
+    dataset: DatasetArg,
+    ctx: Context,
+    entropy_weighting: EntropyArg = False,
+    target: TargetArg = "auto",
+    max_steps: MaxStepsArg = None,
+    num_train_epochs: EpochsArg = None,
+    max_examples: MaxExamplesArg = None,
+    learning_rate: LearningRateArg = None,
+    lora_r: LoraRankArg = None,
+    per_device_train_batch_size: BatchSizeArg = None,
+    gradient_accumulation_steps: AccumulationArg = None,
+    max_seq_length: SeqLengthArg = None,
+    load_in_4bit: FourBitArg = None,
+    method: MethodArg = None,
+    task: TaskArg = None,
+    entropy_weight_fn: WeightFnArg = None,
+    num_gpus: NumGpusArg = None,
+    report_to: ReportToArg = None,
+    project: ProjectArg = None,
+    run_name: RunNameArg = None,
+    config_overrides: OverridesArg = None,
+    max_cost_usd: Annotated[float | None, Field(
+        description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
+        "reaches it (default FINETUNE_MCP_RUNPOD_MAX_COST_USD, else none).", gt=0, le=100_000)] = None,
+    confirm: Annotated[bool, Field(
+        description="RunPod only, for clients that cannot show the user a form (no MCP elicitation): true once "
+        "you showed the user the GPU type, $/h and cap and they agreed. Clients with elicitation ask the user "
+        "directly.")] = False,
+    manager: JobManager = Depends(get_manager),
+) -> StartResult:
+    """Start a LoRA fine-tuning job in the background and return its id at once.
 
-        Checks the model, dataset and numbers first; on any problem it fails with what to fix and
-        creates nothing. A job placed on RunPod (target='runpod', or 'auto' without a local GPU) costs
-        money: the server first asks the user to agree to the GPU type, $/h and spending cap (MCP
-        elicitation), or, for a client that cannot show that form, needs confirm=true after the user
-        agreed. Example: start_finetune(model="unsloth/Qwen3-4B", dataset="data/qa.jsonl",
-        entropy_weighting=true, max_steps=60) → {"job_id": "ft-3f9a0c1b2d4e", "state": "queued", ...}.
-        """
-        manager = get_manager()
-        config = training_config(
-            model, dataset, entropy_weighting, config_overrides, max_steps=max_steps,
-            num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
-            per_device_train_batch_size=per_device_train_batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
-            load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
-            method=chosen_method(method, task), report_to=report_to, project=project, run_name=run_name,
-        )
-        started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
-                                           max_cost_usd=max_cost_usd)
-        if isinstance(started, InputRequiredResult):
-            return started  # type: ignore[return-value]  # 2026-07-28: the client asks the user, then calls again
-        job, consent = started
-        view = job_view(manager, job)
-        return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent)
+    Checks the model, dataset and numbers first; on any problem it fails with what to fix and
+    creates nothing. A job placed on RunPod (target='runpod', or 'auto' without a local GPU) costs
+    money: the server first asks the user to agree to the GPU type, $/h and spending cap (MCP
+    elicitation), or, for a client that cannot show that form, needs confirm=true after the user
+    agreed. Example: start_finetune(model="unsloth/Qwen3-4B", dataset="data/qa.jsonl",
+    entropy_weighting=true, max_steps=60) → {"job_id": "ft-3f9a0c1b2d4e", "state": "queued", ...}.
+    """
+    config = training_config(
+        model, dataset, entropy_weighting, config_overrides, max_steps=max_steps,
+        num_train_epochs=num_train_epochs, max_examples=max_examples, learning_rate=learning_rate, lora_r=lora_r,
+        per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
+        load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
+        method=chosen_method(method, task), report_to=report_to, project=project, run_name=run_name,
+    )
+    started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
+                                       max_cost_usd=max_cost_usd)
+    if isinstance(started, InputRequiredResult):
+        return started  # type: ignore[return-value]  # 2026-07-28: the client asks the user, then calls again
+    job, consent = started
+    view = job_view(manager, job)
+    return StartResult(**view.model_dump(), ignored_fields=config.ignored_fields, consent=consent,
+                       warnings=job.config.get("start_warnings") or [])
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
-    async def get_job(job_id: JobId) -> JobView:
-        """A job's state (queued|provisioning|running|succeeded|failed|cancelled), step/total, epoch, ETA,
-        latest metrics and, when it failed, the error with the last log lines.
-        Example: get_job("ft-3f9a0c1b2d4e") → {"state": "running", "step": 40, "total_steps": 60, ...}."""
-        manager = get_manager()
-        return job_view(manager, manager.get(job_id), with_result=True)
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
-    async def list_jobs(
-        state: Annotated[StateName | None, Field(description="Only jobs in this state.")] = None,
-        limit: Annotated[int, Field(description="At most this many, newest first.", ge=1, le=200)] = 20,
-    ) -> JobList:
-        """Jobs known to this server (also those started before a restart), newest first.
-        Example: list_jobs(state="running") → {"jobs": [...], "count": 1}."""
-        manager = get_manager()
-        jobs = [job_view(manager, j) for j in manager.list(state, limit)]
-        return JobList(jobs=jobs, count=len(jobs))
+@tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def get_job(job_id: JobId, manager: JobManager = Depends(get_manager)) -> JobView:
+    """A job's state (queued|provisioning|running|succeeded|failed|cancelled), step/total, epoch, ETA,
+    latest metrics and, when it failed, the error with the last log lines.
+    Example: get_job("ft-3f9a0c1b2d4e") → {"state": "running", "step": 40, "total_steps": 60, ...}."""
+    return job_view(manager, manager.get(job_id), with_result=True)
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True))
-    async def cancel_job(job_id: JobId) -> JobView:
-        """Stop a queued or running job: the worker gets SIGTERM, then SIGKILL after a grace period
-        (a RunPod pod is terminated). The partial run (checkpoints, TensorBoard, events) is kept.
-        Example: cancel_job("ft-3f9a0c1b2d4e") → {"state": "cancelled", ...}."""
-        manager = get_manager()
-        return job_view(manager, await manager.cancel(job_id))
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
-    async def wait_for_job(
-        job_id: JobId,
-        ctx: Context,
-        timeout_s: Annotated[float, Field(description="Return after this many seconds even if the job "
-                                          "is still running.", ge=1, le=600)] = 60,
-    ) -> JobView:
-        """Wait until the job ends or `timeout_s` passes, sending progress notifications (step/total,
-        loss) meanwhile; returns the job as get_job does. Call it again to keep following a long job.
-        Example: wait_for_job("ft-3f9a0c1b2d4e", timeout_s=120) → {"state": "succeeded", ...}."""
-        manager = get_manager(ctx)
+@tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def list_jobs(
+    state: Annotated[StateName | None, Field(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Field(description="At most this many, newest first.", ge=1, le=200)] = 20,
+    manager: JobManager = Depends(get_manager),
+) -> JobList:
+    """Jobs known to this server (also those started before a restart), newest first.
+    Example: list_jobs(state="running") → {"jobs": [...], "count": 1}."""
+    jobs = [job_view(manager, j) for j in manager.list(state, limit)]
+    return JobList(jobs=jobs, count=len(jobs))
 
-        async def report(job: Job) -> None:
-            loss = job.metrics.get("train/loss")
-            text = f"{job.state} step {job.step}/{job.total_steps or '?'}"
-            if isinstance(loss, float):
-                text += f", loss {loss:.4f}"
-            await ctx.report_progress(job.step, job.total_steps or None, text)
 
-        return job_view(manager, await manager.wait(job_id, timeout_s, on_progress=report), with_result=True)
+@tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True))
+async def cancel_job(job_id: JobId, manager: JobManager = Depends(get_manager)) -> JobView:
+    """Stop a queued or running job: the worker gets SIGTERM, then SIGKILL after a grace period
+    (a RunPod pod is terminated). The partial run (checkpoints, TensorBoard, events) is kept.
+    Example: cancel_job("ft-3f9a0c1b2d4e") → {"state": "cancelled", ...}."""
+    return job_view(manager, await manager.cancel(job_id))
+
+
+@tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def wait_for_job(
+    job_id: JobId,
+    ctx: Context,
+    timeout_s: Annotated[float, Field(description="Return after this many seconds even if the job "
+                                      "is still running.", ge=1, le=600)] = 60,
+    manager: JobManager = Depends(get_manager),
+) -> JobView:
+    """Wait until the job ends or `timeout_s` passes, sending progress notifications (step/total,
+    loss) meanwhile; returns the job as get_job does. Call it again to keep following a long job.
+    Example: wait_for_job("ft-3f9a0c1b2d4e", timeout_s=120) → {"state": "succeeded", ...}."""
+
+    async def report(job: Job) -> None:
+        loss = job.metrics.get("train/loss")
+        text = f"{job.state} step {job.step}/{job.total_steps or '?'}"
+        if isinstance(loss, float):
+            text += f", loss {loss:.4f}"
+        await ctx.report_progress(job.step, job.total_steps or None, text)
+
+    return job_view(manager, await manager.wait(job_id, timeout_s, on_progress=report), with_result=True)
+
+
+TOOLS = (start_finetune, get_job, list_jobs, cancel_job, wait_for_job)

@@ -34,6 +34,7 @@ class TrainerParts:
     trainer_class: type
     config_kwargs: dict[str, Any] = field(default_factory=dict)  # method fields of config_class (override the base)
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. data_collator, the trainer's own options
+    hparams: dict[str, Any] = field(default_factory=dict)  # the method's settings for TensorBoard's hparams view
 
 
 def base_arguments(training: TrainingRun, *, evaluate: bool) -> dict[str, Any]:
@@ -74,7 +75,8 @@ def base_arguments(training: TrainingRun, *, evaluate: bool) -> dict[str, Any]:
         # transformers' integrations, called on the same logs
         **tracker_arguments(config, run),
         disable_tqdm=True,
-        gradient_checkpointing=config.gradient_checkpointing and loaded.backend == "hf" and cuda,
+        # resolved by the step plan (`train.step_plan`) before the model was loaded: True or False here
+        gradient_checkpointing=config.gradient_checkpointing is True and loaded.backend == "hf" and cuda,
         dataloader_num_workers=0,
         remove_unused_columns=True,
     )
@@ -84,7 +86,7 @@ def hparams(training: TrainingRun) -> dict[str, Any]:
     """The run's hyperparameters as TensorBoard's hparams view shows them."""
     config = training.config
     return {
-        "model": config.model, "entropy_weighting": config.enable_entropy_weighting,
+        "model": config.model, "method": config.method, "entropy_weighting": config.enable_entropy_weighting,
         "entropy_fn": config.entropy.function if config.enable_entropy_weighting else "off",
         "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "learning_rate": config.learning_rate,
         "batch_size": config.per_device_train_batch_size, "grad_accum": config.gradient_accumulation_steps,
@@ -110,9 +112,10 @@ def build_trainer(training: TrainingRun, train_ds: Any, eval_ds: Any | None, par
         **parts.trainer_kwargs,
     )
     trainer.remove_callback(PrinterCallback)  # logs go to events.jsonl and train.log, not stdout
-    tb = TensorBoardCallback(run, trainer, hparams(training))
+    logged = training.config.training_method.logged_metrics  # the method's own TRL log keys
+    tb = TensorBoardCallback(run, trainer, {**hparams(training), **parts.hparams}, logged=logged)
     trainer.add_callback(tb)
-    trainer.add_callback(EventsCallback(run, trainer, loaded.tokenizer))
+    trainer.add_callback(EventsCallback(run, trainer, loaded.tokenizer, logged=logged))
     perf = PerfCallback()
     trainer.add_callback(perf)
     return BuiltTrainer(trainer, tb, perf)

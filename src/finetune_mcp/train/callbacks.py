@@ -46,8 +46,15 @@ def entropy_tracker(trainer: Any, mode: str = "train") -> Any | None:
     return trackers.get(mode) if trackers else None
 
 
-def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
+def _logged_key(key: str, logged: tuple[str, ...]) -> bool:
+    return any(key == k or (k.endswith("/") and key.startswith(k)) for k in logged)
+
+
+def tagged_metrics(logs: dict[str, Any], logged: tuple[str, ...] = ()) -> dict[str, float]:
     """Map a Trainer log dict onto our metric names, dropping anything non-numeric or unknown.
+
+    `logged`: the method's own log keys as its TRL trainer names them (the descriptor's
+    `logged_metrics`; a key ending in "/" is a prefix), kept as train/<key> and eval/<key>.
 
     Only training-step logs (with `loss`) and evaluations (with `eval_loss`) count; the Trainer's
     end-of-training summary (train_runtime, ...) is not a step.
@@ -60,22 +67,29 @@ def tagged_metrics(logs: dict[str, Any]) -> dict[str, float]:
         value = logs.get(key)
         if isinstance(value, int | float) and math.isfinite(value):
             out[tag] = float(value)
+    prefix = "eval_" if "eval_loss" in logs else ""
+    for key, value in logs.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name and _logged_key(name, logged) and isinstance(value, int | float) and math.isfinite(value):
+            out.setdefault(f"{'eval' if prefix else 'train'}/{name}", float(value))
     return out
 
 
 class TensorBoardCallback(TrainerCallback):
-    def __init__(self, run: RunDirectory, trainer_ref: Any, hparams: dict[str, Any]) -> None:
+    def __init__(self, run: RunDirectory, trainer_ref: Any, hparams: dict[str, Any],
+                 logged: tuple[str, ...] = ()) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(run.tensorboard))
         self.trainer = trainer_ref
         self.hparams = hparams
+        self.logged = logged
         self.final: dict[str, float] = {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        metrics = tagged_metrics(logs)
+        metrics = tagged_metrics(logs, self.logged)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, state.global_step)
         self.final.update(metrics)
@@ -99,8 +113,10 @@ class TensorBoardCallback(TrainerCallback):
 class EventsCallback(TrainerCallback):
     """Progress for the job manager (events.jsonl) and per-epoch entropy files for the card."""
 
-    def __init__(self, run: RunDirectory, trainer_ref: Any, tokenizer: Any, clock=time.monotonic) -> None:
+    def __init__(self, run: RunDirectory, trainer_ref: Any, tokenizer: Any, clock=time.monotonic,
+                 logged: tuple[str, ...] = ()) -> None:
         self.run = run
+        self.logged = logged
         self.trainer = trainer_ref
         self.tokenizer = tokenizer
         self.clock = clock
@@ -116,7 +132,7 @@ class EventsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        metrics = tagged_metrics(logs)
+        metrics = tagged_metrics(logs, self.logged)
         if not metrics:  # e.g. the final train_runtime summary
             return
         kind = "eval" if "eval_loss" in logs else "progress"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from finetune_mcp.data.loader import LoadedData
     from finetune_mcp.train.callbacks import PerfCallback, TensorBoardCallback
     from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.train.step_plan import StepPlan
 
 log = logging.getLogger("finetune_mcp.run")
 
@@ -37,6 +38,7 @@ class TrainingRun:
     loaded: LoadedModel
     data: LoadedData
     started: float
+    plan: StepPlan | None = None  # how the step runs (`train.step_plan`); None: the model's own forward
 
 
 @dataclass
@@ -93,6 +95,7 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
         **task_result,
         "train_runtime_s": round(time.time() - training.started, 2),
         "perf": perf.summary(),
+        "step_plan": training.plan.describe() if training.plan else None,
         "global_step": train_output.global_step,
         "backend": loaded.backend,
         "device": loaded.device,

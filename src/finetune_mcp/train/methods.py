@@ -10,6 +10,9 @@ Hooks (each method module defines all of them):
         -> (values, tagged_metrics, extra)                  metrics, their event/TensorBoard tags, extra result entries
     score_heldout(model, tokenizer, rows, spec)             an experiment run's held-out metrics
         -> (metrics, extra)                                 (named as the descriptor's `heldout_metrics`)
+Optional:
+    check_start(config) -> list[str]                        the method's own start check in the server
+                                                            (no torch): a FinetuneError, or warnings
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 from finetune_mcp.config.methods import TrainingMethod, get_method
 
@@ -32,3 +36,10 @@ def implementation(method: str | TrainingMethod) -> ModuleType:
     if missing:
         raise TypeError(f"{descriptor.implementation} (method {descriptor.name!r}) lacks the hooks {missing}")
     return module
+
+
+def check_method_start(config: Any) -> list[str]:
+    """The method's own start check (its optional `check_start` hook), run by the server after the
+    model and data checks: a FinetuneError that says what to fix, or the warnings to return."""
+    check = getattr(implementation(config.training_method), "check_start", None)
+    return list(check(config)) if check is not None else []

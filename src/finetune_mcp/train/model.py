@@ -102,7 +102,7 @@ def _load_unsloth(config: EnhancedTrainingConfig) -> LoadedModel:
         lora_dropout=config.lora_dropout,
         target_modules=config.target_modules,
         bias="none",
-        use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
+        use_gradient_checkpointing="unsloth" if config.gradient_checkpointing is True else False,
         random_state=config.seed,
         use_rslora=config.use_rslora,
     )
@@ -134,7 +134,7 @@ def _load_hf(config: EnhancedTrainingConfig) -> LoadedModel:
     if config.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing is True)
     missing = [m for m in config.target_modules if not any(n.endswith(m) for n, _ in model.named_modules())]
     if missing:
         raise ModelError(

@@ -25,12 +25,20 @@ Spec = TypeVar("Spec", bound=DataConfig)
 def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     """The `train` kind's start check: `config` with local model/dataset paths made absolute, or
     the FinetuneError that says what to fix (ModelError, DatasetError). `settings` is for checks
-    that need secrets (HF_TOKEN reaches the Hub client through the environment)."""
+    that need secrets (HF_TOKEN reaches the Hub client through the environment). The method's own
+    start check (`train.methods.check_method_start`: GRPO calls its rewards) runs last, on checked
+    data; its warnings are kept in `start_warnings`, which the start tools return."""
+    from finetune_mcp.train.methods import check_method_start
+
     check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
+    for function, what, builtins in getattr(config.method_settings, "user_functions", list)():
+        check_user_function(function, what, builtins)
     check_trackers(config)
     if config.resume_from_checkpoint:
         config = config.model_copy(update={"resume_from_checkpoint": check_checkpoint(config.resume_from_checkpoint)})
-    return check_model_and_data(config)
+    config = check_model_and_data(config)
+    warnings = check_method_start(config)
+    return config.model_copy(update={"start_warnings": warnings}) if warnings else config
 
 
 # What transformers' Trainer saves in each checkpoint-N folder: its state, and the weights (a PEFT
@@ -112,7 +120,7 @@ def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) 
 def check_model_and_data(spec: Spec) -> Spec:
     """Any spec composed of `ModelFields` and `DataConfig` (training, evaluation, ...): paths made
     absolute, the model's config.json readable, every row of the dataset valid."""
-    from finetune_mcp.data.loader import validate_dataset
+    from finetune_mcp.data.loader import check_dataset
     from finetune_mcp.jobs.vram import load_model_info
 
     updates: dict[str, str] = {}
@@ -122,5 +130,6 @@ def check_model_and_data(spec: Spec) -> Spec:
             updates[name] = str(path.resolve())
     spec = spec.model_copy(update=updates)
     load_model_info(spec.model)
-    validate_dataset(spec.data)
-    return spec
+    _, identities = check_dataset(spec.data)
+    # the worker reads exactly the files checked here, or refuses (`data.loader.read_checked`)
+    return spec.model_copy(update={"dataset_files": identities or None})

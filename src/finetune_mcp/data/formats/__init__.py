@@ -7,7 +7,8 @@ rows before chat rows (they may carry an 'instruction'), ArangoDB exports before
 prompt/completion after alpaca. Every row becomes {"messages"}, {"prompt", "completion"}, {"text"}
 or a ranking query group, plus its `metadata` object and `weight` where it has them.
 
-Adding a format (preference pairs, prompt-only rows, ...): a module here with its `FORMAT`, one
+Preference pairs and KTO rows (`preference.py`) and GRPO's prompt-only rows (`prompt_only.py`) are
+registered like the rest. Adding a format: a module here with its `FORMAT`, one
 entry in `REGISTRY`, its name in `config.data.DatasetFormat` and in the `formats` of the method
 that trains on it (`config.methods`). `data/` never sees a method: the loader receives the formats
 the method accepts (`check_accepted`). Standard library only: the server imports this at start.
@@ -19,8 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from finetune_mcp.config.methods import method_for_format
-from finetune_mcp.data.formats import alpaca, arangodb, chat, prompt_completion, ranking, sharegpt, text
-from finetune_mcp.data.formats.base import Checker, RowFormat, as_object, example_weight, kind, passes_filters
+from finetune_mcp.data.formats import (
+    alpaca,
+    arangodb,
+    chat,
+    preference,
+    prompt_completion,
+    prompt_only,
+    ranking,
+    sharegpt,
+    text,
+)
+from finetune_mcp.data.formats.base import (
+    Checker,
+    RowFormat,
+    as_object,
+    example_weight,
+    kind,
+    passes_filters,
+    short_keys,
+)
 from finetune_mcp.errors import DatasetError
 
 REGISTRY: tuple[RowFormat, ...] = (
@@ -29,21 +48,26 @@ REGISTRY: tuple[RowFormat, ...] = (
     chat.FORMAT,
     sharegpt.FORMAT,
     alpaca.FORMAT,
+    *preference.FORMATS,  # before prompt/completion: {"prompt", "completion", "label"} is a KTO row
     prompt_completion.FORMAT,
+    prompt_only.FORMAT,
     text.FORMAT,
 )
 FORMATS: dict[str, RowFormat] = {fmt.name: fmt for fmt in REGISTRY}
 NESTED_FIELDS = frozenset().union(*(fmt.nested_fields for fmt in REGISTRY))  # JSON text in CSV / Parquet cells
 
 
-def detect_format(row: Any, *, path: Path | str, line: int) -> str:
-    """The format a row's keys announce; an error listing every format's needs when none matches."""
+def detect_format(row: Any, *, path: Path | str, line: int, accepted: tuple[str, ...] = ()) -> str:
+    """The format a row's keys announce; an error listing every format's needs when none matches.
+    The formats the method takes (`accepted`) are asked first, in registry order, then the rest: a
+    {"prompt"} row is prompt-only for GRPO, a prompt/completion row missing its completion for SFT,
+    and {"prompt", "completion", "label"} a KTO row for KTO only."""
     row = as_object(row, path=path, line=line)
-    for fmt in REGISTRY:
+    for fmt in sorted(REGISTRY, key=lambda f: f.name not in accepted):
         if fmt.matches(row):
             return fmt.name
     raise DatasetError(
-        f"cannot tell the format from the keys {sorted(row)}; expected one of: "
+        f"cannot tell the format from the keys {short_keys(sorted(row))}; expected one of: "
         + "; ".join(fmt.expected for fmt in REGISTRY) + ". Rename the fields or set dataset_format",
         path=path,
         line=line,
@@ -93,4 +117,4 @@ def check_accepted(accepted: tuple[str, ...], examples: list[dict[str, Any]], fo
 
 
 __all__ = ["FORMATS", "NESTED_FIELDS", "REGISTRY", "RowFormat", "check_accepted", "detect_format", "normalize_row",
-           "passes_filters"]
+           "passes_filters", "short_keys"]

@@ -158,3 +158,12 @@ class Checker:
         if need_assistant and not any(t["role"] == "assistant" for t in out):
             self.fail(f"field {key!r} has no assistant turn, so there is nothing to learn")
         return out
+
+
+def short_keys(keys: Any, *, each: int = 24, most: int = 8) -> str:
+    """Keys (or CSV header cells) for a message, each cut to a short prefix and at most `most` of them:
+    a file that is not a dataset at all (a secret read through a link, a CSV whose header is a
+    password line) must not come back whole inside an error."""
+    names = [str(k) for k in keys]
+    shown = [n if len(n) <= each else n[:each] + "…" for n in names[:most]]
+    return "[" + ", ".join(repr(n) for n in shown) + (f", … {len(names) - most} more" if len(names) > most else "") + "]"

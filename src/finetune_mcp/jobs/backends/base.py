@@ -1,4 +1,5 @@
-"""What the job manager needs from a place that runs workers: the `Backend` protocol.
+"""What the job manager needs from a place that runs workers: the `Backend` protocol — the launcher
+seam. The manager calls nothing else on an engine; `jobs.backends.BACKENDS` names the engines.
 
 A backend runs one `finetune-mcp worker run <run_dir>/spec.json` per job somewhere (a local process
 group, a RunPod pod) and keeps the job's LOCAL run directory current, because the manager and every
@@ -62,9 +63,10 @@ class Backend(Protocol):
     queued → provisioning before calling `launch` and provisioning → running when it returns, so the
     agent sees `provisioning` meanwhile. False: queued → running, then `launch`."""
 
-    # Optional: `stop_on_shutdown = True` makes the manager stop this backend's workers (and settle
-    # their jobs as failed, saying why) when the supervising server exits, instead of leaving them
-    # for the next server; for backends that bill while nobody watches (RunPod). Default: False.
+    stop_on_shutdown: bool
+    """True makes the manager stop this backend's workers (and settle their jobs as failed, saying
+    why) when the supervising server exits, instead of leaving them for the next server; for
+    backends that bill while nobody watches (RunPod). False for local process groups."""
 
     async def launch(self, job: Job, spec_path: Path, *, env: Mapping[str, str], save_handle: SaveHandle) -> Handle:
         """Start the worker for `job` on `spec_path` (= <run_dir>/spec.json, already written) and

@@ -53,6 +53,7 @@ class LocalBackend:
 
     name = "local"
     provisions = False
+    stop_on_shutdown = False  # detached process groups: the next server re-attaches them
 
     def __init__(self, settings: Settings | None = None, *, command: Sequence[str] | None = None) -> None:
         self.command = list(command) if command is not None else worker_command()

@@ -28,6 +28,7 @@ from finetune_mcp.train.entropy import EntropyTracker
 
 IGNORE_INDEX = -100
 TOKEN_WEIGHTS = "token_weights"
+RIGHT_PADDED = "right_padded"  # set by `RightPaddingCheck` on the host: may the decoder run causal-only?
 
 
 def weight_spec(entropy: EntropyConfig) -> WeightSpec:
@@ -38,6 +39,7 @@ def weight_spec(entropy: EntropyConfig) -> WeightSpec:
         max_weight=entropy.max_weight,
         relu_threshold=entropy.relu_threshold,
         quantile=entropy.quantile,
+        global_quantile=entropy.global_quantile,
     )
 
 
@@ -108,6 +110,21 @@ class ExampleWeightCollator:
         return batch
 
 
+class RightPaddingCheck:
+    """Wraps the trainer's collator to mark, on the host, whether the batch is right-padded (no GPU sync):
+    only then may `train.decoder_graphs` run attention causal-only."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        from finetune_mcp.train.decoder_graphs import is_right_padded
+
+        batch = self.inner(examples)
+        batch[RIGHT_PADDED] = "position_ids" not in batch and is_right_padded(batch.get("attention_mask"))
+        return batch
+
+
 class EnhancedUnslothTrainer(SFTTrainer):
     """SFTTrainer with opt-in entropy weighting: loss = Σ w·CE / num_items_in_batch, w = f(H) detached."""
 
@@ -118,9 +135,14 @@ class EnhancedUnslothTrainer(SFTTrainer):
         entropy_config: EntropyConfig | None = None,
         entropy_sample_tokens: int = 20000,
         loss_implementation: str = "auto",
+        decoder: str = "model",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.decoder = decoder  # "model" | "graphs" (`train.step_plan`)
+        self._graphed = None  # the GraphedDecoder, built at the first training step
+        if decoder == "graphs":
+            self.data_collator = RightPaddingCheck(self.data_collator)
         # Our loss divides by num_items_in_batch itself, so the Trainer must pass it and not also
         # divide by the accumulation steps (it decides that from the model's forward signature).
         self.model_accepts_loss_kwargs = True
@@ -142,13 +164,18 @@ class EnhancedUnslothTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Why not super(): TRL's loss needs full logits (or Triton on CPU); ours reads hidden states.
+        right_padded = inputs.pop(RIGHT_PADDED, False)
         if self.loss_implementation == "native":  # the library's own loss: a benchmark baseline only
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
         position_ids = inputs.get("position_ids")
         causal_lm = unwrap_causal_lm(model)
-        decoder_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-        hidden = last_hidden_states(model, causal_lm, decoder_inputs)  # [B, T, d]
+        graphed = self._graphed_decoder(causal_lm) if right_padded and model.training and torch.is_grad_enabled() else None
+        if graphed is not None:
+            hidden = graphed(inputs["input_ids"])  # [B, T, d], replayed from CUDA graphs
+        else:
+            decoder_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+            hidden = last_hidden_states(model, causal_lm, decoder_inputs)  # [B, T, d]
         targets = shift_labels(labels, position_ids).reshape(-1)  # [B·(T-1)]
         valid = targets != IGNORE_INDEX
         hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid]  # [n, d]: trainable tokens only
@@ -179,6 +206,23 @@ class EnhancedUnslothTrainer(SFTTrainer):
                                           log_prob=-out.ce)
         self.entropy_trackers[mode].update(out.entropy, out.ce, out.weights, targets, weighted_by=weighted_by)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _graphed_decoder(self, causal_lm: Any) -> Any:
+        """The CUDA-graph decoder when the plan chose it and the model allows it (else None, said once)."""
+        if self.decoder != "graphs":
+            return None
+        if self._graphed is None:
+            from finetune_mcp.train.decoder_graphs import GraphedDecoder, unsupported_reason
+
+            reason = unsupported_reason(causal_lm)
+            if reason:
+                import logging
+
+                logging.getLogger("finetune_mcp.run").info("step plan: decoder runs eagerly: %s", reason)
+                self.decoder = "model"
+                return None
+            self._graphed = GraphedDecoder.for_model(causal_lm)
+        return self._graphed
 
     @property
     def _reduce_sum(self):

@@ -22,16 +22,21 @@ def sft_parts(training: TrainingRun, *, trainer_class: type | None = None, confi
 
     from finetune_mcp.train.sft.trainer import EnhancedUnslothTrainer
 
-    config = training.config
+    config, plan = training.config, training.plan
+    # the step plan's decoder applies to this trainer's own loss path; a subclass (the reranker)
+    # computes its own forward, and its collator builds its own batches
+    own = trainer_class is None and plan is not None
     return TrainerParts(
         config_class=SFTConfig,
         trainer_class=trainer_class or EnhancedUnslothTrainer,
-        config_kwargs={"max_length": config.max_seq_length, **(config_kwargs or {})},
+        config_kwargs={"max_length": config.max_seq_length, **(plan.sft_arguments() if own else {}),
+                       **(config_kwargs or {})},
         trainer_kwargs={
             "entropy_weighting": config.enable_entropy_weighting,
             "entropy_config": config.entropy,
             "entropy_sample_tokens": config.entropy_sample_tokens,
             "loss_implementation": os.environ.get("FINETUNE_MCP_LOSS_IMPL", "auto"),
+            "decoder": plan.decoder if own else "model",
             **trainer_kwargs,
         },
     )

@@ -97,6 +97,7 @@ class PodQuote:
     cloud_type: str
     max_runtime_s: float
     default_cap_usd: float | None  # FINETUNE_MCP_RUNPOD_MAX_COST_USD
+    nodes: int = 1  # > 1: an Instant Cluster of this many pods (price_per_hr covers them all)
 
     @property
     def worst_case_usd(self) -> float:
@@ -164,6 +165,19 @@ class RunPodBackend:
         return hmac.new(self._key().encode(), f"finetune-mcp-worker:{job_id}:{nonce}".encode(),
                         hashlib.sha256).hexdigest()
 
+    def pod_env(self, job_id: str, nonce: str) -> dict[str, str]:
+        """The environment of a pod that serves this job's worker (no secret but the per-job token)."""
+        env = {
+            "FINETUNE_MCP_WORKER_TOKEN": self.worker_token(job_id, nonce),
+            "FINETUNE_MCP_WORKER_PORT": str(self.rp.port),
+            "FINETUNE_MCP_WORKER_IDLE_TIMEOUT_S": f"{self.rp.idle_timeout_s:g}",
+            "FINETUNE_MCP_BOOTSTRAP": f"{self.rp.install_command} && exec finetune-mcp worker serve",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if allowed := allowed_modules():  # the pod's worker asks the same question the server's start checks did
+            env[USER_FUNCTIONS_ENV] = ",".join(allowed)
+        return env
+
     def _worker(self, handle: Handle) -> WorkerClient:
         return WorkerClient(self.rp.worker_url(handle["pod_id"]), self.worker_token(handle["job_id"], handle["nonce"]),
                             Path(handle["run_dir"]))
@@ -204,15 +218,7 @@ class RunPodBackend:
             "max_cost_usd": None if cap is None else float(cap),
         }
         await save_handle(dict(handle))  # from here on, a restart finds the pod by its name
-        pod_env = {
-            "FINETUNE_MCP_WORKER_TOKEN": self.worker_token(job.id, nonce),
-            "FINETUNE_MCP_WORKER_PORT": str(self.rp.port),
-            "FINETUNE_MCP_WORKER_IDLE_TIMEOUT_S": f"{self.rp.idle_timeout_s:g}",
-            "FINETUNE_MCP_BOOTSTRAP": f"{self.rp.install_command} && exec finetune-mcp worker serve",
-            "PYTHONUNBUFFERED": "1",
-        }
-        if allowed := allowed_modules():  # the pod's worker asks the same question the server's start checks did
-            pod_env[USER_FUNCTIONS_ENV] = ",".join(allowed)
+        pod_env = self.pod_env(job.id, nonce)
         try:
             with anyio.CancelScope(shield=True):  # a pod id must never be lost between create and save
                 handle["created_at"] = self.clock()
@@ -227,7 +233,8 @@ class RunPodBackend:
             await self._wait_ready(api, handle, worker)
             for local, remote in files:
                 await worker.upload(local, remote)
-            await worker.start(job.id, spec, fields, env.get("HF_TOKEN"),
+            # the start check's file identities name this machine's files; the pod reads its uploaded copies
+            await worker.start(job.id, {**spec, "dataset_files": None}, fields, env.get("HF_TOKEN"),
                                {k: v for k, v in env.items() if k in TRACKING_VARIABLES})
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.rp.api_timeout_s * 4 + 30):

@@ -7,7 +7,8 @@ shift them), and the final artifacts arrive as a tar extracted into the run dir.
 
 The pod is not trusted with the local run directory: the tar is checked whole before anything is
 written (`check_members`: every name normalised, then refused if absolute, leaving the folder, a
-link, a device, or one of the files only this side writes: spec.json, events.jsonl, .runpod.json),
+link, a device, or one of the files only this side writes: spec.json, events.jsonl, .runpod.json,
+export/),
 extracted into a staging folder, and only then moved into place, entry by entry. A refused archive
 changes nothing and fails the job with the reason (`ArtifactsRefused`).
 """
@@ -34,7 +35,9 @@ UPLOAD_CHUNK = 16 * 1024 * 1024  # one request per 16 MiB: far inside the proxy'
 SKIP_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
 SIDECAR = ".runpod.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
-LOCAL_ONLY = frozenset({"spec.json", "events.jsonl", SIDECAR})  # written by this side; a pod never replaces them
+# Written by this side; a pod never replaces them. export/ holds the GGUF exports deploy_to_hf uploads
+# (export_model runs here, never on a pod): a pod's export/exports.json could name any local file.
+LOCAL_ONLY = frozenset({"spec.json", "events.jsonl", SIDECAR, "export"})
 STAGING_PREFIX = ".artifacts-staging-"
 
 

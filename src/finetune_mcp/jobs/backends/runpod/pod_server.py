@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from finetune_mcp.config.tracking import TRACKING_VARIABLES
 from finetune_mcp.errors import BackendError
-from finetune_mcp.jobs.multi_gpu import distributed_command
+from finetune_mcp.jobs.multi_gpu import cluster_command, distributed_command
 from finetune_mcp.jobs.worker_env import worker_environment
 
 log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
@@ -48,8 +48,8 @@ log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
 TOKEN_ENV = "FINETUNE_MCP_WORKER_TOKEN"
 MAX_WAIT_S = 25.0  # long-poll bound: well under the RunPod proxy's 100 s request timeout
 CHUNK = 1024 * 1024
-# events are synced by offset; spec stays local; checkpoints come by size (`_add_checkpoints`)
-ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json"}
+# events are synced by offset; spec and export/ stay local; checkpoints come by size (`_add_checkpoints`)
+ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json", "export"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
 _POD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -98,7 +98,11 @@ class WorkerJob:
             env = worker_environment(os.environ, extra)
             out = (self.run_dir / "train.log").open("ab")  # as the local backend does
             processes = _gpu_processes(spec.get("num_gpus", 1))
-            command = distributed_command([sys.executable, "-m", "finetune_mcp.cli", "worker", "run"], processes)
+            worker = [sys.executable, "-m", "finetune_mcp.cli", "worker", "run"]
+            if int(spec.get("num_nodes") or 1) > 1:  # a node of an Instant Cluster: torchrun across the nodes
+                command = cluster_command(worker, processes, os.environ)
+            else:
+                command = distributed_command(worker, processes)
             self.proc = subprocess.Popen(
                 [*command, str(spec_path)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.root,
@@ -140,6 +144,7 @@ class WorkerJob:
         with self.lock:
             return {
                 "state": self.state, "job_id": self.job_id, "returncode": self.returncode,
+                "node_rank": int(os.environ.get("NODE_RANK") or 0),  # which node of a cluster this pod is
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "gpus": [g.__dict__ for g in detect_local_gpus()],
             }

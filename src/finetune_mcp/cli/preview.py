@@ -1,29 +1,51 @@
-"""`finetune-mcp preview`: the dry run from the command line, and the child process of the MCP tool.
-
-People get a readable summary (or `--json`); the `preview_training` tool runs this command with
-`--spec-stdin --json` so that transformers (and torch, which it imports) stay out of the server.
-In that mode the answer is one JSON object on stdout: {"report": {...}} or {"error": "...",
-"kind": "DatasetError"} (exit code 2), so the tool can raise exactly the error text start_finetune
-would give.
-"""
+"""`finetune-mcp preview`: the dry run from the command line. People get a readable summary (or
+`--json`: one object, {"report": {...}} or {"error": "...", "kind": "DatasetError"} with exit code 2).
+`--serve` is the MCP tool's warm child (`preview.child.serve_previews`, beside the server's half);
+`--spec-stdin` reads the whole config as JSON from stdin. Flags generated from the config groups."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from finetune_mcp.cli.app import ConfigFile, app
+from finetune_mcp.cli.options import config_from, training_options
 from finetune_mcp.config import EnhancedTrainingConfig, build_config
+from finetune_mcp.config.knobs import TYPED_KNOBS
 from finetune_mcp.errors import ConfigError, FinetuneError
 from finetune_mcp.preview.report import duration
 
 out = Console()
 err = Console(stderr=True)
+
+
+@app.command()
+@training_options("model", "dataset", *TYPED_KNOBS)
+def preview(
+    config_file: ConfigFile = None,
+    target: Annotated[str, typer.Option(help="auto | local | runpod, as start_finetune.")] = "auto",
+    examples: Annotated[int, typer.Option(help="Examples to render.", min=0, max=20)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    spec_stdin: Annotated[bool, typer.Option("--spec-stdin", hidden=True,
+                                             help="Read the whole config as JSON from stdin.")] = False,
+    serve: Annotated[bool, typer.Option("--serve", hidden=True,
+                                        help="Answer JSON requests line by line on stdin (the MCP tool's child).")] = False,
+    **knobs: Any,
+) -> None:
+    """Dry run: the format, rows, rendered examples with the trained tokens marked, lengths, steps, memory,
+    placement, time and cost that `train` / start_finetune would have. Loads no weights, writes nothing."""
+    if serve:
+        from finetune_mcp.preview.child import serve_previews
+
+        return serve_previews()
+    run_preview(config_from_stdin if spec_stdin else lambda: config_from(config_file, knobs), target,
+                examples=examples, as_json=as_json)
 
 
 def run_preview(make_config: Callable[[], EnhancedTrainingConfig], target: str, *, examples: int,
@@ -44,30 +66,6 @@ def run_preview(make_config: Callable[[], EnhancedTrainingConfig], target: str, 
         typer.echo(json.dumps({"report": report.model_dump(mode="json")}))
     else:
         _print(report.model_dump(mode="json"), config)
-
-
-def serve_previews() -> None:
-    """The MCP tool's child (`preview --serve`): one JSON request per stdin line, one answer per stdout line.
-
-    Library output must not corrupt the answers, so the real stdout is kept for them alone and
-    file descriptor 1 points at stderr from here on; the loop ends when stdin closes.
-    """
-    import os
-
-    answers = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    from finetune_mcp.preview.dry_run import preview_training
-
-    for line in sys.stdin:
-        try:
-            request = json.loads(line)
-            config = build_config(request["config"])
-            report = preview_training(config, request["target"], examples=int(request["examples"]))
-            answer: dict[str, Any] = {"report": report.model_dump(mode="json")}
-        except FinetuneError as exc:
-            answer = {"error": str(exc), "kind": type(exc).__name__}
-        answers.write(json.dumps(answer) + "\n")
 
 
 def config_from_stdin() -> EnhancedTrainingConfig:

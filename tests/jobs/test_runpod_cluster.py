@@ -1,0 +1,133 @@
+"""Multi-node training on the stand-in's Instant Clusters through the real JobManager: two "nodes" (local
+processes with the rendezvous variables RunPod sets) run the real worker under torchrun, rendezvous over
+gloo on 127.0.0.1 and train one DDP run; the cluster is deleted on success, failure and cancel, and the
+cost is in the result. Placement refuses what cannot train multi-node, at start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from finetune_mcp import kinds
+from finetune_mcp.config import Settings, build_config
+from finetune_mcp.errors import BackendError
+from finetune_mcp.jobs.router import place_job
+from finetune_mcp.jobs.store import JobState
+from standins.runpod_api import RunPodStandIn
+
+from .runpod_support import runpod_env, training_spec
+from .test_runpod_jobs import supervising, until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from finetune_mcp.testing import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("cluster-data") / "train.jsonl", "messages", n=32)
+
+
+@pytest.fixture
+def rp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPodStandIn]:
+    with RunPodStandIn(tmp_path / "runpod") as standin:
+        for key, value in runpod_env(standin).items():
+            monkeypatch.setenv(key, value)
+        yield standin
+
+
+def two_nodes(model: Path, data: Path, **fields: object):
+    return build_config(training_spec(model, data, num_nodes=2, num_gpus=1, **fields))
+
+
+def assert_cluster_gone(rp) -> None:
+    assert rp.clusters, "the test meant to create a cluster"
+    assert not rp.live_clusters() and not rp.running_pods()
+    assert any(c["ok"] for c in rp.ops("clusterDelete"))  # later deletes of a deleted cluster: 404, fine
+
+
+async def test_two_nodes_train_in_sync_and_the_cluster_is_deleted(rp, tmp_path, tiny_model_dir, dataset) -> None:
+    async with supervising(tmp_path / "home", rp) as manager:
+        job = await kinds.start_job(manager, "train", two_nodes(tiny_model_dir, dataset, max_steps=4), "runpod",
+                                    roots=None)
+        assert job.backend == "runpod_cluster" and "2 nodes × 1 GPU" in job.placement["reason"]
+        job = await until(manager, job.id, lambda j: j.state.terminal, timeout=400)
+    assert job.state is JobState.SUCCEEDED, job.error
+    result = json.loads((Path(job.run_dir) / "result.json").read_text())
+    assert result["num_processes"] == 2 and result["ranks_in_sync"] is True  # the same adapter on both nodes
+    assert result["cost_usd"] > 0 and job.cost_usd and job.cost_usd > 0
+    assert (Path(job.run_dir) / "adapter" / "adapter_model.safetensors").is_file()
+    [create] = rp.ops("clusterCreate")
+    assert create["ok"] and len(rp.clusters[next(iter(rp.clusters))]["pods"]) == 2
+    progress = [json.loads(line)["step"] for line in (Path(job.run_dir) / "events.jsonl").read_text().splitlines()
+                if json.loads(line)["type"] == "progress"]
+    assert progress == sorted(set(progress)) and progress[-1] == 4  # written once, by global rank 0
+    assert_cluster_gone(rp)
+
+
+async def test_a_node_that_dies_fails_the_job_and_the_cluster_is_deleted(rp, tmp_path, tiny_model_dir,
+                                                                         dataset) -> None:
+    async with supervising(tmp_path / "home", rp) as manager:
+        job = await kinds.start_job(manager, "train", two_nodes(tiny_model_dir, dataset, max_steps=20_000), "runpod",
+                                    roots=None)
+        job = await until(manager, job.id, lambda j: j.step >= 1, timeout=300)
+        node_1 = job.handle["node_pods"][1]
+        rp.kill_worker(node_1)
+        job = await until(manager, job.id, lambda j: j.state.terminal, timeout=120)
+    assert job.state is JobState.FAILED and job.error
+    assert_cluster_gone(rp)
+
+
+async def test_cancel_deletes_the_cluster(rp, tmp_path, tiny_model_dir, dataset) -> None:
+    async with supervising(tmp_path / "home", rp) as manager:
+        job = await kinds.start_job(manager, "train", two_nodes(tiny_model_dir, dataset, max_steps=20_000), "runpod",
+                                    roots=None)
+        job = await until(manager, job.id, lambda j: j.step >= 2, timeout=300)
+        job = await manager.cancel(job.id)
+    assert job.state is JobState.CANCELLED and job.cost_usd and job.cost_usd > 0
+    assert_cluster_gone(rp)
+
+
+def test_placement_refuses_what_cannot_train_multi_node(tmp_path) -> None:
+    settings = Settings(home=tmp_path, runpod_api_key="rpa_x")
+    with pytest.raises(BackendError, match="target='runpod'"):
+        place_job(build_config({"model": "m", "dataset": "d", "num_nodes": 2}), "auto", settings)
+    with pytest.raises(BackendError, match="Unsloth documents no multi-node training"):
+        place_job(build_config({"model": "m", "dataset": "d", "num_nodes": 2, "backend": "unsloth"}), "runpod",
+                  settings)
+    with pytest.raises(BackendError, match="num_gpus as a number"):
+        place_job(build_config({"model": "m", "dataset": "d", "num_nodes": 2, "num_gpus": "auto"}), "runpod",
+                  settings)
+
+
+async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_path, tiny_model_dir,
+                                                                        dataset) -> None:
+    """parallel=2 on target='runpod': two stand-in pods, each training its share; the same per-run
+    metrics as the same experiment run serially here; both pods terminated; the cost in the result."""
+    from finetune_mcp.experiment.spec import build_experiment_spec
+    from finetune_mcp.jobs.placement import SHARES, Placement
+
+    fields = dict(training_spec(tiny_model_dir, dataset), kind="experiment", seeds=1, max_steps=2, max_examples=16,
+                  validation_split=0.25, max_new_tokens=4, save_steps=100_000, max_seq_length=64)
+    async with supervising(tmp_path / "home", rp) as manager:
+        serial = await kinds.start_job(manager, "experiment", build_experiment_spec(fields), "local", roots=None)
+        checked, placement = await kinds.plan_job(manager, "experiment", build_experiment_spec(
+            {**fields, "parallel": 2}), "runpod", roots=None)
+        agreed = [{**s, "placement": {**s["placement"], "details": {**s["placement"]["details"], "max_cost_usd": 5.0}}}
+                  for s in placement.details[SHARES]]
+        gather = await kinds.start_planned(manager, checked, "runpod", Placement(
+            placement.backend, placement.device, None, placement.reason, {**placement.details, SHARES: agreed}))
+        serial = await until(manager, serial.id, lambda j: j.state.terminal, timeout=400)
+        gather = await until(manager, gather.id, lambda j: j.state.terminal, timeout=600)
+    assert serial.state is JobState.SUCCEEDED and gather.state is JobState.SUCCEEDED, gather.error
+    tables = [json.loads((Path(j.run_dir) / "experiment" / "table.json").read_text()) for j in (serial, gather)]
+    metrics = [{r["name"]: r["metrics"] for r in t["runs"]} for t in tables]
+    assert metrics[0].keys() == metrics[1].keys() and len(metrics[0]) == 2
+    for name, values in metrics[0].items():
+        assert metrics[1][name] == pytest.approx(values, rel=1e-4, abs=1e-6), name
+    result = json.loads((Path(gather.run_dir) / "result.json").read_text())
+    assert result["parallel"]["workers"] == 2 and result["cost_usd"] > 0
+    assert len(rp.ops("podFindAndDeployOnDemand")) == 2 and not rp.running_pods()
