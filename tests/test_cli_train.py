@@ -66,11 +66,13 @@ def test_train_both_modes_loss_falls_tags_written_adapter_generates(tiny_model_d
     spec = json.loads(run.spec.read_text())
     assert spec["enable_entropy_weighting"] is (weighting == "--entropy-weight")
 
-    from finetune_mcp.train.inference import generate_replies, load_adapter
+    from finetune_mcp.evaluation.generate import generate
+    from finetune_mcp.evaluation.settings import GenerationSettings
+    from finetune_mcp.train.inference import load_adapter
 
     model, tokenizer = load_adapter(run.adapter)
-    replies = generate_replies(model, tokenizer, ["what color is the sky?"], max_new_tokens=4)
-    assert len(replies) == 1 and isinstance(replies[0], str)
+    [reply] = generate(model, tokenizer, ["what color is the sky?"], GenerationSettings(max_new_tokens=4))
+    assert reply.token_ids and isinstance(reply.text, str)
 
 
 @pytest.mark.slow

@@ -20,15 +20,17 @@ heavy imports live inside the worker bodies.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.config import AllowedRoots, EnhancedTrainingConfig, LocalPath, Settings
+from finetune_mcp.config.tracking import worker_variables
 from finetune_mcp.enhance.config import LOCAL_PREFIX, load_enhance_spec
 from finetune_mcp.enhance.start import check_enhance_start, place_enhance_job
 from finetune_mcp.enhance.workflow import run_enhancement
 from finetune_mcp.errors import JobError
+from finetune_mcp.evaluation.job import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
 from finetune_mcp.experiment.gather import run_experiment_job
 from finetune_mcp.experiment.parallel import queue_parallel
 from finetune_mcp.experiment.spec import load_experiment_spec
@@ -44,8 +46,7 @@ from finetune_mcp.sample.results import compact_view
 from finetune_mcp.sample.spec import load_sample_spec
 from finetune_mcp.sample.start import check_sample_start, place_sample_job
 from finetune_mcp.sample.workflow import run_sampling
-from finetune_mcp.train.evaluation import check_evaluation_start, load_evaluation_spec, place_evaluation, run_evaluation
-from finetune_mcp.train.preflight import check_start
+from finetune_mcp.train.preflight import check_start, resolve_checkpoint_ref
 from finetune_mcp.train.workflow import run_training
 
 if TYPE_CHECKING:
@@ -72,9 +73,32 @@ class JobKind:
     done_hint: Callable[[Job], str] | None = None
     before_worker: Callable[[], None] | None = None  # process set-up in the worker (DDP ranks)
     result_view: Callable[[Job], dict[str, Any] | None] | None = None  # get_job's `result` once succeeded
+    # other jobs the spec names (a checkpoint '<job_id>:<step>') made paths, before the roots check:
+    # (spec, run_dir_of) → spec, where run_dir_of(job_id) is the job store's run directory of that job
+    resolve: Callable[[Any, Callable[[str], Path]], Any] | None = None
     # Queues a placement that spreads over several jobs (a parallel experiment's shares) itself:
     # (manager, checked spec, target, placement) → the job that stands for them all. None: one job.
     queue: Callable[[JobManager, Any, str, Placement], Awaitable[Job]] | None = None
+
+
+def _tracked(place: Callable[[Any, str, Settings], Placement]) -> Callable[[Any, str, Settings], Placement]:
+    """A training placement that also names the variables of the trackers the spec asks for (the W&B key,
+    MLflow's server and credentials): its worker receives them, and only a worker of such a job."""
+    def placed(spec: Any, target: str, settings: Settings) -> Placement:
+        placement = place(spec, target, settings)
+        names = worker_variables(spec)
+        if not names:
+            return placement
+
+        def named(one: Placement) -> Placement:
+            return replace(one, env=tuple(dict.fromkeys((*one.env, *names))))
+
+        if SHARES in placement.details:  # a parallel experiment: each share's worker trains runs too
+            shares = [{**share, "placement": named(Placement.from_json(share["placement"])).to_json()}
+                      for share in placement.details[SHARES]]
+            placement = replace(placement, details={**placement.details, SHARES: shares})
+        return named(placement)
+    return placed
 
 
 def _training_paths(spec: Any) -> list[LocalPath]:
@@ -95,7 +119,8 @@ def _enhance_paths(spec: Any) -> list[LocalPath]:
 
 def _evaluate_paths(spec: Any) -> list[LocalPath]:
     return [LocalPath("model", spec.model, hub_id_ok=True), LocalPath("adapter", spec.adapter),
-            LocalPath("dataset", spec.dataset, hub_id_ok=True), LocalPath("run_dir", spec.run_dir)]
+            LocalPath("dataset", spec.dataset, hub_id_ok=True), LocalPath("source_run_dir", spec.source_run_dir),
+            LocalPath("run_dir", spec.run_dir)]
 
 
 def _sample_paths(spec: Any) -> list[LocalPath]:
@@ -181,8 +206,9 @@ def _export_done(job: Job) -> str:
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("train", "training", "a LoRA adapter (adapter/), metrics, TensorBoard logs",
-            EnhancedTrainingConfig.from_file, check_start, place_job, run_training, _training_paths,
-            running_hint=_train_running, done_hint=_train_done, before_worker=bind_rank_to_launcher),
+            EnhancedTrainingConfig.from_file, check_start, _tracked(place_job), run_training, _training_paths,
+            running_hint=_train_running, done_hint=_train_done, before_worker=bind_rank_to_launcher,
+            resolve=resolve_checkpoint_ref),
     JobKind("enhance", "enhancement", "an enhanced dataset (enhance/enhanced.jsonl)",
             load_enhance_spec, check_enhance_start, place_enhance_job, run_enhancement, _enhance_paths,
             running_hint=_enhance_running, done_hint=_enhance_done),
@@ -196,8 +222,8 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
 
     JobKind("experiment", "experiment", "a table of held-out metrics over arms × seeds (experiment/table.json, "
             "report.md, plot.png) and one training run directory per arm and seed (runs/)",
-            load_experiment_spec, check_experiment_start, place_experiment, run_experiment_job, _training_paths,
-            running_hint=_experiment_running, done_hint=_experiment_done, queue=_queue_experiment),
+            load_experiment_spec, check_experiment_start, _tracked(place_experiment), run_experiment_job,
+            _training_paths, running_hint=_experiment_running, done_hint=_experiment_done, queue=_queue_experiment),
     JobKind("export", "export", "a verified GGUF + Ollama Modelfile in the source run's export/ (result.json)",
             load_export_spec, check_export_start, place_export_job, run_export, _export_paths,
             running_hint=_export_running, done_hint=_export_done, result_view=export_view),
@@ -225,6 +251,7 @@ async def plan_job(manager: JobManager, kind: str, spec: Any, target: str = "aut
     import anyio
 
     entry = get_kind(kind)
+    spec = _resolve(manager, entry, spec)
     if roots is not None:
         roots.check(entry.paths(spec))
     checked = await anyio.to_thread.run_sync(entry.preflight, spec, manager.settings)
@@ -237,6 +264,7 @@ async def start_job(manager: JobManager, kind: str, spec: Any, target: str = "au
     Every path the spec names must lie inside `roots` (the calling MCP client's) before anything is
     read or created; None only for the CLI, the user's own command."""
     entry = get_kind(kind)
+    spec = _resolve(manager, entry, spec)
     if roots is not None:
         roots.check(entry.paths(spec))
     if entry.queue is not None:  # it may spread over several jobs: plan once, then queue them all
@@ -253,6 +281,13 @@ async def start_planned(manager: JobManager, checked: Any, target: str, placemen
         return await entry.queue(manager, checked, target, placement)
     return await manager.start(checked, target, preflight=lambda spec, settings: spec,
                                placer=lambda spec, target, settings: placement)
+
+
+def _resolve(manager: JobManager, entry: JobKind, spec: Any) -> Any:
+    """The spec with the other jobs it names turned into their paths (a kind without such names: as it is)."""
+    if entry.resolve is None:
+        return spec
+    return entry.resolve(spec, lambda job_id: Path(manager.get(job_id).run_dir))
 
 
 def worker_main(spec_path: Path) -> int:

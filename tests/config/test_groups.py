@@ -30,7 +30,7 @@ def test_training_config_is_the_groups_and_the_granger_name():
 
 
 def test_evaluation_spec_has_no_training_fields():
-    from finetune_mcp.train.evaluation import EvaluationSpec
+    from finetune_mcp.evaluation.job import EvaluationSpec
 
     fields = set(EvaluationSpec.model_fields)
     assert {"model", "dataset", "validation_split", "seed", "rerank_instruction"} <= fields
@@ -38,7 +38,7 @@ def test_evaluation_spec_has_no_training_fields():
 
 
 def test_evaluation_errors_name_the_evaluation(tmp_path):
-    from finetune_mcp.train.evaluation import load_evaluation_spec
+    from finetune_mcp.evaluation.job import load_evaluation_spec
 
     spec = tmp_path / "spec.json"
     spec.write_text('{"kind": "evaluate", "model": "m", "dataset": "d", "lora_r": 8}')

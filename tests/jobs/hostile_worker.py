@@ -27,7 +27,7 @@ def hostile_install_command(bin_dir: Path) -> str:
     return f'export PATH="{bin_dir}:$PATH"'
 
 
-def _hostile_artifacts(handler) -> None:  # replaces WorkerHandler._artifacts
+def _hostile_artifacts(handler, checkpoint_bytes: int = 0) -> None:  # replaces WorkerHandler._artifacts
     run_dir = handler.server.job.run_dir
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:

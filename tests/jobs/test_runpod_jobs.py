@@ -246,3 +246,30 @@ async def test_a_restarted_server_finds_its_pod_and_finishes_the_job(rp, tmp_pat
     assert steps == sorted(steps) and len(steps) == len(set(steps)), "events were lost or repeated over the restart"
     assert events[-1]["type"] == "end" and events[-1]["status"] == "succeeded"
     assert_no_pod_left(rp, home)
+
+
+async def test_a_pod_brings_back_its_checkpoints_and_gets_its_trackers_key_privately(rp, tmp_path, tiny_model_dir,
+                                                                                     dataset, monkeypatch) -> None:
+    """W&B's key reaches the pod's worker in the start request (the worker records that it had it), never
+    the pod's environment (RunPod's API shows that); the offline W&B run and the checkpoints the run kept
+    come home with the artifacts, and the result says which checkpoints came back."""
+    key = "wandb_RUNPODTESTdoNotLeak0123456789abcdef"
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    async with supervising(tmp_path / "home", rp) as manager:
+        job = await start(manager, tiny_model_dir, dataset, max_steps=4, save_steps=2, save_total_limit=3,
+                          report_to=["wandb"])
+        job = await until(manager, job.id, lambda j: j.state.terminal, timeout=180)
+    assert job.state is JobState.SUCCEEDED, job.error
+    run = Path(job.run_dir)
+    trackers = json.loads((run / "tracking" / "trackers.json").read_text())
+    assert trackers["run_name"] == job.id and trackers["trackers"]["wandb"]["credentials"] == ["WANDB_API_KEY"]
+    assert list((run / "tracking" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    transfer = json.loads((run / "result.json").read_text())["checkpoints_from_pod"]
+    assert [c["step"] for c in transfer["brought_back"]] == [4, 2] and transfer["left_on_pod"] == []
+    assert transfer["limit_bytes"] == 2048 * 2**20 and "every checkpoint the pod kept came back" in transfer["note"]
+    [create] = rp.ops("podFindAndDeployOnDemand")
+    assert all(key not in e["value"] and "WANDB" not in e["key"] for e in create["args"]["input"]["env"])
+    assert files_containing(tmp_path / "home", key) == []
+    assert_no_pod_left(rp, tmp_path / "home")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from finetune_mcp.evaluation.settings import GenerationSettings
 from finetune_mcp.sample.gguf import entropy_from_logits, sampler
-from finetune_mcp.sample.spec import GenerationSettings
 
 
 def test_uniform_logits_have_log_v_entropy() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from finetune_mcp.config import build_config
 from finetune_mcp.data.loader import load_examples
+from finetune_mcp.evaluation.job import EvaluationSpec
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job, JobState
-from finetune_mcp.train.evaluation import EvaluationSpec
 
 TRAINED = "ft-00000005ee0d"
 

@@ -13,7 +13,7 @@ import pytest
 from finetune_mcp.config import build_config
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.testing import write_dataset
-from finetune_mcp.train.builder import CHECKPOINTS_KEPT, TrainerParts, base_arguments, build_trainer
+from finetune_mcp.train.builder import TrainerParts, base_arguments, build_trainer
 from finetune_mcp.train.loop import TrainingRun, fit_and_save
 
 
@@ -36,7 +36,7 @@ def test_base_arguments_build_every_trl_config(tiny_model_dir: Path, tmp_path: P
 
     training = _training(tiny_model_dir, tmp_path)
     base = base_arguments(training, evaluate=True)
-    assert base["save_total_limit"] == CHECKPOINTS_KEPT and base["report_to"] == "none"
+    assert base["save_total_limit"] == 2 and base["report_to"] == "none"
     assert base["output_dir"] == str(training.run.checkpoints) and base["eval_strategy"] == "epoch"
     assert base_arguments(training, evaluate=False)["eval_strategy"] == "no"
     for config_class in (TrainingArguments, SFTConfig):  # every field is a TrainingArguments field

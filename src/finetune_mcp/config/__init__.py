@@ -1,7 +1,8 @@
 """Configuration as composed pydantic models that validate at the door (no torch).
 
 Field groups, one module each: `data` (DataConfig, MetadataFilters), `lora` (LoraConfig),
-`optim` (OptimConfig), `entropy` (EntropyConfig, EntropyFields), `rerank` (RerankConfig);
+`optim` (OptimConfig), `entropy` (EntropyConfig, EntropyFields), `rerank` (RerankConfig), `tracking`
+(TrackingConfig: report_to, project, run name; the trackers' extras and variables);
 `training` composes them into `TrainingConfig` (alias `EnhancedTrainingConfig`, the GRANGER name)
 with the GRANGER field aliases; `settings` reads the process environment; `roots` the folders an
 MCP tool's paths must lie in (`AllowedRoots`); `validation` words pydantic's errors for the caller. Other kinds' specs (evaluation, enhancement, ...) compose the
@@ -15,6 +16,7 @@ from finetune_mcp.config.optim import OptimConfig
 from finetune_mcp.config.rerank import RerankConfig
 from finetune_mcp.config.roots import ROOTS_ENV, AllowedRoots, LocalPath
 from finetune_mcp.config.settings import Settings
+from finetune_mcp.config.tracking import TrackingConfig
 from finetune_mcp.config.training import (
     GRANGER_IGNORED_FIELDS,
     EnhancedTrainingConfig,
@@ -43,6 +45,7 @@ __all__ = [
     "RerankConfig",
     "RunFields",
     "Settings",
+    "TrackingConfig",
     "TrainingConfig",
     "build_config",
     "format_validation_error",

@@ -19,7 +19,7 @@ from finetune_mcp.config.training import TrainingConfig
 TYPED_KNOBS: tuple[str, ...] = (
     "enable_entropy_weighting", "entropy_weight_fn", "max_steps", "num_train_epochs", "max_examples",
     "max_seq_length", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "lora_r",
-    "load_in_4bit", "method", "num_gpus",
+    "load_in_4bit", "method", "num_gpus", "report_to", "project", "run_name",
 )
 
 # Input spellings that are no field of TrainingConfig itself: the flat name -> the field it fills.

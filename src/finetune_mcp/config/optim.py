@@ -32,7 +32,12 @@ class OptimConfig(BaseModel):
     logging_steps: int = Field(1, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: at the end of each epoch).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: at the end of each epoch).")
-    resume_from_checkpoint: str | bool | None = None
+    save_total_limit: int | None = Field(
+        2, ge=1, le=1000, description="Checkpoints kept in checkpoints/ (the oldest removed first); None keeps every "
+        "one. Each holds the adapter and the optimiser state.")
+    resume_from_checkpoint: str | bool | None = Field(
+        None, description="Continue from a checkpoint: '<job_id>:<step>' (or '<job_id>:latest', or the bare job id) "
+        "of an earlier job, or the path of a checkpoint folder.")
 
     @field_validator("optim")
     @classmethod

@@ -2,8 +2,8 @@
 
 `TrainingConfig` is flat on the wire — GRANGER YAML files, spec.json, `config_overrides` — and
 composed in code from the groups in this package: `DataConfig` (what `data.loader` reads),
-`LoraConfig` (what `train.model` builds), `OptimConfig` (what the trainer runs), `EntropyFields`
-and `RerankConfig`, plus the run's own fields (model, backend, GPUs, run_dir). A consumer that
+`LoraConfig` (what `train.model` builds), `OptimConfig` (what the trainer runs), `EntropyFields`,
+`RerankConfig` and `TrackingConfig` (report_to, project, run name), plus the run's own fields (model, backend, GPUs, run_dir). A consumer that
 needs one group takes that group (`load_examples(config.data)`); other job kinds compose only the
 groups they use (`EvaluationSpec` has data and model fields, no LoRA or optimiser).
 
@@ -31,6 +31,7 @@ from finetune_mcp.config.methods import MemoryExtras
 from finetune_mcp.config.optim import OptimConfig
 from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.config.rerank import RerankConfig
+from finetune_mcp.config.tracking import TrackingConfig
 from finetune_mcp.config.validation import format_validation_error
 from finetune_mcp.errors import ConfigError
 
@@ -40,10 +41,9 @@ GRANGER_IGNORED_FIELDS = frozenset(
         "dtype", "dataset_source", "bias", "loftq_config", "use_dora", "modules_to_save", "rank_pattern",
         "alpha_pattern", "per_device_eval_batch_size", "fp16", "bf16", "neftune_noise_alpha",
         "torch_compile", "gradient_checkpointing_kwargs", "dataloader_num_workers", "save_strategy",
-        "save_total_limit", "evaluation_strategy", "load_best_model_at_end", "metric_for_best_model",
+        "evaluation_strategy", "load_best_model_at_end", "metric_for_best_model",
         "greater_is_better", "eval_accumulation_steps", "include_inputs_for_metrics",
-        "early_stopping_patience", "early_stopping_threshold", "report_to", "run_name",
-        "tensorboard_log_dir", "log_gradient_norm", "log_weight_histogram", "log_learning_rate",
+        "early_stopping_patience", "early_stopping_threshold", "tensorboard_log_dir", "log_gradient_norm", "log_weight_histogram", "log_learning_rate",
         "logging_first_step", "logging_nan_inf_filter", "cpu_offload", "zero_stage",
         "activation_checkpointing", "optim_args", "dataset_num_proc", "group_by_length",
         "length_column_name", "adapter_name", "force_retrain", "compute_metrics",
@@ -108,10 +108,10 @@ class RunFields(BaseModel):
 
 
 # Bases are listed last-group-first: pydantic collects fields from the last base on, so spec.json
-# (and the card's hyperparameter table) reads model, data, LoRA, optimiser, run, entropy, rerank.
-class TrainingConfig(ModelSourceField, PreferenceRLFields, RerankConfig, EntropyFields, RunFields, OptimConfig, LoraConfig,
-                     DataConfig,
-                     ModelFields):
+# (and the card's hyperparameter table) reads model, data, LoRA, optimiser, run, entropy, rerank, method
+# settings (DPO / KTO / ORPO / GRPO), tracking, and the GGUF source.
+class TrainingConfig(ModelSourceField, TrackingConfig, PreferenceRLFields, RerankConfig, EntropyFields, RunFields,
+                     OptimConfig, LoraConfig, DataConfig, ModelFields):
     """One fine-tuning run. Every field has a default except `model` and `dataset`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)

@@ -63,9 +63,9 @@ def gather_shards(spec: ExperimentSpec, run: RunDirectory) -> dict[str, Any]:
     paths = experiment_paths(run)
     shares = [_Share(s) for s in spec.shards or []]
     where = {name: share for share in shares for name in share.runs}
-    records = {spec.run_name(arm, seed): RunRecord(name=spec.run_name(arm, seed), arm=arm.name, seed=seed,
-                                                   run_dir=str(where[spec.run_name(arm, seed)].run.runs
-                                                               / spec.run_name(arm, seed)))
+    records = {spec.run_label(arm, seed): RunRecord(name=spec.run_label(arm, seed), arm=arm.name, seed=seed,
+                                                    run_dir=str(where[spec.run_label(arm, seed)].run.runs
+                                                                / spec.run_label(arm, seed)))
                for seed, arm in spec.full_plan}
     steps = spec.max_steps if spec.max_steps > 0 else None
     total = len(records) * steps if steps else None

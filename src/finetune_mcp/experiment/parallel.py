@@ -40,7 +40,7 @@ def place_parallel(spec: ExperimentSpec, target: str, settings: Settings, *, cpu
     after another in one worker (parallel=1 on this machine, or only one worker free)."""
     from finetune_mcp.jobs.router import detect_local_gpus, place_job
 
-    names = [spec.run_name(arm, seed) for seed, arm in spec.plan]
+    names = [spec.run_label(arm, seed) for seed, arm in spec.plan]
     asked = len(names) if spec.parallel == "auto" else min(int(spec.parallel), len(names))
     config = spec.run_config(spec.arms[0], spec.seeds[0])
     if target == "runpod":

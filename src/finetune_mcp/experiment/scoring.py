@@ -7,9 +7,9 @@ training on the model still in memory (no reload), by the method's `score_heldou
   sft     eval_ce (mean unweighted CE per trained token), perplexity, token_accuracy (argmax =
           target on the trained tokens), entropy (mean predictive entropy, nats) — all from
           `train.sft.scoring.score_examples`; and, for a method that generates, when rows have a
-          checkable answer (conversations
-          whose last turn is the assistant's: that reply is the reference), exact_match and
-          normalized_match of greedy replies (`train.inference.generate_replies`) to the first
+          checkable answer (conversations whose last turn is the assistant's: that reply is the
+          reference), exact_match and
+          normalized_match of greedy replies (`evaluation.generate.generate`) to the first
           `generation_examples` of them, judged as `enhance_dataset`'s reference checker does
   rerank  MRR@10, NDCG@10, Recall@5, accuracy on the held-out query groups (P(yes) ranking)
 Runs in the worker (torch is imported inside the functions).
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.enhance.answer_check import ReferenceChecker
+from finetune_mcp.evaluation.suites import checkable
 from finetune_mcp.experiment.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -46,18 +47,6 @@ class Heldout:
         digest = hashlib.sha256(json.dumps(self.rows, sort_keys=True, default=str).encode()).hexdigest()
         return {"source": self.source, "rows": len(self.rows), "generated": len(self.questions),
                 "fingerprint": digest[:16]}
-
-
-def checkable(row: dict[str, Any]) -> tuple[list[dict[str, str]], str] | None:
-    """(the conversation before the answer, the reference answer) for a conversation that ends with a
-    non-empty assistant turn; None for other rows (plain text, prompt/completion, ranking)."""
-    messages = row.get("messages")
-    if not isinstance(messages, list) or len(messages) < 2:
-        return None
-    last = messages[-1]
-    if not isinstance(last, dict) or last.get("role") != "assistant" or not str(last.get("content") or "").strip():
-        return None
-    return [{"role": m["role"], "content": m["content"]} for m in messages[:-1]], str(last["content"])
 
 
 def load_heldout(spec: ExperimentSpec) -> Heldout:
@@ -96,10 +85,14 @@ def _share(checker: ReferenceChecker, replies: list[str], references: list[str])
 
 
 def _greedy_replies(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    from finetune_mcp.train.inference import generate_replies
+    from finetune_mcp.evaluation.generate import generate
+    from finetune_mcp.evaluation.settings import GenerationSettings
 
+    # 64 prompts a batch: 90 short held-out answers one at a time took 26-30 s on an H100 for a 135M
+    # model, one batch of them well under a second.
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, alternatives=0, batch_size=64)
     with _inference_mode(loaded):
-        return generate_replies(loaded.model, loaded.tokenizer, conversations, max_new_tokens=max_new_tokens)
+        return [g.text.strip() for g in generate(loaded.model, loaded.tokenizer, conversations, settings)]
 
 
 @contextlib.contextmanager

@@ -177,7 +177,7 @@ class ExperimentSpec(EnhancedTrainingConfig):
             raise ValueError(f"baseline {self.baseline!r} is not one of the arms ({', '.join(names)})")
         if self.parallel != "auto" and not 1 <= self.parallel <= MAX_PARALLEL:
             raise ValueError(f"parallel must be 'auto' or a whole number from 1 to {MAX_PARALLEL} (got {self.parallel})")
-        known = {self.run_name(arm, seed) for seed in self.seeds for arm in self.arms}
+        known = {self.run_label(arm, seed) for seed in self.seeds for arm in self.arms}
         if self.only_runs is not None and (not self.only_runs or set(self.only_runs) - known):
             raise ValueError(f"only_runs must name runs of this experiment ({', '.join(sorted(known))})")
         if self.num_nodes != 1:
@@ -205,7 +205,7 @@ class ExperimentSpec(EnhancedTrainingConfig):
         every = [(seed, arm) for seed in self.seeds for arm in self.arms]
         if self.only_runs is None:
             return every
-        return [(seed, arm) for seed, arm in every if self.run_name(arm, seed) in self.only_runs]
+        return [(seed, arm) for seed, arm in every if self.run_label(arm, seed) in self.only_runs]
 
     @property
     def full_plan(self) -> list[tuple[int, Arm]]:
@@ -213,7 +213,7 @@ class ExperimentSpec(EnhancedTrainingConfig):
         return self.model_copy(update={"only_runs": None}).plan
 
     @staticmethod
-    def run_name(arm: Arm | str, seed: int) -> str:
+    def run_label(arm: Arm | str, seed: int) -> str:
         return f"{arm if isinstance(arm, str) else arm.name}-s{seed}"
 
     def run_config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> EnhancedTrainingConfig:

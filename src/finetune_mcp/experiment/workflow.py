@@ -71,8 +71,8 @@ class _Experiment:
     def __init__(self, spec: ExperimentSpec, run: RunDirectory) -> None:
         self.spec, self.run = spec, run
         self.paths = experiment_paths(run)
-        self.records = [RunRecord(name=spec.run_name(arm, seed), arm=arm.name, seed=seed,
-                                  run_dir=str(self.paths["runs"] / spec.run_name(arm, seed)))
+        self.records = [RunRecord(name=spec.run_label(arm, seed), arm=arm.name, seed=seed,
+                                  run_dir=str(self.paths["runs"] / spec.run_label(arm, seed)))
                         for seed, arm in spec.plan]
         self.heldout_info: dict[str, Any] = {}
 

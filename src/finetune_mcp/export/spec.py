@@ -19,12 +19,14 @@ from finetune_mcp.config import Settings
 from finetune_mcp.errors import ConfigError, ExportError, JobError
 from finetune_mcp.export.quantization import parse_quantization
 from finetune_mcp.jobs.placement import Placement
+from finetune_mcp.runs.artifacts import RunArtifacts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 class ExportSpec(BaseModel):
-    """Export a succeeded training run's adapter, merged into its base, to one GGUF file."""
+    """Export a succeeded training run's adapter (or one of its checkpoints), merged into its base, to one
+    GGUF file."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +36,8 @@ class ExportSpec(BaseModel):
     format: Literal["gguf"] = "gguf"
     quantization: str = Field("q8_0", description="f16, bf16, q8_0, q4_k_m, ... (export.quantization)")
     name: str | None = Field(None, description="File name stem; default: the base model's name.")
+    checkpoint: int | None = Field(None, ge=0, description="Export the checkpoint at this step instead of the "
+                                   "final adapter (the file stem gains -step<N>).")
     model: str = Field("", description="The source run's base model (shown by get_job / list_jobs).")
     dataset: str = Field("", description="The source run's dataset; its validation rows are the verification prompts.")
     verify_prompts: int = Field(8, ge=1, le=256, description="Validation prompts compared with transformers.")
@@ -58,7 +62,8 @@ class ExportSpec(BaseModel):
     def file_stem(self, base_model: str) -> str:
         """`<name>-<quantization>`: the GGUF is `<stem>.gguf` (name: the base model's last path part)."""
         name = self.name or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base_model.rstrip("/")).name).strip("-.")
-        return f"{name or 'model'}-{self.quantization}"
+        step = f"-step{self.checkpoint}" if self.checkpoint is not None else ""
+        return f"{name or 'model'}{step}-{self.quantization}"
 
 
 def load_export_spec(path: Path) -> ExportSpec:
@@ -73,11 +78,7 @@ def check_export_start(spec: ExportSpec, settings: Settings) -> ExportSpec:
     from importlib.util import find_spec
 
     root = Path(spec.source_run_dir)
-    adapter = root / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise JobError(f"job {spec.source_job} left no LoRA adapter in {adapter} (adapter_config.json is missing); "
-                       "export needs a training job that saved one; pick another from list_jobs(state='succeeded')",
-                       job_id=spec.source_job)
+    RunArtifacts(root, spec.source_job).adapter(spec.checkpoint)  # the weights are there, or the JobError says so
     if not (root / "spec.json").is_file():
         raise JobError(f"{root} has no spec.json, so the base model and validation data are unknown; "
                        "export a run made by start_finetune", job_id=spec.source_job)

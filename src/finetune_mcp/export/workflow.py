@@ -31,6 +31,7 @@ from finetune_mcp.export.modelfile import NotRoleWrapped, constant_system_prompt
 from finetune_mcp.export.quantization import parse_quantization
 from finetune_mcp.export.spec import ExportSpec, base_model_name
 from finetune_mcp.export.verify import verify_gguf
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
 
@@ -55,6 +56,7 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
     tools = require_tools()
     quantization = parse_quantization(spec.quantization)
     source = RunDirectory(Path(spec.source_run_dir))
+    adapter = RunArtifacts(source, spec.source_job).adapter(spec.checkpoint)
     config = EnhancedTrainingConfig.from_file(source.spec)
     stem = spec.file_stem(base_model_name(config.model_dump()))
     destination = source.export
@@ -69,10 +71,10 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
     try:
         with _run_lock(source):
             stage("merge")
-            merged = merge_in_subprocess(source)
+            merged = merge_in_subprocess(source, spec.checkpoint)
             stage("convert")
-            checkpoint = _converter_input(merged, source.adapter, staging / "checkpoint")
-            tokenizer = TrainingTokenizer.load(source.adapter)
+            checkpoint = _converter_input(merged, adapter, staging / "checkpoint")
+            tokenizer = TrainingTokenizer.load(adapter)
             tokenizer.write_bos_eos_flags(checkpoint)
             gguf_file = staging / f"{stem}.gguf"
             sixteen = _sixteen_bit(merged)
@@ -91,7 +93,7 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
                                         constant_system_prompt(data.train + data.validation))
             stage("verify")
             rows = (data.validation or data.train)[: spec.verify_prompts]
-            verification = verify_gguf(gguf_file, merged, source.adapter, rows, quantization,
+            verification = verify_gguf(gguf_file, merged, adapter, rows, quantization,
                                        max_seq_length=config.max_seq_length,
                                        assistant_only_loss=config.assistant_only_loss,
                                        max_new_tokens=spec.max_new_tokens)
@@ -111,6 +113,7 @@ def _export(spec: ExportSpec, run: RunDirectory) -> dict[str, Any]:
         "status": "succeeded",
         "kind": "export",
         "source_job": spec.source_job,
+        "checkpoint": spec.checkpoint,
         "format": "gguf",
         "quantization": quantization.name,
         "gguf": str(files[0]),
@@ -214,7 +217,8 @@ def _record(source: RunDirectory, result: dict[str, Any]) -> None:
     """Add to export/exports.json (replacing an older export of the same file): the card's "Use with
     llama.cpp / Ollama" section and deploy_to_hf(include_gguf=True) read it."""
     keep = [e for e in source.read_exports() if e.get("gguf") != result["gguf"]]
-    entry = {k: result[k] for k in ("quantization", "gguf", "modelfile", "size_bytes", "verification", "commands")}
+    entry = {k: result[k] for k in ("quantization", "checkpoint", "gguf", "modelfile", "size_bytes", "verification",
+                                    "commands")}
     source.write_json(source.exports_record, [*keep, {**entry, "time": time.time()}])
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from finetune_mcp.config.methods import method_of
 from finetune_mcp.report import plots as P
 from finetune_mcp.report.enhancement_section import student_teacher_section
+from finetune_mcp.report.evaluation_section import evaluation_section
 from finetune_mcp.report.experiment_section import experiment_section
 from finetune_mcp.report.gguf_section import gguf_section
 from finetune_mcp.report.method_section import method_section
@@ -130,6 +131,7 @@ def _context(facts: RunFacts, other: RunFacts | None, repo_id: str | None, base:
         "student_teacher": student_teacher_section(spec),  # None unless the data came from enhance_dataset
         "experiment": experiment_section(facts.root),  # None unless the run is one arm × seed of an experiment
         "method_section": method_section(result, spec),  # None unless the method has its own settings (DPO, GRPO, ...)
+        "evaluation": evaluation_section(facts.root / "evaluation"),  # None unless evaluate_model(suite=...) ran
         "ranking": ranking_section(result, spec, other.result if other else None,  # None unless the run reports rankings
                                    tuple(f"`{f.name}` ({'weighted' if f.entropy_on else 'unweighted'})"
                                          for f in (facts, other or facts))),

@@ -27,6 +27,7 @@ from typing import Any
 
 from finetune_mcp.errors import DeployError
 from finetune_mcp.report.card import write_model_card
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.runs.facts import RunFacts
 from finetune_mcp.runs.rundir import RunDirectory
 
@@ -291,35 +292,40 @@ def _record(run: RunDirectory, result: DeployResult) -> None:
     run.write_json(path, history)
 
 
-def merge_in_subprocess(run: RunDirectory) -> Path:
-    """run_dir/merged/: the adapter merged into its base, saved in 16 bits. A merged/ already in
-    16 bits (an earlier deploy) is reused; one in another dtype (`save_merged` of an fp32 base) is redone."""
-    config = run.merged / "config.json"
+def merge_in_subprocess(run: RunDirectory, checkpoint: int | None = None) -> Path:
+    """The adapter (or the checkpoint at step `checkpoint`) merged into its base, saved in 16 bits in
+    `RunArtifacts.merged_folder` (merged/, or merged-step<N>/). One already in 16 bits (an earlier
+    deploy or export) is reused; one in another dtype (`save_merged` of an fp32 base) is redone."""
+    folder = RunArtifacts(run).merged_folder(checkpoint)
+    config = folder / "config.json"
     if config.is_file() and json.loads(config.read_text()).get("dtype") in ("bfloat16", "float16"):
-        return run.merged
+        return folder
     env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
-    proc = subprocess.run([sys.executable, "-m", "finetune_mcp.report.deploy", "merge", str(run.root)],
+    command = [sys.executable, "-m", "finetune_mcp.report.deploy", "merge", str(run.root)]
+    proc = subprocess.run(command + ([str(checkpoint)] if checkpoint is not None else []),
                           capture_output=True, text=True, env=env, timeout=MERGE_TIMEOUT_S, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
         raise DeployError(f"merging the adapter into its base model failed (exit {proc.returncode}):\n{tail}\n"
                           "deploy without merge=True to upload the adapter alone, or fix the cause above")
-    return run.merged
+    return folder
 
 
-def merge_adapter(run: RunDirectory) -> Path:
+def merge_adapter(run: RunDirectory, checkpoint: int | None = None) -> Path:
     """Merge in this process: Unsloth's merged 16-bit save for Unsloth runs on CUDA, PEFT
     `merge_and_unload` otherwise (merged in fp32, saved in bf16 unless the base is fp16)."""
     import torch
 
+    artifacts = RunArtifacts(run)
+    adapter, folder = artifacts.adapter(checkpoint), artifacts.merged_folder(checkpoint)
     spec, result = run.read_json(run.spec), run.read_json(run.result)
-    tmp = run.root / "merged.tmp"
+    tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if result.get("backend") == "unsloth" and torch.cuda.is_available():
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=str(run.adapter), max_seq_length=spec.get("max_seq_length", 2048),
+            model_name=str(adapter), max_seq_length=spec.get("max_seq_length", 2048),
             load_in_4bit=bool(spec.get("load_in_4bit")))
         model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
         # Unsloth merges into the base checkpoint's own dtype: an fp32 base (seen on an H100 with
@@ -331,12 +337,12 @@ def merge_adapter(run: RunDirectory) -> Path:
 
         target = _target_dtype(spec["model"])
         base = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, str(run.adapter)).merge_and_unload()
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
         merged.to(target).save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(str(run.adapter)).save_pretrained(str(tmp))
-    shutil.rmtree(run.merged, ignore_errors=True)
-    tmp.replace(run.merged)
-    return run.merged
+        AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
 
 
 def _target_dtype(base_model: str):
@@ -365,6 +371,6 @@ def _cast_floats(folder: Path, dtype) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "merge":
-        sys.exit("usage: python -m finetune_mcp.report.deploy merge RUN_DIR")
-    print(merge_adapter(RunDirectory(Path(sys.argv[2]))))
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "merge":
+        sys.exit("usage: python -m finetune_mcp.report.deploy merge RUN_DIR [CHECKPOINT_STEP]")
+    print(merge_adapter(RunDirectory(Path(sys.argv[2])), int(sys.argv[3]) if len(sys.argv) == 4 else None))

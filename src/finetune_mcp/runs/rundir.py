@@ -13,6 +13,7 @@ same for both:
     merged/          merged 16-bit model, when asked
     export/          GGUF files + Ollama Modelfiles (export_model), exports.json: one entry each
     entropy/         epoch_<k>.json: sampled token entropies + top high-entropy tokens; eval.json
+    evaluation/      <suite>.json: the newest evaluate_model(suite=...) result of each suite, for the card
     card/            README.md + PNG plots
     experiment/      an experiment job's table.json, report.md, plot.png; its runs in runs/<arm>-s<seed>/
 
@@ -109,6 +110,11 @@ class RunDirectory:
     @property
     def entropy(self) -> Path:
         return self.root / "entropy"
+
+    @property
+    def evaluation(self) -> Path:
+        """evaluation/<suite>.json: the newest base-vs-tuned result of each suite run on this run."""
+        return self.root / "evaluation"
 
     @property
     def card(self) -> Path:

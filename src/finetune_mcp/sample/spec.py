@@ -6,14 +6,13 @@ second job (`compare:<job id>`). Prompts are given inline or come from dataset r
 job's held-out validation split by default, read with exactly the data settings that job trained
 with, so "held-out" means the rows training never saw.
 
-`GenerationSettings` is shared with every caller of `sample.generate.generate` (the experiment
-kind reuses it): greedy by default, so the same prompts give the same outputs.
+`GenerationSettings` (from `evaluation.settings`) is what every caller of
+`evaluation.generate.generate` passes: greedy by default, so the same prompts give the same outputs.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finetune_mcp.config import DataConfig, format_validation_error
 from finetune_mcp.errors import ConfigError
+from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
 
 MAX_PROMPTS = 200
 # Characters of prompt text, all turns together: per prompt, and per request. A model reads at most
@@ -30,37 +30,6 @@ MAX_PROMPTS = 200
 MAX_PROMPT_CHARS = 100_000
 MAX_REQUEST_CHARS = 1_000_000
 LABEL_PATTERN = r"^(tuned|base|model|adapter|merged|gguf|compare:[\w.-]{1,64})$"
-
-
-@dataclass(frozen=True)
-class PlainText:
-    """A raw prompt, tokenised without the chat template (as training tokenises prompt/completion rows)."""
-
-    text: str
-
-
-class GenerationSettings(BaseModel):
-    """How to generate: greedy unless a temperature is given; stop at end-of-turn or max_new_tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens generated at most per answer.")
-    temperature: float = Field(0.0, ge=0, le=5, description="0 = greedy decoding (reproducible); > 0 samples.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed for sampling.")
-    batch_size: int = Field(8, ge=1, le=256, description="Prompts generated together (left-padded).")
-    alternatives: int = Field(3, ge=0, le=10, description="Most likely tokens kept per generated token.")
-
-    @model_validator(mode="after")
-    def _top_p_needs_sampling(self) -> GenerationSettings:
-        if self.temperature == 0 and self.top_p < 1:
-            raise ValueError(f"top_p={self.top_p} applies only when sampling; set temperature > 0 (e.g. 0.7) "
-                             "or leave top_p at 1 for greedy decoding")
-        return self
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
 
 
 class Message(BaseModel):
@@ -106,7 +75,7 @@ class SamplePrompt(BaseModel):
         return self.messages[-1].content
 
     def generation_input(self) -> Any:
-        """What `sample.generate.generate` takes for this prompt."""
+        """What `evaluation.generate.generate` takes for this prompt."""
         if self.text is not None:
             return PlainText(self.text)
         assert self.messages is not None

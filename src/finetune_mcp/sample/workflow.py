@@ -49,7 +49,7 @@ def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
     import transformers
 
-    from finetune_mcp.sample.generate import GenerationStats
+    from finetune_mcp.evaluation.generate import GenerationStats
     from finetune_mcp.sample.loading import free, group_models, load_group
 
     transformers.utils.logging.disable_progress_bar()
@@ -92,7 +92,7 @@ def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpe
             progress: Any) -> list[Any]:
     """`entry`'s answers to every prompt, with the group's weights set up for it (in a function of its
     own, so no reference to the model outlives the call)."""
-    from finetune_mcp.sample.generate import check_prompt_lengths, generate, warm_up
+    from finetune_mcp.evaluation.generate import check_prompt_lengths, generate, warm_up
 
     check_prompt_lengths(loaded.tokenizers[entry.label], inputs, spec.max_seq_length)
     if entry.is_gguf:

@@ -21,9 +21,11 @@ from pydantic import Field, ValidationError
 from finetune_mcp import kinds
 from finetune_mcp.config import DataConfig, LocalPath, format_validation_error
 from finetune_mcp.config.methods import method_for_metrics, method_of
-from finetune_mcp.errors import ConfigError, JobError
+from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
@@ -38,6 +40,7 @@ class EvaluateStartResult(JobView):
     evaluated: str = Field(description="What is scored: the base model, plus the adapter when there is one.")
     metrics_asked: list[str]
     split: str = Field(description="all rows, or the held-out validation split of the seeded split.")
+    suite: str | None = Field(None, description="heldout | forgetting | all: base vs fine-tune, when asked.")
 
 
 def evaluation_data(job_id: str | None, model: str | None, dataset: str | None, metrics: list[str] | None,
@@ -93,6 +96,12 @@ async def evaluate_model(
     max_examples: Annotated[int | None, Field(description="Score a seeded random subset of this many queries "
                                               "(or examples).", ge=1, le=100_000_000)] = None,
     batch_size: Annotated[int, Field(description="Prompts per forward pass.", ge=1, le=1024)] = 16,
+    checkpoint: CheckpointArg = None,
+    suite: Annotated[Literal["heldout", "forgetting", "all"] | None, Field(
+        description="Compare the fine-tune with its base model instead: heldout (the job's held-out rows: did "
+        "it learn?), forgetting (a shipped general set of 64 short questions: did it keep what the data did "
+        "not teach?), all (both). Loss and token accuracy teacher-forced, exact/normalized match of greedy "
+        "answers, each difference with a 95 % interval; the results also reach the job's model card.")] = None,
     config_overrides: Annotated[dict[str, Any] | None, Field(
         description="Other data-reading fields, e.g. {\"max_seq_length\": 1024, \"rerank_instruction\": "
         "\"Given a question, find the passage that answers it\", \"dataset_format\": \"triples\"}.")] = None,
@@ -106,7 +115,7 @@ async def evaluate_model(
     {"job_id": "ft-0b1c2d3e4f5a", "kind": "evaluate", "state": "queued", ...}; later get_job →
     {"metrics": {"rank/eval/mrr@10": 0.91, "rank/eval/ndcg@10": 0.93, ...}}.
     """
-    from finetune_mcp.train.evaluation import EvaluationSpec
+    from finetune_mcp.evaluation.job import EvaluationSpec
 
     roots = await allowed_roots(ctx)
     if isinstance(roots, InputRequiredResult):
@@ -114,14 +123,14 @@ async def evaluate_model(
     if (job_id is None) == (model is None):
         raise ConfigError("give exactly one of job_id (a succeeded fine-tuning job) or model (a model id, "
                           "folder or adapter folder)", field="job_id")
-    job_config = adapter = None
+    job_config = adapter = source_run_dir = None
     if job_id is not None:
-        job = kinds.succeeded_job(manager, job_id, "evaluating its adapter")
-        adapter_dir = Path(job.run_dir) / "adapter"
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise JobError(f"job {job_id} left no adapter in {adapter_dir}; evaluate another job", job_id=job_id)
-        job_config, adapter = job.config, str(adapter_dir)
+        source = kinds.succeeded_job(manager, job_id, "evaluating its adapter")
+        job_config, adapter = source.config, str(RunArtifacts(source.run_dir, source.id).adapter(checkpoint))
+        source_run_dir = source.run_dir
     else:
+        if checkpoint is not None:
+            raise ConfigError("checkpoint= names a checkpoint of a job; give job_id with it", field="checkpoint")
         if dataset is None:
             raise ConfigError("with `model`, give the `dataset` to score it on", field="dataset")
         roots.check([LocalPath("model", model, hub_id_ok=True)])  # before its adapter_config.json is read
@@ -129,6 +138,8 @@ async def evaluate_model(
         if (folder / "adapter_config.json").is_file():
             adapter, model = str(folder.resolve()), _adapter_base(folder)
     data = evaluation_data(job_id, model, dataset, metrics, split, job_config, adapter)
+    if suite is not None:
+        data.update(suite=suite, source_run_dir=source_run_dir)
     fixed = {k: data[k] for k in ("kind", "model", "adapter", "source_job")}
     data.update(config_overrides or {})
     data.update(fixed, eval_batch_size=batch_size)
@@ -141,7 +152,8 @@ async def evaluate_model(
     job = await kinds.start_job(manager, "evaluate", spec, "local", roots=roots)
     evaluated = spec.model + (f" + adapter {spec.adapter}" if spec.adapter else "")
     return EvaluateStartResult(**job_view(manager, job).model_dump(), evaluated=evaluated,
-                               metrics_asked=spec.metrics, split=spec.split)
+                               metrics_asked=spec.metrics if spec.suite is None else [], split=spec.split,
+                               suite=spec.suite)
 
 
 TOOLS = (evaluate_model,)

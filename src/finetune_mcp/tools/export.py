@@ -23,7 +23,9 @@ from finetune_mcp.config import format_validation_error
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.export.quantization import QUANTIZATIONS, parse_quantization
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
@@ -50,6 +52,7 @@ async def export_model(
                                       "<name>-<quantization>.gguf.", max_length=96)] = None,
     verify_prompts: Annotated[int, Field(description="Validation rows compared between llama.cpp and "
                                          "transformers.", ge=1, le=256)] = 8,
+    checkpoint: CheckpointArg = None,
     manager: JobManager = Depends(get_manager),
 ) -> ExportStartResult:
     """Export a fine-tuned model to GGUF in the background and return the job at once; when it succeeds,
@@ -67,7 +70,8 @@ async def export_model(
     if isinstance(roots, InputRequiredResult):
         return roots  # type: ignore[return-value]  # 2026-07-28: the client sends its roots, then calls again
     job = kinds.succeeded_job(manager, job_id, "a GGUF export")
-    data = {"source_job": job_id, "source_run_dir": str(Path(job.run_dir)), "format": format,
+    step = RunArtifacts(job.run_dir, job.id).checkpoint(checkpoint).step if checkpoint is not None else None
+    data = {"checkpoint": step, "source_job": job_id, "source_run_dir": str(Path(job.run_dir)), "format": format,
             "quantization": quantization, "name": name, "verify_prompts": verify_prompts,
             "model": job.config.get("model", ""), "dataset": job.config.get("dataset", "")}
     try:

@@ -32,6 +32,9 @@ from finetune_mcp.tools.training import (
     ModelArg,
     NumGpusArg,
     OverridesArg,
+    ProjectArg,
+    ReportToArg,
+    RunNameArg,
     SeqLengthArg,
     TargetArg,
     TaskArg,
@@ -61,6 +64,9 @@ async def preview_training(
     task: TaskArg = None,
     entropy_weight_fn: WeightFnArg = None,
     num_gpus: NumGpusArg = None,
+    report_to: ReportToArg = None,
+    project: ProjectArg = None,
+    run_name: RunNameArg = None,
     config_overrides: OverridesArg = None,
     examples: Annotated[int, Field(description="How many training examples to render (the first rows of the "
                                    "shuffled split).", ge=0, le=20)] = 3,
@@ -85,7 +91,7 @@ async def preview_training(
         per_device_train_batch_size=per_device_train_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
         load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
-        method=chosen_method(method, task),
+        method=chosen_method(method, task), report_to=report_to, project=project, run_name=run_name,
     )
     roots = await allowed_roots(ctx)
     if isinstance(roots, InputRequiredResult):

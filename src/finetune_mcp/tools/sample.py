@@ -24,9 +24,11 @@ from finetune_mcp.config import DataConfig, LocalPath
 from finetune_mcp.config.methods import method_of
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.runs.artifacts import RunArtifacts, export_tokenizer
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
 from finetune_mcp.tools import get_manager
+from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
 from finetune_mcp.tools.training import JobView, job_view
 
@@ -49,7 +51,7 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
                     dataset: str | None, num_rows: int | None, rows_order: str, rows_seed: int, rows_split: str,
                     compare_with_base: bool, compare_with: str | None, weights: str | list[str],
                     high_entropy_threshold: float | None, settings: dict[str, Any],
-                    quantization: str | None = None) -> SampleSpec:
+                    quantization: str | None = None, checkpoint: int | str | None = None) -> SampleSpec:
     """The SampleSpec for a request (shared by the tool and the CLI); a FinetuneError naming the fix."""
     from finetune_mcp.sample.prompts import inline_prompts
 
@@ -64,8 +66,8 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
         chosen = [weights] if isinstance(weights, str) else list(dict.fromkeys(weights))
         if not chosen:
             raise ConfigError("weights is empty; give 'adapter', 'merged', 'gguf' or a list of them", field="weights")
-        models = [_job_model(job, w, label="tuned" if i == 0 else w, quantization=quantization)
-                  for i, w in enumerate(chosen)]
+        models = [_job_model(job, w, label="tuned" if i == 0 else w, quantization=quantization,
+                             checkpoint=checkpoint if i == 0 else None) for i, w in enumerate(chosen)]
         models += ([SampledModel(label="base", model=job.config["model"], weights="base")]
                             if compare_with_base else [])
         data.update(source_job=job_id, **_job_reading(job))
@@ -81,6 +83,8 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
         if not isinstance(weights, str) and len(weights) > 1:
             raise ConfigError("several weights are a job's (adapter, merged, gguf); give job_id with them",
                               field="weights")
+        if checkpoint is not None:
+            raise ConfigError("checkpoint= names a checkpoint of a job; give job_id with it", field="checkpoint")
         models = _given_model(model, compare_with_base)
         row_data = {"dataset": dataset} if dataset is not None else {}
     if compare_with is not None:
@@ -109,53 +113,22 @@ def _trained_job(manager: JobManager, job_id: str, purpose: str) -> Job:
     return job
 
 
-def _job_model(job: Job, weights: str, label: str = "tuned", quantization: str | None = None) -> SampledModel:
-    """A training job's adapter on its base, its merged model, or one of its exported GGUF files."""
-    run_dir = Path(job.run_dir)
+def _job_model(job: Job, weights: str, label: str = "tuned", quantization: str | None = None,
+               checkpoint: int | str | None = None) -> SampledModel:
+    """A training job's adapter (or one of its checkpoints) on its base, its merged model, or one of
+    its exported GGUF files."""
+    artifacts = RunArtifacts(job.run_dir, job.id)
+    if checkpoint is not None and weights != "adapter":
+        raise ConfigError(f"a checkpoint is an adapter; sample it with weights='adapter', not {weights!r}",
+                          field="checkpoint")
     if weights == "gguf":
-        return _job_gguf(job, label, quantization)
+        export = artifacts.gguf(quantization)
+        return SampledModel(label=label, model=str(export["gguf"]), tokenizer=str(artifacts.run.adapter),
+                            source_job=job.id, weights="gguf")
     if weights == "merged":
-        merged = run_dir / "merged"
-        if not (merged / "config.json").is_file():
-            raise JobError(f"job {job.id} has no merged model in {merged}; train with save_merged=true, or "
-                           "deploy_to_hf(merge=true) once, or sample its adapter (weights='adapter')", job_id=job.id)
-        return SampledModel(label=label, model=str(merged), source_job=job.id, weights="merged")
-    adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise JobError(f"job {job.id} left no adapter in {adapter}; sample another job", job_id=job.id)
-    return SampledModel(label=label, model=job.config["model"], adapter=str(adapter), source_job=job.id,
-                        weights="adapter")
-
-
-def _job_gguf(job: Job, label: str, quantization: str | None) -> SampledModel:
-    """The job's recorded export (export/exports.json) of `quantization`, else its latest one."""
-    from finetune_mcp.runs.rundir import RunDirectory
-
-    run = RunDirectory(Path(job.run_dir))
-    exports = sorted(run.read_exports(), key=lambda e: float(e.get("time") or 0))
-    if not exports:
-        raise JobError(f"job {job.id} has no exported GGUF yet; run export_model(job_id={job.id!r}, "
-                       "quantization='f16') first, wait for it, then sample_model(..., weights='gguf')", job_id=job.id)
-    if quantization is not None:
-        wanted = quantization.strip().lower()
-        exports = [e for e in exports if str(e.get("quantization", "")).lower() == wanted]
-        if not exports:
-            have = ", ".join(sorted({str(e.get("quantization")) for e in run.read_exports()}))
-            raise JobError(f"job {job.id} has no {wanted} export (it has: {have}); export it with "
-                           f"export_model(job_id={job.id!r}, quantization={wanted!r}) or pick one of those",
-                           job_id=job.id)
-    return SampledModel(label=label, model=str(exports[-1]["gguf"]), tokenizer=str(run.adapter), source_job=job.id,
-                        weights="gguf")
-
-
-def _gguf_tokenizer(gguf: Path) -> Path | None:
-    """The training tokenizer of an export_model file: its run's adapter/ (or merged/) folder, else the
-    file's own folder when it holds one."""
-    folders = [gguf.parent / "tokenizer_config.json"]
-    if gguf.parent.name == "export":
-        folders = [gguf.parent.parent / "adapter" / "tokenizer_config.json",
-                   gguf.parent.parent / "merged" / "tokenizer_config.json", *folders]
-    return next((f.parent for f in folders if f.is_file()), None)
+        return SampledModel(label=label, model=str(artifacts.merged()), source_job=job.id, weights="merged")
+    return SampledModel(label=label, model=job.config["model"], adapter=str(artifacts.adapter(checkpoint)),
+                        source_job=job.id, weights="adapter")
 
 
 def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
@@ -165,7 +138,7 @@ def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
 
     folder = Path(model).expanduser()
     if folder.suffix.lower() == ".gguf" and folder.is_file():
-        tokenizer = _gguf_tokenizer(folder.resolve())
+        tokenizer = export_tokenizer(folder.resolve())
         if tokenizer is not None:  # an export of a run: llama.cpp runs it, prompts rendered as in training
             return [SampledModel(label="model", model=str(folder.resolve()), tokenizer=str(tokenizer),
                                  weights="gguf")]
@@ -240,6 +213,7 @@ async def sample_model(
     quantization: Annotated[str | None, Field(
         description="With weights 'gguf': which of the job's exports (f16, q8_0, q4_k_m, ...); default the "
         "latest.", max_length=16)] = None,
+    checkpoint: CheckpointArg = None,
     max_new_tokens: Annotated[int, Field(description="Tokens per answer at most (it stops at the end of the "
                                          "turn).", ge=1, le=4096)] = 128,
     temperature: Annotated[float, Field(description="0: greedy (reproducible); > 0 samples.", ge=0, le=5)] = 0.0,
@@ -269,7 +243,7 @@ async def sample_model(
                            num_rows=num_rows, rows_order=rows_order, rows_seed=rows_seed, rows_split=rows_split,
                            compare_with_base=compare_with_base, compare_with=compare_with, weights=weights,
                            high_entropy_threshold=high_entropy_threshold, settings=settings,
-                           quantization=quantization)
+                           quantization=quantization, checkpoint=checkpoint)
     job = await kinds.start_job(manager, "sample", spec, "local", roots=roots)
     return start_result(manager, job, SampleSpec.model_validate(job.config))
 

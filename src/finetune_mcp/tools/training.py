@@ -20,6 +20,7 @@ from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.consent import ConsentRecord
 from finetune_mcp.tools.spending import start_with_consent
@@ -64,6 +65,13 @@ class JobView(BaseModel):
     result: dict[str, Any] | None = Field(
         None, description="Sample jobs, once succeeded: the answers side by side (per model: match rates, "
         "entropy, speed; per prompt: each model's answer, match and reply with high-entropy spans in ⟦…⟧).")
+    checkpoints: list[dict[str, Any]] | None = Field(
+        None, description="get_job / wait_for_job of a training job: the checkpoints it keeps (step, time, epoch, "
+        "train_loss, eval_loss, path); evaluate_model, sample_model and export_model take checkpoint=<step>, "
+        "start_finetune resume_from_checkpoint='<job_id>:<step>'.")
+    tracking: dict[str, Any] | None = Field(
+        None, description="get_job / wait_for_job of a training job: how to open its dashboards (the TensorBoard "
+        "command; with report_to, each tracker's local command or URL, its project and run name).")
 
 
 class StartResult(JobView):
@@ -106,7 +114,24 @@ def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> Job
         created_at=_iso(job.created_at), started_at=_iso(job.started_at), ended_at=_iso(job.ended_at),
         elapsed_s=round(end - job.started_at, 1) if job.started_at else None,
         cost_usd=job.cost_usd, worker=worker, result=kinds.result_of(job) if with_result else None,
+        checkpoints=_checkpoints(job) if with_result else None,
+        tracking=_tracking(job) if with_result else None,
     )
+
+
+def _tracking(job: Job) -> dict[str, Any] | None:
+    """The run's dashboards: TensorBoard's command once it has logs, and what trackers.json records."""
+    artifacts = RunArtifacts(job.run_dir, job.id)
+    record = artifacts.trackers() or {}
+    board = artifacts.run.tensorboard
+    if board.is_dir():
+        record = {"tensorboard": f"tensorboard --logdir {board} (or tensorboard_screenshot)", **record}
+    return record or None
+
+
+def _checkpoints(job: Job) -> list[dict[str, Any]] | None:
+    kept = RunArtifacts(job.run_dir, job.id).checkpoints()
+    return [c.to_dict() for c in kept] or None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -140,6 +165,13 @@ WeightFnArg = Annotated[str | None, Field(description="linear (default) | relu |
                                           "'pkg.module:fn'.", max_length=200)]
 NumGpusArg = Annotated[int | Literal["auto"] | None, Field(
     description="GPUs for this run, trained with DDP (default 1); 'auto' = every local GPU with room.")]
+ReportToArg = Annotated[list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] | None, Field(
+    description="Experiment trackers besides TensorBoard (always on): trackio (local store unless "
+    "config_overrides.trackio_space_id), wandb (offline without WANDB_API_KEY on the server), mlflow (a local file "
+    "store unless MLFLOW_TRACKING_URI). get_job's `tracking` says how to open each dashboard.", max_length=4)]
+ProjectArg = Annotated[str | None, Field(description="Tracker project (default 'finetune-mcp').", max_length=128)]
+RunNameArg = Annotated[str | None, Field(description="Run name in the trackers (default: the job id).",
+                                         max_length=128)]
 OverridesArg = Annotated[dict[str, Any] | None, Field(
     description="Any other EnhancedTrainingConfig field, e.g. {\"lora_alpha\": 64, \"warmup_ratio\": 0.05, "
     "\"dataset_format\": \"messages\", \"entropy\": {\"scale\": 2.0}, \"save_merged\": true}. "
@@ -187,6 +219,9 @@ async def start_finetune(
     task: TaskArg = None,
     entropy_weight_fn: WeightFnArg = None,
     num_gpus: NumGpusArg = None,
+    report_to: ReportToArg = None,
+    project: ProjectArg = None,
+    run_name: RunNameArg = None,
     config_overrides: OverridesArg = None,
     max_cost_usd: Annotated[float | None, Field(
         description="RunPod only: spending cap in USD; the pod is stopped and the job fails when its cost "
@@ -212,7 +247,7 @@ async def start_finetune(
         per_device_train_batch_size=per_device_train_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, max_seq_length=max_seq_length,
         load_in_4bit=load_in_4bit, entropy_weight_fn=entropy_weight_fn, num_gpus=num_gpus,
-        method=chosen_method(method, task),
+        method=chosen_method(method, task), report_to=report_to, project=project, run_name=run_name,
     )
     started = await start_with_consent(ctx, manager, "train", config, target, confirm=confirm,
                                        max_cost_usd=max_cost_usd)

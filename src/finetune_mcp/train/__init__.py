@@ -8,8 +8,9 @@ sinks, plus a method's `TrainerParts`), `loop` (what every method shares after t
 hooks) and `rerank/` (the Qwen3-Reranker: prompt, trainer, workflow, metrics, hooks) —, `model`
 (backend choice and model loading: Unsloth, transformers + PEFT), `callbacks` (events,
 TensorBoard, throughput; entropy where the trainer keeps it), `entropy` (entropy bookkeeping for
-logs and the card), `evaluation` (the `evaluate` kind's body), `inference` (reload an adapter and
-generate), `padding` and `preflight` (a training spec's start checks).
+logs and the card), `tracking` (the trackers of `report_to`: their TrainingArguments and local stores),
+`inference` (reload an adapter), `padding` and `preflight` (a training spec's start checks). The
+`evaluate` kind lives in `evaluation/`.
 A new training method is a folder here (`train/<method>/method.py` with the hooks) plus one
 `TrainingMethod` entry in `config.methods.METHODS`.
 """

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.train.loop import BuiltTrainer
+from finetune_mcp.train.tracking import tracker_arguments
 
 if TYPE_CHECKING:
     from finetune_mcp.train.loop import TrainingRun
-
-CHECKPOINTS_KEPT = 2  # checkpoints a run keeps under checkpoints/ (resume needs the last one)
 
 
 @dataclass
@@ -67,12 +66,14 @@ def base_arguments(training: TrainingRun, *, evaluate: bool) -> dict[str, Any]:
         eval_steps=config.eval_steps,
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,
-        save_total_limit=CHECKPOINTS_KEPT,
+        save_total_limit=config.save_total_limit,
         prediction_loss_only=True,
         bf16=bf16,
         fp16=cuda and not bf16,
         use_cpu=not cuda,
-        report_to="none",  # events, TensorBoard and progress are our own callbacks (below)
+        # events, TensorBoard and progress are our own callbacks (below); Trackio / W&B / MLflow are
+        # transformers' integrations, called on the same logs
+        **tracker_arguments(config, run),
         disable_tqdm=True,
         # resolved by the step plan (`train.step_plan`) before the model was loaded: True or False here
         gradient_checkpointing=config.gradient_checkpointing is True and loaded.backend == "hf" and cuda,

@@ -1,7 +1,8 @@
-"""Reload a trained adapter and generate with it: the proof that a run produced a usable model.
+"""Reload a trained adapter (or the base model alone): the proof that a run produced a usable model.
 
-Used by the demo's held-out accuracy, the tests ("the adapter reloads and generates"), and the
-model card's examples. Greedy decoding, so results are reproducible.
+Used by the demo and the tests ("the adapter reloads and generates", with `evaluation.generate`).
+`generate_replies` serves only GRPO's held-out reward hooks (`train/grpo/method.py`): train/ sits
+below evaluation/ in the layers, so it cannot call `evaluation.generate`; every other caller does.
 """
 
 from __future__ import annotations

@@ -58,10 +58,13 @@ def fit_and_save(training: TrainingRun, built: BuiltTrainer, train_ds: Any, eval
     `after_training(global_step)` runs on rank 0 before the writes and returns the method's own
     entries for result.json (the reranker's before/after ranking metrics)."""
     from finetune_mcp.train.callbacks import entropy_tracker
+    from finetune_mcp.train.tracking import close_trackers
 
     config, run, loaded, data = training.config, training.run, training.loaded, training.data
     trainer, tb, perf = built.trainer, built.tensorboard, built.perf
     train_output = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint or None)
+    if trainer.accelerator.is_main_process:
+        close_trackers(trainer, run)
     eval_metrics = trainer.evaluate() if eval_ds is not None else {}
     trainer.accelerator.wait_for_everyone()
     ranks_in_sync = _check_ranks_in_sync(trainer) if trainer.accelerator.num_processes > 1 else None

@@ -8,12 +8,15 @@ made absolute here because the worker runs in the run directory, not in the serv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from finetune_mcp.config import DataConfig, Settings, TrainingConfig
 from finetune_mcp.config.entropy import BUILTIN_WEIGHT_FNS
+from finetune_mcp.config.tracking import SINKS, TrackingConfig
 from finetune_mcp.errors import ConfigError
+from finetune_mcp.runs.artifacts import RunArtifacts, parse_checkpoint_ref
 from finetune_mcp.user_functions import UserFunctionError, check_resolves, require_allowed
 
 Spec = TypeVar("Spec", bound=DataConfig)
@@ -30,6 +33,7 @@ def check_start(config: TrainingConfig, settings: Settings) -> TrainingConfig:
     check_user_function(config.entropy.function, "entropy weight function", BUILTIN_WEIGHT_FNS)
     for function, what, builtins in getattr(config.method_settings, "user_functions", list)():
         check_user_function(function, what, builtins)
+    check_trackers(config)
     if config.resume_from_checkpoint:
         config = config.model_copy(update={"resume_from_checkpoint": check_checkpoint(config.resume_from_checkpoint)})
     config = check_model_and_data(config)
@@ -43,6 +47,19 @@ CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "adapter_
                     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
+def resolve_checkpoint_ref(config: TrainingConfig, run_dir_of: Callable[[str], Path]) -> TrainingConfig:
+    """`resume_from_checkpoint='<job_id>:<step>'` (or ':latest', or the bare id) made the path of that
+    job's checkpoint folder, so the roots check and `check_checkpoint` see a path like any other.
+    `run_dir_of(job_id)` is the job store's answer (a JobError for an unknown id)."""
+    value = config.resume_from_checkpoint
+    ref = parse_checkpoint_ref(value) if isinstance(value, str) else None
+    if ref is None:
+        return config
+    job_id, step = ref
+    checkpoint = RunArtifacts(run_dir_of(job_id), job_id).checkpoint(step)
+    return config.model_copy(update={"resume_from_checkpoint": str(checkpoint.path)})
+
+
 def check_checkpoint(value: str | bool) -> str:
     """`resume_from_checkpoint` as an absolute path to a checkpoint folder, or a ConfigError that
     says what to pass. `true` (resume from the run's own latest checkpoint) cannot work for a new
@@ -50,8 +67,8 @@ def check_checkpoint(value: str | bool) -> str:
     field = "resume_from_checkpoint"
     if value is True:
         raise ConfigError("true resumes from the run directory's own checkpoints, and a new job's run directory "
-                          "starts empty; pass the path of a checkpoint folder, e.g. "
-                          "<FINETUNE_MCP_HOME>/runs/<job_id>/checkpoints/checkpoint-<step>", field=field)
+                          "starts empty; pass an earlier job's checkpoint as '<job_id>:<step>' (or "
+                          "'<job_id>:latest'; get_job lists them), or the path of a checkpoint folder", field=field)
     path = Path(str(value)).expanduser()
     if not path.is_dir():
         problem = "is a file, not a folder" if path.exists() else "does not exist"
@@ -67,6 +84,24 @@ def check_checkpoint(value: str | bool) -> str:
             else "; pass a checkpoint folder of an earlier run (<run>/checkpoints/checkpoint-<step>)")
     raise ConfigError(f"{str(path)!r} is not a training checkpoint (no trainer_state.json or adapter files in it)"
                       + hint, field=field)
+
+
+def check_trackers(config: TrackingConfig) -> None:
+    """Every tracker in `report_to` imports here (the worker uses this Python), or a ConfigError that
+    names the extra to install: a job that would fail at its first step is never started. A Space for
+    Trackio needs HF_TOKEN."""
+    from importlib.util import find_spec
+
+    missing = [SINKS[name] for name in config.trackers if find_spec(SINKS[name].module) is None]
+    if missing:
+        extras = ",".join(sink.extra for sink in missing)
+        raise ConfigError(f"report_to asks for {', '.join(s.name for s in missing)}, which "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed here; install "
+                          f"pip install 'finetune-mcp[{extras}]' and restart the server, or leave "
+                          f"{'it' if len(missing) == 1 else 'them'} out of report_to", field="report_to")
+    if config.trackio_space_id and "trackio" not in config.trackers:
+        raise ConfigError("trackio_space_id is set but report_to has no 'trackio'; add it, or drop the Space",
+                          field="trackio_space_id")
 
 
 def check_user_function(path: str | None, what: str, builtins: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import worker_session
 from finetune_mcp.train.loop import TrainingRun, leave_process_group
 from finetune_mcp.train.methods import implementation
+from finetune_mcp.train.preflight import check_trackers
 
 if TYPE_CHECKING:
     from finetune_mcp.train.model import LoadedModel
@@ -43,6 +44,7 @@ def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
     """
     with worker_session(RunDirectory(Path(run_dir)), config, "training") as run:
         method = implementation(config.method)  # before the load: a broken method fails in a second
+        check_trackers(config)  # the CLI's run (no server start check) and a pod without the extra
         result = method.train(_load(config, run, load_model))
         leave_process_group()
         return result

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from finetune_mcp.config import build_config
+from finetune_mcp.evaluation.job import EvaluationSpec, run_evaluation
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.testing.rank_datagen import TINY_INSTRUCTION, write_ranking_dataset
-from finetune_mcp.train.evaluation import EvaluationSpec, run_evaluation
 from finetune_mcp.train.rerank.metrics import DEFAULT_METRICS
 from finetune_mcp.train.workflow import run_training
 

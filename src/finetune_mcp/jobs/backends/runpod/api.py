@@ -72,6 +72,9 @@ class RunPodSettings(BaseModel):
     ready_poll_s: float = Field(3, gt=0, description="How often a starting pod's worker is asked if it is up.")
     keep_on_shutdown: bool = Field(False, description="Leave pods training when the server stops (re-attached on "
                                    "restart; an unattended pod terminates itself after idle_timeout_s).")
+    checkpoints_max_mb: float = Field(2048, ge=0, description="Checkpoints brought back from a pod, newest first, "
+                                      "while their total stays under this many MB (0: none); the job's result says "
+                                      "which came back and which stayed on the pod.")
 
     @field_validator("cloud_type")
     @classmethod
@@ -97,7 +100,7 @@ class RunPodSettings(BaseModel):
             "unreachable_timeout_s": "UNREACHABLE_TIMEOUT_S", "max_runtime_s": "MAX_RUNTIME_S",
             "api_timeout_s": "API_TIMEOUT_S", "api_retries": "API_RETRIES", "backoff_s": "BACKOFF_S",
             "status_interval_s": "STATUS_INTERVAL_S", "ready_poll_s": "READY_POLL_S",
-            "keep_on_shutdown": "KEEP_ON_SHUTDOWN",
+            "keep_on_shutdown": "KEEP_ON_SHUTDOWN", "checkpoints_max_mb": "CHECKPOINTS_MAX_MB",
         }
         data = {f: os.environ[f"FINETUNE_MCP_RUNPOD_{e}"] for f, e in fields.items()
                 if os.environ.get(f"FINETUNE_MCP_RUNPOD_{e}")}

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from finetune_mcp.config import Settings
+from finetune_mcp.config.tracking import TRACKING_VARIABLES
 from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.backends.base import Handle, PollResult, SaveHandle
 from finetune_mcp.jobs.backends.runpod.api import (
@@ -69,6 +70,7 @@ from finetune_mcp.jobs.backends.runpod.client import (
 )
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import DEFAULT_RUNPOD_MIN_GPU_GB
+from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.user_functions import ENV as USER_FUNCTIONS_ENV
 from finetune_mcp.user_functions import allowed_modules
@@ -232,7 +234,8 @@ class RunPodBackend:
             for local, remote in files:
                 await worker.upload(local, remote)
             # the start check's file identities name this machine's files; the pod reads its uploaded copies
-            await worker.start(job.id, {**spec, "dataset_files": None}, fields, env.get("HF_TOKEN"))
+            await worker.start(job.id, {**spec, "dataset_files": None}, fields, env.get("HF_TOKEN"),
+                               {k: v for k, v in env.items() if k in TRACKING_VARIABLES})
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.rp.api_timeout_s * 4 + 30):
                 try:
@@ -382,6 +385,9 @@ class RunPodBackend:
         update_sidecar(run_dir, terminated_at=ended)
         cost = self._cost(handle, ended)
         run = RunDirectory(run_dir)
+        transfer = RunArtifacts(run).checkpoint_transfer()
+        if transfer is not None and run.result.exists():
+            run.write_json(run.result, {**run.read_json(run.result), "checkpoints_from_pod": transfer})
         if cost is not None and run.result.exists():
             data = run.read_json(run.result)
             data["cost_usd"] = cost
@@ -404,7 +410,8 @@ class RunPodBackend:
         with anyio.move_on_after(max(self.rp.unreachable_timeout_s, 60) + 600):
             try:
                 await worker.pull(drain=True)
-                names = await worker.download_artifacts()
+                names = await worker.download_artifacts(
+                    checkpoint_bytes=int(self.rp.checkpoints_max_mb * 1024 * 1024))
                 worker.update_sidecar(collected=True)
                 log.info("job %s: artifacts from pod %s: %s", handle["job_id"], handle["pod_id"], ", ".join(names))
             except ArtifactsRefused as exc:  # a hostile or broken pod: never asked again; finalize fails the job

@@ -104,9 +104,14 @@ class WorkerClient:
                 if offset >= size:
                     return
 
-    async def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None) -> None:
+    async def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None,
+                    tracking_env: dict[str, str] | None = None) -> None:
+        """Start the run. The Hub token and the trackers' variables (a W&B key, MLflow credentials) travel
+        in this request to the worker's child process only: never in the pod's environment, which
+        RunPod's API shows to anyone with the account's key."""
         headers = {"X-HF-Token": hf_token} if hf_token else {}
-        await self._request("POST", "/start", json={"job_id": job_id, "spec": spec, "inputs": inputs}, headers=headers)
+        body = {"job_id": job_id, "spec": spec, "inputs": inputs, "env": dict(tracking_env or {})}
+        await self._request("POST", "/start", json=body, headers=headers)
 
     async def cancel(self, timeout_s: float) -> None:
         await self._request("POST", "/cancel", timeout=httpx.Timeout(max(timeout_s, 1.0) + 5))
@@ -141,13 +146,17 @@ class WorkerClient:
                 return state
             wait_s = 0.0
 
-    async def download_artifacts(self, timeout_s: float = 600.0) -> list[str]:
-        """The worker's run dir (less checkpoints/, events.jsonl, spec.json) into the local run dir."""
+    async def download_artifacts(self, timeout_s: float = 600.0, checkpoint_bytes: int = 0) -> list[str]:
+        """The worker's run dir (less events.jsonl, spec.json) into the local run dir, with the newest
+        checkpoints whose total fits `checkpoint_bytes` (the pod lists what it left in
+        checkpoints/transfer.json)."""
         self.run.root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.run.root, prefix=".artifacts-", suffix=".tar") as tmp:
             try:
                 async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client, \
-                        client.stream("GET", self.url + "/artifacts", headers=self._headers) as response:
+                        client.stream("GET", self.url + "/artifacts", headers=self._headers,
+                                      params={"checkpoint_bytes": int(checkpoint_bytes)} if checkpoint_bytes > 0
+                                      else None) as response:
                     if response.status_code != 200:
                         raise WorkerUnreachable(f"HTTP {response.status_code} while downloading artifacts")
                     async for chunk in response.aiter_bytes(1024 * 1024):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from finetune_mcp.config.tracking import TRACKING_VARIABLES
 from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.multi_gpu import cluster_command, distributed_command
 from finetune_mcp.jobs.worker_env import worker_environment
@@ -46,7 +48,8 @@ log = logging.getLogger("finetune_mcp.jobs.backends.runpod.pod_server")
 TOKEN_ENV = "FINETUNE_MCP_WORKER_TOKEN"
 MAX_WAIT_S = 25.0  # long-poll bound: well under the RunPod proxy's 100 s request timeout
 CHUNK = 1024 * 1024
-ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json", "export"}  # events go by offset; spec, export/ stay local
+# events are synced by offset; spec and export/ stay local; checkpoints come by size (`_add_checkpoints`)
+ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json", "export"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
 _POD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -67,8 +70,15 @@ class WorkerJob:
         self.ended_at: float | None = None
         self.cancel_requested = False
 
-    def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None) -> None:
-        """Write spec.json (input paths resolved on this machine) and start the child."""
+    def start(self, job_id: str, spec: dict[str, Any], inputs: dict[str, str], hf_token: str | None,
+              tracking_env: dict[str, str] | None = None) -> None:
+        """Write spec.json (input paths resolved on this machine) and start the child, which receives the
+        Hub token and the trackers' variables of the request (tracker settings only: any other name is
+        refused)."""
+        tracking_env = dict(tracking_env or {})
+        refused = sorted(k for k in tracking_env if k not in TRACKING_VARIABLES or not isinstance(tracking_env[k], str))
+        if refused:
+            raise BackendError(f"the start request names variables that are not tracker settings: {refused}")
         with self.lock:
             if self.state != "idle":
                 raise BackendError(f"this worker already ran job {self.job_id} ({self.state}); start a new pod")
@@ -84,7 +94,8 @@ class WorkerJob:
             spec_path = self.run_dir / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
             # The pod's own environment holds the worker token and RunPod's pod key; the run needs neither.
-            env = worker_environment(os.environ, {"HF_TOKEN": hf_token} if hf_token else {})
+            extra = {**tracking_env, "FINETUNE_MCP_JOB_ID": job_id, **({"HF_TOKEN": hf_token} if hf_token else {})}
+            env = worker_environment(os.environ, extra)
             out = (self.run_dir / "train.log").open("ab")  # as the local backend does
             processes = _gpu_processes(spec.get("num_gpus", 1))
             worker = [sys.executable, "-m", "finetune_mcp.cli", "worker", "run"]
@@ -205,7 +216,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
             wait = min(float(query.get("wait", 0)), MAX_WAIT_S)
             self._tail(job.run_dir / name, int(query.get("offset", 0)), wait)
         elif path == "/artifacts":
-            self._artifacts()
+            self._artifacts(int(query.get("checkpoint_bytes", 0) or 0))
         else:
             self._send_json({"error": f"no route GET {path}"}, HTTPStatus.NOT_FOUND)
 
@@ -247,7 +258,7 @@ class WorkerHandler(BaseHTTPRequestHandler):
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 job.start(str(body["job_id"]), dict(body["spec"]), dict(body.get("inputs") or {}),
-                          self.headers.get("X-HF-Token") or None)
+                          self.headers.get("X-HF-Token") or None, dict(body.get("env") or {}))
             except (ValueError, KeyError, TypeError) as exc:
                 self._send_json({"error": f"bad start request: {exc}"}, HTTPStatus.BAD_REQUEST)
                 return
@@ -278,15 +289,17 @@ class WorkerHandler(BaseHTTPRequestHandler):
             time.sleep(0.2)
         self._send(chunk, headers={"X-Next-Offset": str(offset + len(chunk)), "X-Job-State": state})
 
-    def _artifacts(self) -> None:
-        """The run dir as an uncompressed tar, built on disk and streamed (a merged model is GBs)."""
+    def _artifacts(self, checkpoint_bytes: int) -> None:
+        """The run dir as an uncompressed tar, built on disk and streamed (a merged model is GBs), with
+        the newest checkpoints that fit `checkpoint_bytes` and checkpoints/transfer.json saying so."""
         run_dir = self.server.job.run_dir
         with tempfile.TemporaryFile(dir=self.server.job.root if self.server.job.root.exists() else None) as tmp:
             with tarfile.open(fileobj=tmp, mode="w") as tar:
                 if run_dir.exists():
                     for child in sorted(run_dir.iterdir()):
                         if child.name not in ARTIFACT_EXCLUDE and not child.name.endswith(".tmp"):
-                            tar.add(child, arcname=child.name)
+                            tar.add(child, arcname=child.name, filter=_no_links)
+                    _add_checkpoints(tar, run_dir / "checkpoints", checkpoint_bytes)
             size = tmp.tell()
             tmp.seek(0)
             self.send_response(200)
@@ -296,6 +309,34 @@ class WorkerHandler(BaseHTTPRequestHandler):
             self.end_headers()
             while chunk := tmp.read(CHUNK):
                 self.wfile.write(chunk)
+
+
+def _no_links(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Links stay on the pod (W&B leaves `latest-run` and `debug.log` links to files it also sends): the
+    server refuses any archive with a link in it."""
+    return None if member.issym() or member.islnk() else member
+
+
+def _add_checkpoints(tar: tarfile.TarFile, folder: Path, limit: int) -> None:
+    """checkpoint-<step>/ folders, newest first, while their total stays within `limit` bytes (a
+    checkpoint comes whole or not at all), and checkpoints/transfer.json: what came, what stayed."""
+    if not folder.is_dir():
+        return
+    found = [(int(p.name.removeprefix("checkpoint-")), p) for p in folder.glob("checkpoint-*")
+             if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    brought, left, total = [], [], 0
+    for step, path in sorted(found, reverse=True):
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if total + size <= limit:
+            tar.add(path, arcname=f"checkpoints/{path.name}", filter=_no_links)
+            brought.append({"step": step, "bytes": size})
+            total += size
+        else:
+            left.append({"step": step, "bytes": size})
+    record = json.dumps({"limit_bytes": limit, "brought_back": brought, "left_on_pod": left}, indent=2).encode()
+    info = tarfile.TarInfo("checkpoints/transfer.json")
+    info.size, info.mtime = len(record), int(time.time())
+    tar.addfile(info, io.BytesIO(record))
 
 
 def _safe_join(root: Path, rel: str, under: str | None = None) -> Path:

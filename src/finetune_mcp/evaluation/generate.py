@@ -1,6 +1,7 @@
 """`generate(model, tokenizer, prompts, settings)`: answers with the model's per-token entropy.
 
-The one generation function of the project (sample jobs, the experiment kind's answer accuracy):
+The one generation function of the project (sample jobs, evaluation suites, the experiment kind's answer
+accuracy; only GRPO's reward hooks in train/, below this layer, use `train.inference.generate_replies`):
 
 - Prompts are rendered as training rendered them. A conversation is cut where training's labels
   begin: the conversation plus a probe reply goes through `data.chat_tokens` (the span finder the
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from finetune_mcp.errors import ConfigError, ModelError
-from finetune_mcp.sample.spec import GenerationSettings, PlainText
+from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
 
 _PROBE = "\u2047sample-probe-reply\u2047"  # a reply no template or dataset contains
 

@@ -1,4 +1,5 @@
-"""`run_evaluation(spec, run_dir)`: the worker side of an `evaluate_model` job.
+"""The `evaluate` kind: `EvaluationSpec`, its start check and placement, and `run_evaluation(spec,
+run_dir)`, the worker side of an `evaluate_model` job.
 
 An evaluation is a job like training (queued, placed, killable, same run directory and events).
 Its spec composes the config groups it reads — the model fields and `DataConfig` (the same split
@@ -12,6 +13,9 @@ accepts are the descriptor's `eval_metrics`):
           model's P(yes) in the Qwen3-Reranker prompt, on query groups
   sft     loss (mean CE per trained token), perplexity, entropy (mean predictive entropy, nats),
           token_accuracy (share of trained tokens whose most likely token is the target), on examples
+With `suite` (heldout, forgetting, all) it compares the base model and the adapter on the same rows
+instead (`suites`): get_job's metrics are eval/<suite>/<metric>/{base,tuned,delta}, result.json has
+the intervals and verdicts, and a copy lands in the source run's evaluation/ folder for its card.
 Results: result.json, an `eval` event whose metrics get_job shows (`rank/eval/mrr@10`, ...,
 `eval/loss`, ...), and progress events (step = batches scored) while it runs.
 """
@@ -31,12 +35,12 @@ from finetune_mcp.config.methods import METHODS, get_method, method_for_metrics
 from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.config.training import ModelSourceField
 from finetune_mcp.errors import ConfigError, DatasetError
+from finetune_mcp.evaluation import suites
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.runs.rundir import RunDirectory
 from finetune_mcp.runs.session import library_versions, worker_session
 
 log = logging.getLogger("finetune_mcp.evaluate")
-
 
 
 class EvaluationSpec(ModelSourceField, PreferenceRLFields, DataConfig, ModelFields):
@@ -56,6 +60,14 @@ class EvaluationSpec(ModelSourceField, PreferenceRLFields, DataConfig, ModelFiel
                                  "(16, as training's before/after scoring: same batches, same scores).")
     rerank_instruction: str | None = RerankConfig.model_fields["rerank_instruction"]
     run_dir: str | None = RunFields.model_fields["run_dir"]
+    suite: Literal["heldout", "forgetting", "all"] | None = Field(
+        None, description="Compare the base model and the adapter: heldout (the data's rows of `split`), "
+        "forgetting (the shipped general set), all (both). None: score the model on the data with `metrics`.")
+    source_run_dir: str | None = Field(None, description="The source job's run directory: a suite's results are "
+                                       "also written to its evaluation/ folder, for its model card.")
+    generation_examples: int = Field(32, ge=0, le=1000, description="Rows with a reference answer that each model "
+                                     "answers by greedy generation in a suite (exact / normalized match).")
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="Tokens per generated answer in a suite.")
 
     @field_validator("metrics")
     @classmethod
@@ -75,7 +87,15 @@ class EvaluationSpec(ModelSourceField, PreferenceRLFields, DataConfig, ModelFiel
             owner = method_for_metrics(foreign)
             raise ValueError(f"{foreign} are not metrics of method={method.name!r}; for its {method.unit} use "
                              f"{method.metric_help} ({foreign[0]!r} is a metric of method={owner.name!r})")
+        if self.suite is not None and not (method.generates and method.row_shape == "sequences"):
+            raise ValueError(f"suites compare answers and token losses; method={method.name!r} is scored with "
+                             f"{method.metric_help}: leave suite out")
+        if self.suite is not None and self.adapter is None:
+            raise ValueError("a suite compares a fine-tune with its base: give a job_id or an adapter folder")
         return self
+
+    def suites(self) -> list[str]:
+        return list(suites.SUITES) if self.suite == "all" else [self.suite] if self.suite else []
 
 
 def check_evaluation_start(spec: EvaluationSpec, settings: Settings) -> EvaluationSpec:
@@ -124,6 +144,8 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
 
     method = get_method(spec.method)
     model, tokenizer, device = _load(spec)
+    if spec.suite is not None:
+        return _run_suites(spec, run, model, tokenizer, device, rows, data.source, started)
     log.info("evaluating %s%s on %d %s of %s (%s) on %s", spec.model, f" + {spec.adapter}" if spec.adapter else "",
              len(rows), method.unit, data.source, spec.split, device)
 
@@ -152,6 +174,48 @@ def _evaluate(spec: EvaluationSpec, run: RunDirectory) -> dict[str, Any]:
     run.write_json(run.result, result)
     run.write_event("end", status="succeeded", metrics=tagged)
     log.info("done in %.1fs: %s", result["runtime_s"], ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return result
+
+
+def _run_suites(spec: EvaluationSpec, run: RunDirectory, model: Any, tokenizer: Any, device: str,
+                heldout: list[dict[str, Any]], source: str, started: float) -> dict[str, Any]:
+    """Each asked suite, base vs tuned; result.json, the `eval` event, and a copy in the source run."""
+    from finetune_mcp.evaluation.general_set import general_rows
+
+    rows = {"heldout": suites.SuiteRows("heldout", heldout, f"the {spec.split} rows of {source}"),
+            "forgetting": suites.SuiteRows("forgetting", general_rows(), "the general set shipped with finetune-mcp "
+                                           "(64 short-answer questions: arithmetic, capitals, words, counts, "
+                                           "sequences)")}
+    asked = spec.suites()
+    total, done = 4 * len(asked), 0
+
+    def progress(stage: str) -> None:
+        nonlocal done
+        done += 1
+        run.write_event("progress", step=done, total_steps=total, stage=stage, eta_s=_eta(started, done, total))
+
+    results = {}
+    for name in asked:
+        log.info("suite %s: %d rows, base vs %s on %s", name, len(rows[name].rows), spec.adapter, device)
+        results[name] = suites.run_suite(rows[name], model, tokenizer, max_seq_length=spec.max_seq_length,
+                                         assistant_only_loss=spec.assistant_only_loss, batch_size=spec.eval_batch_size,
+                                         generation_examples=spec.generation_examples,
+                                         max_new_tokens=spec.max_new_tokens, progress=progress)
+        log.info("suite %s: %s", name, results[name]["summary"])
+    named = {k: v for result in results.values() for k, v in suites.tagged(result).items()}
+    run.write_event("eval", step=total, metrics=named, phase="evaluate")
+    result = {"status": "succeeded", "kind": "evaluate", "method": spec.method, "suite": spec.suite,
+              "suites": results, "tagged_metrics": named, "model": spec.model, "adapter": spec.adapter,
+              "source_job": spec.source_job,
+              "scorer": "finetune-mcp's batched scorer (teacher-forced loss + greedy generation)", "device": device,
+              "runtime_s": round(time.time() - started, 2), "versions": library_versions()}
+    run.write_json(run.result, result)
+    if spec.source_run_dir:  # the card of the evaluated run shows the newest result of each suite
+        source_run = RunDirectory(Path(spec.source_run_dir))
+        for name, entry in results.items():
+            source_run.write_json(source_run.evaluation / f"{name}.json",
+                                  {**entry, "job_id": run.root.name, "adapter": spec.adapter, "time": time.time()})
+    run.write_event("end", status="succeeded", metrics=named)
     return result
 
 
