@@ -41,6 +41,7 @@ import anyio
 import httpx
 
 from finetune_mcp.config import Settings
+from finetune_mcp.config.tracking import TRACKING_VARIABLES
 from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.backends.base import Handle, PollResult, SaveHandle
 from finetune_mcp.jobs.backends.runpod.api import START_COMMAND, GpuChoice, RunPodSettings, check_pod_id
@@ -219,8 +220,12 @@ class RunPodClusterBackend(RunPodBackend):
                 node = self._node(handle, pod_id)
                 for local, remote in files:
                     await node.upload(local, remote)
+            # as for a pod: the start check's file identities name this machine's files, not the uploaded
+            # copies; the trackers' variables travel in the start request only
+            tracking = {k: v for k, v in env.items() if k in TRACKING_VARIABLES}
             for pod_id in handle["node_pods"]:
-                await self._node(handle, pod_id).start(job.id, spec, fields, env.get("HF_TOKEN"))
+                await self._node(handle, pod_id).start(job.id, {**spec, "dataset_files": None}, fields,
+                                                       env.get("HF_TOKEN"), tracking)
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.rp.api_timeout_s * 4 + 30):
                 try:
