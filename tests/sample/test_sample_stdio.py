@@ -181,7 +181,7 @@ async def test_bad_requests_are_refused_with_the_fix_and_leave_nothing_behind(tr
         missing = str(tmp_path / "no" / "such" / "model")  # inside the allowed roots; outside, the roots refuse it
         assert "neither a model folder nor a Hub id" in await refused({"model": missing, "prompts": ["hi"]})
         assert "outside the folders this server may use" in await refused({"model": "/no/such/model", "prompts": ["hi"]})
-        assert "no training tokenizer found beside the GGUF" in await refused(
+        assert "no such GGUF file" in await refused(
             {"model": str(tmp_path / "model.gguf"), "prompts": ["hi"]})
         assert "the comparison needs a training job" in await refused(
             {"job_id": job, "compare_with": adapter_samples["job_id"]})

@@ -101,7 +101,7 @@ async def test_bad_ranking_data_and_bad_evaluations_are_refused(server_home, tin
                                                                            "model": str(tiny_model)})
         assert "exactly one of job_id" in await refused("evaluate_model", {"dataset": str(data)})
         assert "give the `dataset`" in await refused("evaluate_model", {"model": str(tiny_model)})
-        assert "unknown ranking metric 'ndcg'" in await refused("evaluate_model", {
+        assert "unknown metric 'ndcg'" in await refused("evaluate_model", {
             "model": str(tiny_model), "dataset": str(data), "metrics": ["ndcg"]})
         assert "the data is in messages format, but the training method takes ranking" in await refused(
             "evaluate_model", {"model": str(tiny_model), "dataset": str(chat), "metrics": ["mrr@10"]})

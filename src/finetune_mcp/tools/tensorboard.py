@@ -9,6 +9,7 @@ thread so the event loop keeps serving other tools meanwhile.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -48,11 +49,20 @@ class ScreenshotResult(BaseModel):
     url: str | None = Field(None, description="The TensorBoard page captured (127.0.0.1, while the server runs).")
 
 
-def tensorboard_server() -> TensorBoardServer:
-    """The lifespan's TensorBoard server."""
+@dataclass(frozen=True)
+class Board:
+    """The lifespan's TensorBoard server, handed to a tool call. Why a holder: FastMCP enters a dependency
+    that is a context manager and exits it after the call, and `TensorBoardServer.__exit__` stops the
+    server, so every screenshot restarted TensorBoard on a new port instead of reusing one."""
+
+    server: TensorBoardServer
+
+
+def tensorboard_server() -> Board:
+    """The lifespan's TensorBoard server (in a `Board`)."""
     from fastmcp.server.dependencies import get_context
 
-    return get_context().lifespan_context[TENSORBOARD_KEY]
+    return Board(get_context().lifespan_context[TENSORBOARD_KEY])
 
 
 def _runs_to_show(manager, job_id: str, compare_with: list[str]) -> tuple[list[RunDirectory], Path | None]:
@@ -94,7 +104,7 @@ async def tensorboard_screenshot(
         description="If headless Chromium is not installed, draw the same scalars with matplotlib "
         "instead of failing (the result then says renderer='matplotlib').")] = False,
     manager: JobManager = Depends(get_manager),
-    board: TensorBoardServer = Depends(tensorboard_server),
+    board: Board = Depends(tensorboard_server),
 ) -> ToolResult:
     """Screenshot of the job's real TensorBoard page (headless Chromium), filtered to the asked
     tags, after the charts have drawn. Returns the PNG as image content plus its path. Works while
@@ -104,7 +114,7 @@ async def tensorboard_screenshot(
     "renderer": "tensorboard", "tags": ["train/loss", ...], "runs": ["ft-3f9a0c1b2d4e", "ft-0a1b2c3d4e5f"]}."""
     runs, out_dir = _runs_to_show(manager, job_id, compare_with or [])
     shot = await anyio.to_thread.run_sync(functools.partial(
-        take_screenshot, runs, server=board, tags=tags, view=view, fallback=allow_matplotlib,
+        take_screenshot, runs, server=board.server, tags=tags, view=view, fallback=allow_matplotlib,
         out_dir=out_dir))
     result = ScreenshotResult(job_id=job_id, **shot.to_dict())
     caption = (f"{'TensorBoard' if shot.renderer == 'tensorboard' else 'matplotlib (not TensorBoard)'} "
