@@ -68,13 +68,16 @@ async def test_a_gguf_model_previews_trains_samples_and_is_reported(real_server,
     assert "`SmolLM2-135M-Instruct.Q4_1.gguf`" in card["markdown"] and "a Q4_1 GGUF file" in card["markdown"]
     assert "weights dequantised" in card["markdown"]
 
-    # llama.cpp against the merged model on a real model: the f16 file agrees at (nearly) every position,
-    # not only where transformers' choice is clear (the rule made for random models' near-ties)
+    # llama.cpp against the merged model on a real model: the f16 file agrees at clear positions (>= 0.99, the
+    # export's own rule) and gives the same greedy answers. At every position it agreed 1.000 in one run and
+    # 0.986 in another (2026-12-06, greedy 4/4 identical): a real model still has near-ties, so the
+    # clear-positions rule stays, and every position is held to 0.97.
     for quantization, job in exports.items():
         assert job["state"] == "succeeded", (quantization, job["error"])
         assert Path(job["result"]["gguf"]).name == f"SmolLM2-135M-Instruct.Q4_1-{quantization}.gguf"
     f16 = exports["f16"]["result"]["verification"]
-    assert f16["tokenizer_identical"] == f16["prompts"] and f16["top1_agreement"] >= 0.99, f16
+    assert f16["tokenizer_identical"] == f16["prompts"] == f16["greedy_identical"], f16
+    assert f16["top1_agreement_clear"] >= 0.99 and f16["top1_agreement"] >= 0.97, f16
     deltas = {q: exports[q]["result"]["verification"]["perplexity_delta"] for q in exports}
     print(f"\nSmolLM2 (Q4_1 import) perplexity delta vs the merged model: {deltas}; f16 top-1 "
           f"{f16['top1_agreement']} over {f16['positions_compared']} positions ({f16['top1_agreement_clear']} at "
