@@ -6,7 +6,7 @@ others keep their defaults, so one experiment's arms can differ in one method se
 (`{"grpo": {"top_entropy_quantile": 0.2}}`). Plain pydantic: the server validates with it.
 
 `RewardSpec` names one GRPO reward: a built-in (`REWARD_BUILTINS`, implemented in
-`train/grpo/rewards/builtins.py`) or an allowed user function 'pkg.mod:fn' (FINETUNE_MCP_USER_FUNCTIONS),
+`train/grpo/rewards/builtin_rewards.py`) or an allowed user function 'pkg.mod:fn' (FINETUNE_MCP_USER_FUNCTIONS),
 with its weight in the combined reward Σ wᵢ·rᵢ.
 """
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from finetune_mcp.config.methods import MemoryExtras
 
-# Built-in rewards (train/grpo/rewards/builtins.py implements them; tests check the two lists agree).
+# Built-in rewards (train/grpo/rewards/builtin_rewards.py implements them; tests check the two lists agree).
 REWARD_BUILTINS = ("exact", "normalized", "numeric", "regex", "think_format", "length_penalty")
 # Built-ins that compare the completion with a dataset column (the reference answer).
 ANSWER_REWARDS = ("exact", "normalized", "numeric")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from finetune_mcp.config.preference import REWARD_BUILTINS, RewardSpec
-from finetune_mcp.train.grpo.rewards.builtins import BUILTINS, make_builtin
+from finetune_mcp.train.grpo.rewards.builtin_rewards import BUILTINS, make_builtin
 from finetune_mcp.train.grpo.rewards.check import RewardCheckError, check_reward, check_rewards, probe_batch
 
 ROWS = [{"prompt": "12+30=", "columns": {"answer": "42"}}, {"prompt": "1+1=", "columns": {"answer": "2"}}]

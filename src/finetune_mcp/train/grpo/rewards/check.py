@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from finetune_mcp.config.preference import ANSWER_REWARDS, RewardSpec
-from finetune_mcp.train.grpo.rewards.builtins import BUILTINS, RewardFn
+from finetune_mcp.train.grpo.rewards.builtin_rewards import BUILTINS, RewardFn
 from finetune_mcp.train.grpo.rewards.combine import load_reward
 
 PROBE_ROWS = 3

@@ -1,6 +1,6 @@
 """The reward functions of a GRPO run, in the order of its `rewards` list, with their weights.
 
-Built-ins come from `builtins.make_builtin`; a path 'pkg.mod:fn' loads only when the operator
+Built-ins come from `builtin_rewards.make_builtin`; a path 'pkg.mod:fn' loads only when the operator
 allowed its module (FINETUNE_MCP_USER_FUNCTIONS, `user_functions.load_callable`, which imports
 nothing for a path that is not allowed). TRL sums them as Σ wᵢ·rᵢ (`reward_weights`) and logs each.
 """
@@ -8,7 +8,7 @@ nothing for a path that is not allowed). TRL sums them as Σ wᵢ·rᵢ (`reward
 from __future__ import annotations
 
 from finetune_mcp.config.preference import RewardSpec
-from finetune_mcp.train.grpo.rewards.builtins import BUILTINS, RewardFn, make_builtin
+from finetune_mcp.train.grpo.rewards.builtin_rewards import BUILTINS, RewardFn, make_builtin
 from finetune_mcp.user_functions import load_callable
 
 WHAT = "GRPO reward function"
