@@ -11,6 +11,7 @@ training method is a folder under `train/` plus one line in that registry; nothi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -107,12 +108,20 @@ def freeze_heap() -> None:
     are still freed by reference counting; cycles among them only after `gc.unfreeze()`, which
     whoever drops a loaded model calls (`experiment.shared_model.SharedBaseModel.release`).
     """
-    import atexit
     import gc
 
     gc.collect()
     gc.freeze()
-    # at exit, hand them back, so extension modules' leak checks (triton's nanobind) see a clean heap
+    _unfreeze_at_exit()
+
+
+@functools.cache
+def _unfreeze_at_exit() -> None:
+    """At exit, hand the frozen objects back, so extension modules' leak checks (triton's nanobind) see a
+    clean heap. Registered once per process, however many runs an experiment makes."""
+    import atexit
+    import gc
+
     atexit.register(gc.unfreeze)
 
 
