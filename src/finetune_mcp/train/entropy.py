@@ -37,12 +37,16 @@ class _Window:
 class EntropyTracker:
     """Accumulates entropy statistics for one mode ("train" or "eval")."""
 
+    MAX_ON_DEVICE = 2_000_000  # tokens held on the accelerator before an early copy to the CPU
+
     def __init__(self, *, threshold: float | None, percentile: float, sample_size: int, seed: int = 0) -> None:
         self.threshold = threshold
         self.percentile = percentile
         self.sample_size = sample_size
         self._rng = random.Random(seed)
         self._window = _Window()
+        self._on_device: list[tuple[torch.Tensor, ...]] = []  # micro-batches not yet copied to the CPU
+        self._on_device_tokens = 0
         self._reset_epoch()
 
     def _reset_epoch(self) -> None:
@@ -62,24 +66,37 @@ class EntropyTracker:
 
         `weights` are the ones applied to the loss; `weighted_by` (default: the same) are the ones
         `weighted_loss` uses, so an unweighted run still logs what f(H) would have made of its loss.
+        Nothing here waits for the GPU: the tensors stay where they are until the window closes
+        (`_to_host`, one copy per logging step), so the host goes on launching the backward.
         """
         if entropy.numel() == 0:
             return
-        ent = entropy.detach().float().cpu()
-        ce = ce.detach().float().cpu()
-        w = weights.detach().float().cpu()
+        shadow = weights if weighted_by is None else weighted_by
+        self._on_device.append(tuple(t.detach() for t in (entropy, ce, weights, shadow, labels)))
+        self._on_device_tokens += entropy.numel()
+        if self._on_device_tokens >= self.MAX_ON_DEVICE:  # bounded memory over long logging windows
+            self._to_host()
+
+    def _to_host(self) -> None:
+        """Move the recorded micro-batches to the CPU in one copy and add them to the window's sums."""
+        if not self._on_device:
+            return
+        ent, ce, w, shadow, ids = (torch.cat(column).cpu() for column in zip(*self._on_device, strict=True))
+        self._on_device.clear()
+        self._on_device_tokens = 0
+        ent, ce, w, shadow = ent.float(), ce.float(), w.float(), shadow.float()
         win = self._window
         win.tokens += ent.numel()
         win.entropy_sum += float(ent.sum())
         win.ce_sum += float(ce.sum())
-        shadow = w if weighted_by is None else weighted_by.detach().float().cpu()
         win.weighted_ce_sum += float((shadow * ce).sum())
         win.weight_sum += float(w.sum())
         win.entropies.append(ent)
-        win.pending.append((ent, labels.detach().cpu(), w))
+        win.pending.append((ent, ids, w))
 
     def _drain(self) -> None:
         """Count pending tokens into high-entropy stats and the epoch sample (fixing the threshold first)."""
+        self._to_host()
         pending = self._window.pending
         if not pending:
             return
