@@ -107,3 +107,64 @@ async def test_a_ddp_job_runs_one_worker_per_gpu_and_holds_each_gpu_slot(home, m
     assert b.started_at >= a.ended_at
     log = (Path(a.run_dir) / "train.log").read_text()
     assert log.count("scripted worker succeed starting") == 2  # one worker per GPU
+
+
+async def test_packed_workers_share_a_gpu_and_a_single_job_waits_for_all_of_them(home, monkeypatch):
+    """Two workers of a parallel experiment packed on GPU 0 (`gpu:0/2`) run side by side; a plain job
+    on GPU 0 waits until both have ended, and a third packed worker would wait for a free half."""
+    import os
+    from pathlib import Path
+
+    import anyio
+
+    from finetune_mcp.config import Settings
+    from finetune_mcp.jobs.backends.local import LocalBackend
+    from finetune_mcp.jobs.manager import JobManager
+    from finetune_mcp.jobs.store import JobState
+
+    from .conftest import config, no_preflight
+    from .test_manager import until
+
+    tests_dir = str(Path(__file__).parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    packed = Placement("local", "cuda", 0, "1 of 2 workers on GPU 0", {"gpu_share": 2})
+    placements = iter([packed, packed, packed, Placement("local", "cuda", 0, "one GPU")])
+    manager = JobManager(
+        Settings(home=home),
+        backends={"local": LocalBackend(command=[sys.executable, "-m", "jobs.scripted_worker", "succeed:4:0.3"])},
+        placer=lambda cfg, target, settings: next(placements), preflight=no_preflight, poll_interval_s=0.05,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(manager.run)
+            a, b, c = [await manager.start(config(), "local") for _ in range(3)]
+            single = await manager.start(config(), "local")
+            assert (a.slot, single.slot) == ("gpu:0/2", "gpu:0")
+            assert slot_parts(a.slot) == ["gpu:0"]
+            await until(lambda: manager.get(a.id).state is manager.get(b.id).state is JobState.RUNNING)
+            assert manager.get(c.id).state is manager.get(single.id).state is JobState.QUEUED
+            done = [await manager.wait(j.id, 60) for j in (a, b, c, single)]
+            tg.cancel_scope.cancel()
+    finally:
+        manager.close()
+    assert all(j.state is JobState.SUCCEEDED for j in done)
+    a, b, c, single = done
+    assert c.started_at >= min(a.ended_at, b.ended_at)  # the third packed worker took a freed half
+    assert single.started_at >= max(a.ended_at, b.ended_at, c.ended_at)  # the whole GPU, once all had ended
+
+
+def test_workers_pack_onto_a_gpu_only_when_more_are_asked_than_gpus_and_the_runs_fit():
+    from finetune_mcp.experiment.parallel import MAX_WORKERS_PER_GPU, _gpu_workers, workers_per_gpu
+
+    h100 = [GpuInfo(0, "H100", 80.0, 78.0)]
+    assert workers_per_gpu(6, h100, 2.0) == 6  # a 135M model: six runs side by side
+    assert workers_per_gpu(40, h100, 2.0) == MAX_WORKERS_PER_GPU
+    assert workers_per_gpu(6, h100, 30.0) == 2  # 2 × 33 GB fit in 78, 3 do not
+    assert workers_per_gpu(6, h100, 50.0) == 1
+    assert workers_per_gpu(2, GPUS[:2], 2.0) == 1  # as many GPUs as workers: one each
+    one = Placement("local", "cuda", 0, "GPU 0 fits", {"required_gb": 2.0})
+    where, why = _gpu_workers(one, GPUS[:2], 5, 2.0)
+    assert [p.gpu_index for p in where] == [0, 1, 0, 1, 0]  # spread over the GPUs first
+    assert {p.slot for p in where} == {"gpu:0/3", "gpu:1/3"}
+    assert "5 workers on 2 local GPUs, up to 3 per GPU" in why
+    assert all(Placement.from_json(p.to_json()) == p for p in where)

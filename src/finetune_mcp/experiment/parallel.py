@@ -8,6 +8,10 @@ slot, process group or pod, cancel, re-attach after a restart, and for pods the 
 the guarantee that the pod is terminated in every ending — without a second lifecycle to get right.
 The job manager cancels the shares when the gathering job ends (`Placement.details["child_jobs"]`).
 
+On a GPU with room for several runs of a small model, up to MAX_WORKERS_PER_GPU workers share it
+(`workers_per_gpu`): each holds 1/k of the GPU's queue slot (`gpu:<i>/k`), so a single job still
+waits for the GPU to be free of them, and they for it.
+
 Runs are dealt round-robin in plan order (seed by seed, every arm of a seed), so shares are even;
 where a run trains changes neither its seed nor its data: its config is `spec.run_config(arm, seed)`
 in every share, the held-out split is fixed by `split_seed`, and every run starts from
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetune_mcp.config import Settings
 from finetune_mcp.experiment.spec import ExperimentSpec
-from finetune_mcp.jobs.placement import COORDINATOR_SLOT, SHARES, Placement
+from finetune_mcp.jobs.placement import COORDINATOR_SLOT, SHARES, GpuInfo, Placement
 
 if TYPE_CHECKING:
     from finetune_mcp.jobs.manager import JobManager
@@ -32,6 +36,34 @@ if TYPE_CHECKING:
 def deal(names: list[str], workers: int) -> list[list[str]]:
     """Round-robin: worker k trains names[k], names[k + workers], ..."""
     return [names[k::workers] for k in range(workers)]
+
+
+MAX_WORKERS_PER_GPU = 8
+
+
+def workers_per_gpu(asked: int, gpus: list[GpuInfo], need_gb: float) -> int:
+    """How many workers share each GPU: more than one only when there are more workers asked than
+    GPUs and every GPU holds that many runs (`need_gb` each, with 10 % to spare). Why pack at all: a
+    small model's step is bound by the host launching kernels (SmolLM2-135M: the GPU is busy a few %
+    of a step), so workers on one GPU run their steps side by side instead of one after another."""
+    if not gpus or asked <= len(gpus) or need_gb <= 0:
+        return 1
+    fits = min(int(g.free_gb // (need_gb * 1.1)) for g in gpus)
+    return max(1, min(MAX_WORKERS_PER_GPU, fits, -(-asked // len(gpus))))
+
+
+def _gpu_workers(one: Placement, gpus: list[GpuInfo], asked: int, need_gb: float) -> tuple[list[Placement], str]:
+    """One placement per worker, spread over the GPUs first (worker k on GPU k mod n)."""
+    per_gpu = workers_per_gpu(asked, gpus, need_gb)
+    details = {**one.details, "gpu_share": per_gpu} if per_gpu > 1 else one.details
+    where = [replace(one, gpu_index=g.index, details=details,
+                     reason=f"GPU {g.index} ({g.name})" + (f", 1 of {per_gpu} workers on it" if per_gpu > 1 else ""))
+             for _ in range(per_gpu) for g in gpus][:asked]
+    plural = "s" if len(gpus) > 1 else ""
+    if per_gpu > 1:
+        return where, (f"{len(where)} workers on {len(gpus)} local GPU{plural}, up to {per_gpu} per GPU (a run needs "
+                       f"~{need_gb:.1f} GB; a small model's step leaves the GPU idle between kernel launches)")
+    return where, f"{len(where)} local GPU{plural} that fit a run, one worker each"
 
 
 def place_parallel(spec: ExperimentSpec, target: str, settings: Settings, *, cpu_slots: int,
@@ -55,9 +87,8 @@ def place_parallel(spec: ExperimentSpec, target: str, settings: Settings, *, cpu
         if one.device == "cuda":
             need = float(one.details.get("required_gb") or 0.0)
             gpus = sorted((g for g in detect_local_gpus() if g.index == one.gpu_index or g.free_gb >= need),
-                          key=lambda g: (g.index != one.gpu_index, -g.free_gb))
-            where = [replace(one, gpu_index=g.index, reason=f"GPU {g.index} ({g.name})") for g in gpus[:asked]]
-            why = f"{len(where)} local GPU{'s' if len(where) > 1 else ''} that fit a run, one worker each"
+                          key=lambda g: (g.index != one.gpu_index, -g.free_gb))[:asked]
+            where, why = _gpu_workers(one, gpus, asked, need)
         else:
             where = [one] * min(asked, cpu_slots)
             why = (f"{len(where)} CPU slot{'s' if len(where) > 1 else ''} (FINETUNE_MCP_MAX_CPU_JOBS="

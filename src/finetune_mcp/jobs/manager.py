@@ -8,7 +8,8 @@ and settles jobs whose worker ended. When that process dies, the lock goes with 
 server to start (or an already running one, within a few seconds) takes over: it re-attaches live
 workers and settles dead ones, so no job stays `running` forever.
 
-Queue: one job at a time per local GPU (`gpu:<i>` slot), FINETUNE_MCP_MAX_CPU_JOBS (default 1) on
+Queue: one job at a time per local GPU (`gpu:<i>` slot; or k packed workers of a parallel experiment,
+each on `gpu:<i>/k`), FINETUNE_MCP_MAX_CPU_JOBS (default 1) on
 the CPU, FINETUNE_MCP_MAX_REMOTE_JOBS (default 4) per remote backend. Cancel: SIGTERM, then SIGKILL
 after FINETUNE_MCP_CANCEL_GRACE_S (default 10); the partial run stays and gets an `end` event with
 status `cancelled`. A worker silent (no new log or event bytes) for FINETUNE_MCP_STALL_TIMEOUT_S
@@ -46,7 +47,7 @@ from finetune_mcp.config import Settings
 from finetune_mcp.errors import BackendError, ConfigError, DiskFullError, FinetuneError, JobError
 from finetune_mcp.jobs.backends import create_backend
 from finetune_mcp.jobs.backends.base import Backend, PollResult
-from finetune_mcp.jobs.placement import COORDINATOR_SLOT, Placement, gpu_indices, slot_parts
+from finetune_mcp.jobs.placement import COORDINATOR_SLOT, Placement, gpu_indices, slot_parts, slot_share
 from finetune_mcp.jobs.records import check_run_dir, claim_run_dir, clean_metrics, last_ending, log_tail, mark_ended
 from finetune_mcp.jobs.store import (
     ACTIVE_STATES,
@@ -459,13 +460,14 @@ class JobManager:
         queued = self.store.in_states([JobState.QUEUED])
         if not queued:
             return
-        used: dict[str, int] = {}
+        used: dict[str, float] = {}
         for slot, count in self.store.active_by_slot().items():
-            for part in slot_parts(slot):  # a DDP job on gpu:0,1 holds gpu:0 and gpu:1
-                used[part] = used.get(part, 0) + count
+            for part in slot_parts(slot):  # a DDP job on gpu:0,1 holds gpu:0 and gpu:1; one on gpu:0/4 a quarter of gpu:0
+                used[part] = used.get(part, 0.0) + count * slot_share(slot)
         started = False
         for job in queued:
-            if any(used.get(part, 0) >= self._capacity(part) for part in slot_parts(job.slot)):
+            share = slot_share(job.slot)
+            if any(used.get(part, 0.0) + share > self._capacity(part) + 1e-9 for part in slot_parts(job.slot)):
                 continue
             try:
                 backend = self.backend(job.backend)
@@ -479,7 +481,7 @@ class JobManager:
             except InvalidTransition:
                 continue
             for part in slot_parts(job.slot):
-                used[part] = used.get(part, 0) + 1
+                used[part] = used.get(part, 0.0) + share
             scope = self._launching[job.id] = anyio.CancelScope()
             assert self._tg is not None, "tick() with queued jobs runs inside run()"
             self._tg.start_soon(self._launch, job, backend, scope)

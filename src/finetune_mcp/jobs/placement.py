@@ -39,7 +39,9 @@ class Placement:
     @property
     def slot(self) -> str:
         """The queue slot: one job at a time per local GPU, a configurable number on CPU/remote;
-        `details["slot"]` names another (COORDINATOR_SLOT: a worker that only follows other jobs)."""
+        `details["slot"]` names another (COORDINATOR_SLOT: a worker that only follows other jobs).
+        `details["gpu_share"] = k` makes it `gpu:<i>/k`: one of k workers packed on that GPU (a parallel
+        experiment of a small model, `experiment.parallel`), each holding 1/k of it (`slot_share`)."""
         if self.details.get("slot"):
             return str(self.details["slot"])
         if self.backend != "local":
@@ -47,7 +49,8 @@ class Placement:
         if self.gpu_index is None:
             return "cpu"
         indices = self.details.get("gpu_indices") or [self.gpu_index]  # several under DDP: "gpu:0,1"
-        return "gpu:" + ",".join(str(i) for i in indices)
+        share = int(self.details.get("gpu_share") or 1)
+        return "gpu:" + ",".join(str(i) for i in indices) + (f"/{share}" if share > 1 else "")
 
 
     def to_json(self) -> dict[str, Any]:
@@ -83,10 +86,17 @@ class GpuInfo:
 
 
 def slot_parts(slot: str) -> list[str]:
-    """`gpu:0,1` → [`gpu:0`, `gpu:1`]; any other slot is its own single part."""
-    if slot.startswith("gpu:") and "," in slot:
-        return [f"gpu:{index}" for index in slot.removeprefix("gpu:").split(",")]
+    """`gpu:0,1` → [`gpu:0`, `gpu:1`]; `gpu:0/4` → [`gpu:0`]; any other slot is its own single part."""
+    if slot.startswith("gpu:"):
+        return [f"gpu:{index}" for index in slot.removeprefix("gpu:").split("/")[0].split(",")]
     return [slot]
+
+
+def slot_share(slot: str) -> float:
+    """How much of each of its parts a job on `slot` holds: 1/k for `gpu:<i>/k`, else all of one unit."""
+    if slot.startswith("gpu:") and "/" in slot:
+        return 1.0 / int(slot.rsplit("/", 1)[1])
+    return 1.0
 
 
 def gpu_indices(placement: Placement) -> list[int]:
