@@ -148,6 +148,9 @@ async def main(args: argparse.Namespace) -> dict:
     common = {"model": args.model, "target": "local", "learning_rate": 5e-5, "max_seq_length": 128}
     grpo_block = {"num_generations": 8, "max_completion_length": 8, "rewards": [{"function": "exact", "column": "answer"}]}
     result: dict = {"model": args.model}
+
+    def save() -> None:  # after every section: a run cut short by a time limit keeps what it measured
+        args.out.write_text(json.dumps(result, indent=2, default=str))
     roots = f"{work}:{Path(args.model).resolve().parent}"  # the data here, and the model's folder
     async with Client(stdio_server(work / "home", work, FINETUNE_MCP_ROOTS=roots), timeout=600) as client:
         started = await call(client, "start_finetune", {**common, "dataset": str(dpo_data), "method": "dpo",
@@ -156,10 +159,13 @@ async def main(args: argparse.Namespace) -> dict:
                                                          "config_overrides": {"validation_split": 0.1, "logging_steps": 10}})
         dpo = await until_done(client, started["job_id"])
         assert dpo["state"] == "succeeded", dpo["error"]
+        result["dpo_job"] = {"metrics": dpo["metrics"]}
+        save()
         result["dpo"] = {"metrics": dpo["metrics"],
                          "heldout_pref_acc_base": preference_accuracy(args.model, None, held, args.device),
                          "heldout_pref_acc_tuned": preference_accuracy(args.model, dpo["run_dir"] + "/adapter", held,
                                                                        args.device)}
+        save()
         t0 = time.time()
         started = await call(client, "start_finetune", {**common, "dataset": str(grpo_data), "method": "grpo",
                                                          "max_steps": args.grpo_steps, "per_device_train_batch_size": 16,
@@ -173,8 +179,10 @@ async def main(args: argparse.Namespace) -> dict:
                           "heldout_reward_base": heldout_reward(args.model, None, held, args.device),
                           "heldout_reward_tuned": heldout_reward(args.model, grpo["run_dir"] + "/adapter", held,
                                                                  args.device)}
+        save()
         started = await call(client, "start_experiment", {
             "model": args.model, "dataset": str(grpo_data), "seeds": args.seeds, "method": "grpo",
+            "parallel": int(args.parallel) if args.parallel.isdigit() else args.parallel,
             "arms": [{"name": "plain"}, {"name": "top20", "method_settings": {"grpo": {"top_entropy_quantile": 0.2}}}],
             "config_overrides": {"learning_rate": common["learning_rate"], "max_seq_length": common["max_seq_length"],
                                  "max_steps": args.experiment_steps, "per_device_train_batch_size": 16,
@@ -183,6 +191,7 @@ async def main(args: argparse.Namespace) -> dict:
         result["experiment"] = {"state": experiment["state"], "error": experiment.get("error"),
                                 "report": await call(client, "get_experiment", {"job_id": started["job_id"]})
                                 if experiment["state"] == "succeeded" else None}
+        save()
     # plain TRL computes its GRPO loss with a Triton kernel: CUDA only
     result["plain_trl_grpo"] = (plain_trl_grpo(args.model, grpo_data, args.grpo_steps) if args.device == "cuda"
                                 else "skipped: plain TRL's GRPO loss needs CUDA")
@@ -200,6 +209,7 @@ if __name__ == "__main__":
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--experiment-steps", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--parallel", default="auto", help="the experiment's workers (1: one after another)")
     args = parser.parse_args()
     if args.tiny:
         from finetune_mcp.testing.tiny_model import build_tiny_model
