@@ -72,6 +72,7 @@ async def study_task(client: Client, args, name: str, train: Path, heldout: Path
     job = (await client.call_tool("start_experiment", {
         "model": args.model, "dataset": str(train), "arms": args.arms.split(","), "seeds": args.seeds, "max_steps": args.steps,
         "eval_dataset": str(heldout), "generation_examples": args.heldout, "target": "local",
+        "parallel": int(args.parallel) if args.parallel.isdigit() else args.parallel,
         "config_overrides": {"max_seq_length": args.seq, "per_device_train_batch_size": args.batch,
                              "gradient_accumulation_steps": 1, "learning_rate": args.lr, "logging_steps": 10,
                              "save_steps": 100_000, "max_new_tokens": 12, "backend": args.backend},
@@ -115,6 +116,7 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=2400)
     parser.add_argument("--heldout", type=int, default=90)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--parallel", default="auto", help="workers at once (packed onto one GPU for a small model)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
