@@ -121,3 +121,18 @@ def test_gradients_accumulate_exactly_across_replays(tmp_path):
         for name, param in model.named_parameters():
             if param.requires_grad:
                 assert torch.allclose(param.grad, want[name], atol=1e-4, rtol=1e-3), name
+
+
+def test_capture_runs_in_thread_local_mode_and_the_default_comes_back():
+    """make_graphed_callables offers no capture mode; ours patches the default for its own capture only."""
+    import inspect
+
+    from finetune_mcp.train.decoder_graphs import _thread_local_capture
+
+    def mode() -> str:
+        return inspect.signature(torch.cuda.graph.__init__).parameters["capture_error_mode"].default
+
+    assert mode() == "global"
+    with _thread_local_capture():
+        assert mode() == "thread_local"
+    assert mode() == "global"

@@ -39,7 +39,9 @@ computation without graphs: CPU runs use it, and the tests compare it with the m
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -177,8 +179,33 @@ class GraphedDecoder(EagerDecoder):
         stack = _LayerStack(self.decoder)
         # Autocast (if the caller runs under it) must not cache casts across a capture.
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        with torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False):
+        with (torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False),
+              _thread_local_capture()):
             graphed = torch.cuda.make_graphed_callables(stack, samples, num_warmup_iters=2, pool=self.pool)
         self.graphs[shape] = graphed
         log.info("captured the decoder's CUDA graphs for batch shape %s in %.2f s", shape, time.perf_counter() - started)
         return graphed
+
+
+@contextlib.contextmanager
+def _thread_local_capture() -> Iterator[None]:
+    """Captures inside `make_graphed_callables` in "thread_local" mode (it offers no argument for it).
+
+    Why: in the default "global" mode a CUDA call that is unsafe during capture, made by *any* thread
+    of the process, invalidates the capture (cudaErrorStreamCaptureInvalidated). A training process
+    has such threads: the DataLoader's pin-memory thread allocates pinned host memory while the
+    decoder is being captured. "thread_local" forbids those calls only on the capturing thread, which
+    is what the graph's correctness needs (the backward's kernels are launched by autograd's device
+    thread into the capturing stream, and are captured either way).
+    """
+    graph = torch.cuda.graph
+    original = graph.__init__
+
+    def init(self, cuda_graph, pool=None, stream=None, capture_error_mode="thread_local", **kwargs):
+        original(self, cuda_graph, pool=pool, stream=stream, capture_error_mode=capture_error_mode, **kwargs)
+
+    graph.__init__ = init
+    try:
+        yield
+    finally:
+        graph.__init__ = original
