@@ -1,7 +1,8 @@
 """The student: the base model you are about to fine-tune, generating with its token entropy.
 
-Loaded without LoRA, for inference only: Unsloth's `FastLanguageModel` (its fast generate) on CUDA
-when installed, transformers elsewhere; the choice is `model.resolve_backend`, as for training.
+Loaded without LoRA, for inference only, by `model.loading.load_model` with the plan training of the
+same settings would get (`model.plan.plan_load`: Unsloth and its fast generate on CUDA when installed,
+transformers elsewhere; 4 bits when asked).
 
 Entropy comes from the model's own logits at every generated position, H = −Σ p log p in nats with
 p = softmax(logits) at temperature 1, so it means the same as the entropy the trainer logs. It is
@@ -65,18 +66,13 @@ class Student:
     """Loads the student once; `generate` answers a batch of conversations."""
 
     def __init__(self, config: StudentTeacherConfig) -> None:
-        from finetune_mcp.train.model import resolve_backend
+        from finetune_mcp.model.loading import load_model
+        from finetune_mcp.model.plan import plan_load
 
         self.config = config
-        self.backend = resolve_backend(config)
-        try:
-            self.model, self.tokenizer = self._load()
-        except OSError as exc:
-            raise ModelError(f"could not load the student {config.model!r}: {exc}. Give a local model folder or a "
-                             "hub id in the Hugging Face cache (or reachable)") from exc
+        loaded = load_model(config.model, plan_load(config))
+        self.backend, self.model, self.tokenizer = loaded.backend, loaded.model, loaded.tokenizer
         self.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(f"the student {config.model!r} has no chat template; use a chat/instruct model")
         vocab = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
@@ -84,33 +80,6 @@ class Student:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
         self.device = str(self.model.device)
-
-    def _load(self) -> tuple[Any, Any]:
-        import torch
-
-        cfg = self.config
-        if self.backend == "unsloth":
-            from unsloth import FastLanguageModel
-
-            model, tokenizer = FastLanguageModel.from_pretrained(
-                model_name=cfg.model, max_seq_length=cfg.max_seq_length, load_in_4bit=cfg.load_in_4bit, dtype=None)
-            FastLanguageModel.for_inference(model)
-            return model, tokenizer
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        cuda = torch.cuda.is_available()
-        kwargs: dict[str, Any] = {"dtype": torch.float32}
-        if cuda:
-            kwargs = {"dtype": torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
-                      "device_map": {"": 0}}
-            if cfg.load_in_4bit:
-                from transformers import BitsAndBytesConfig
-
-                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                                   bnb_4bit_compute_dtype=kwargs["dtype"])
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs).eval()
-        return model, tokenizer
 
     def generate(self, conversations: list[Messages], seed: int) -> list[Attempt]:
         """One reply per conversation (sampled at the student temperature, greedy at 0), each with

@@ -178,17 +178,10 @@ class LocalChatClient:
 
     def _generate(self, messages: Messages) -> tuple[str, int]:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         with self._lock:
             if self._model is None:
-                try:
-                    self._tokenizer = AutoTokenizer.from_pretrained(self.endpoint.local_model)
-                    self._model = AutoModelForCausalLM.from_pretrained(self.endpoint.local_model, dtype="auto")
-                except OSError as exc:
-                    raise TeacherError(f"cannot load the local model {self.endpoint.local_model!r} ({exc}); give "
-                                       "a local folder or a hub id in the Hugging Face cache") from None
-                self._model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+                self._model, self._tokenizer = self._load()
             ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                       return_dict=True).to(self._model.device)
             sample = self.endpoint.temperature > 0
@@ -196,10 +189,23 @@ class LocalChatClient:
                 out = self._model.generate(
                     **ids, max_new_tokens=self.endpoint.max_tokens, do_sample=sample,
                     temperature=self.endpoint.temperature if sample else None, top_p=None, top_k=None,
-                    pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
+                    pad_token_id=self._tokenizer.pad_token_id)
             new = out[0, ids["input_ids"].shape[1]:]
             text = self._tokenizer.decode(new, skip_special_tokens=True).strip()
             return text, int(ids["input_ids"].shape[1] + new.shape[0])
+
+    def _load(self) -> tuple[Any, Any]:
+        """The model through the project's one loader, as an inference load of transformers (a teacher
+        is not a model being trained, so no Unsloth and no 4 bits): bf16 on a GPU, fp32 on the CPU."""
+        from finetune_mcp.model.loading import load_model
+        from finetune_mcp.model.plan import LoadRequest, plan_load
+
+        try:
+            loaded = load_model(self.endpoint.local_model, plan_load(LoadRequest(backend="hf")))
+        except FinetuneError as exc:
+            raise TeacherError(f"cannot load the local model {self.endpoint.local_model!r} ({exc}); give "
+                               "a local folder or a hub id in the Hugging Face cache") from None
+        return loaded.model, loaded.tokenizer
 
     async def aclose(self) -> None:
         self._model = None

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from finetune_mcp.data.chat_tokens import IGNORE_INDEX, tokenize_examples
-from finetune_mcp.evaluation.generate import GenerationStats, generate, prompt_ids, stop_token_ids, warm_up
-from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
+from finetune_mcp.model.generate import GenerationStats, generate, prompt_ids, stop_token_ids, warm_up
+from finetune_mcp.model.generation_settings import GenerationSettings, PlainText
 
 QUESTIONS = ["what color is the sky?", "repeat the word apple.", "add 2 and 3.", "say node."]
 
