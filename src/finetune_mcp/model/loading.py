@@ -11,9 +11,9 @@ with transformers too, to write a folder; that folder is then loaded here like a
   their shared base; the base answers with them disabled (`disable_adapter`).
 - `tokenizer`: a folder whose saved tokenizer is used instead of the model's, when it holds one
   (training saves its own, chat template included, beside the adapter).
-- Inference and reference purposes end in eval mode (and Unsloth's `for_inference`, its fast
-  generation path); a training load is left trainable. Every tokenizer gets a pad token (its EOS when
-  it has none): batched generation and training pad.
+- Every purpose but training ends in eval mode (an inference load on Unsloth also in `for_inference`,
+  its fast generation path); a training load is left as loaded, for LoRA and the trainer. Every
+  tokenizer gets a pad token (its EOS when it has none): batched generation and training pad.
 
 Heavy imports (torch, transformers, PEFT, Unsloth) happen inside the functions.
 """

@@ -74,6 +74,11 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def unsloth_installed() -> bool:
+    """Whether Unsloth can be imported, found without importing it (its import patches transformers)."""
+    return importlib.util.find_spec("unsloth") is not None
+
+
 def resolve_backend(choice: LoadFields) -> Backend:
     """unsloth when asked or (auto) when CUDA is there and Unsloth is installed; hf otherwise. Training
     calls it before importing anything heavy: Unsloth must be imported before transformers and TRL."""
@@ -85,7 +90,7 @@ def resolve_backend(choice: LoadFields) -> Backend:
         )
     if choice.backend == "hf":
         return "hf"
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    has_unsloth = unsloth_installed()
     if choice.backend == "unsloth":
         if not cuda:
             raise ModelError("backend='unsloth' needs a CUDA GPU; use backend='hf' (or 'auto') on this machine")
@@ -97,14 +102,12 @@ def resolve_backend(choice: LoadFields) -> Backend:
 
 def plan_load(choice: LoadFields, purpose: Purpose = "inference") -> LoadPlan:
     """The plan for `choice` (a spec's `LOAD_FIELDS`) and `purpose` (see the module docstring)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
+    cuda = cuda_available()
     device: Literal["cuda", "cpu"] = "cuda" if cuda else "cpu"
     if purpose == "reference":
         return LoadPlan(purpose, "hf", "float32", device, False, choice.max_seq_length)
     if purpose == "merge":
-        unsloth = choice.backend == "unsloth" and cuda and importlib.util.find_spec("unsloth") is not None
+        unsloth = choice.backend == "unsloth" and cuda and unsloth_installed()
         if not unsloth:
             return LoadPlan(purpose, "hf", "float32", "cpu", False, choice.max_seq_length)
         return LoadPlan(purpose, "unsloth", _gpu_dtype(), device, choice.load_in_4bit, choice.max_seq_length)
