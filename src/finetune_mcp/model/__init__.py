@@ -7,8 +7,8 @@ loads a model to run: training's base, sample, evaluate, the enhance student and
 export's reference, the merge, the demo. So a sample job and an evaluate job of one run load it alike.
 
 Generating (`generate`, `generation_settings`): `generate.generate`, the one batched generation with
-per-token entropy (sample, evaluation suites, experiments, GRPO's held-out rewards), and its plain-data
-settings (`GenerationSettings`, `PlainText`: no torch, so specs validate in the server).
+per-token entropy (sample, evaluation suites, experiments, GRPO's held-out rewards, the enhance student
+and a local teacher), and its plain-data settings (`GenerationSettings`, `PlainText`: no torch, so specs validate in the server).
 
 Sources: a model is named by a Hugging Face Hub id, a local Hugging Face folder (config.json), a `.gguf` file,
 or a folder that holds exactly one `.gguf` (`source.resolve_gguf`). A GGUF file is read in the server

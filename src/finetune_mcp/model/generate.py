@@ -154,6 +154,17 @@ def prompt_ids(tokenizer: Any, prompt: PromptInput, index: int = 0) -> list[int]
     return list(tokenizer(prompt_text(tokenizer, messages, index), add_special_tokens=False)["input_ids"])
 
 
+def chat_prompt(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> PlainText:
+    """`prompt` (one user turn, or a conversation) rendered by the chat template with its generation
+    prompt, as a chat client renders it, for callers that generate as one rather than as training's
+    label mask cuts a conversation: GRPO's held-out prompts (TRL's trainer renders a conversational
+    prompt so), the enhance student and a local teacher. The template writes the special tokens
+    itself, so the tokenizer adds none."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    return PlainText(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                     special_tokens=False)
+
+
 def prompt_text(tokenizer: Any, messages: list[dict[str, str]], index: int = 0) -> str:
     """The conversation rendered up to where an assistant reply starts, as training's mask sees it."""
     from finetune_mcp.data.chat_tokens import ChatSpans

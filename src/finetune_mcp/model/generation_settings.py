@@ -13,8 +13,7 @@ class PlainText:
     """A raw prompt, tokenised without the chat template (as training tokenises prompt/completion rows).
 
     `special_tokens=False` for text that already holds them: a prompt rendered by the chat template
-    (GRPO's held-out prompts, rendered as TRL renders them) carries its own BOS, and the tokenizer
-    would add a second one."""
+    (`generate.chat_prompt`) carries its own BOS, and the tokenizer would add a second one."""
 
     text: str
     special_tokens: bool = True

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from finetune_mcp.model.generation_settings import GenerationSettings, PlainText
+from finetune_mcp.model.generation_settings import GenerationSettings
 from finetune_mcp.train.grpo.workflow import train_grpo as train
 
 log = logging.getLogger("finetune_mcp.preflight")
@@ -43,7 +43,7 @@ def check_start(config: Any) -> list[str]:
 def heldout_rewards(model: Any, tokenizer: Any, rows: list[dict[str, Any]], settings: Any,
                     on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """mean_reward and reward_std of greedy replies to `rows` (normalised prompt-only rows)."""
-    from finetune_mcp.model.generate import generate
+    from finetune_mcp.model.generate import chat_prompt, generate
     from finetune_mcp.train.grpo.rewards.combine import load_rewards
 
     prompts = [r["prompt"] for r in rows]
@@ -53,7 +53,7 @@ def heldout_rewards(model: Any, tokenizer: Any, rows: list[dict[str, Any]], sett
     was_training = model.training
     model.eval()
     try:
-        replies = [g.text.strip() for g in generate(model, tokenizer, [_rendered(tokenizer, p) for p in prompts],
+        replies = [g.text.strip() for g in generate(model, tokenizer, [chat_prompt(tokenizer, p) for p in prompts],
                                                      generation)]
     finally:
         model.train(was_training)
@@ -73,16 +73,6 @@ def heldout_rewards(model: Any, tokenizer: Any, rows: list[dict[str, Any]], sett
         on_batch(len(rows), len(rows))
     mean = sum(totals) / len(totals)
     return {"mean_reward": mean, "reward_std": math.sqrt(sum((t - mean) ** 2 for t in totals) / len(totals))}
-
-
-def _rendered(tokenizer: Any, prompt: str | list[dict[str, str]]) -> PlainText:
-    """A held-out prompt as GRPO's trainer renders a conversational one: the chat template with its
-    generation prompt (TRL's `maybe_apply_chat_template`), not cut where an SFT label would begin as
-    `generate` cuts a conversation; a plain string is one user turn. The template writes the special
-    tokens itself, so the tokenizer adds none."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return PlainText(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                     special_tokens=False)
 
 
 def evaluate(spec: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
