@@ -45,6 +45,7 @@ def measure(model_dir: Path, backend: str, batch: int, new_tokens: int, repeats:
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
     from finetune_mcp.model.generate import GenerationStats, generate
     from finetune_mcp.model.generation_settings import GenerationSettings
+    from finetune_mcp.model.plan import plan_load
     from finetune_mcp.sample.loading import group_models, load_group
     from finetune_mcp.sample.spec import build_sample_spec
 
@@ -52,7 +53,7 @@ def measure(model_dir: Path, backend: str, batch: int, new_tokens: int, repeats:
                                                                    "weights": "model"}],
                               "prompts": [{"messages": [{"role": "user", "content": PROMPT}]}],
                               "backend": backend, "max_seq_length": 4096})
-    loaded = load_group(group_models(spec.models)[0], spec, backend)
+    loaded = load_group(group_models(spec.models)[0], spec, plan_load(spec))
     settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=batch)
     prompts = [PROMPT] * batch
     tokenizer = loaded.tokenizers["model"]

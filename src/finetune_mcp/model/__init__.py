@@ -10,8 +10,9 @@ Generating (`generate`, `generation_settings`): `generate.generate`, the one bat
 per-token entropy (sample, evaluation suites, experiments, GRPO's held-out rewards, the enhance student
 and a local teacher), and its plain-data settings (`GenerationSettings`, `PlainText`: no torch, so specs validate in the server).
 
-Sources: a model is named by a Hugging Face Hub id, a local Hugging Face folder (config.json), a `.gguf` file,
-or a folder that holds exactly one `.gguf` (`source.resolve_gguf`). A GGUF file is read in the server
+Sources: a model is named by a Hugging Face Hub id, a local Hugging Face folder (config.json), a
+`.gguf` file, or a folder that holds exactly one `.gguf` (`source.resolve_gguf`); `loading.load_model`
+takes any of them. A GGUF file is read in the server
 from its header alone (`gguf_header`: the pure-Python `gguf` reader, no torch) so a bad file is refused
 before any job exists, and converted once, where heavy work runs (a job's worker, the preview child),
 into a Hugging Face folder cached under `$FINETUNE_MCP_HOME/models/gguf/<content hash>/`

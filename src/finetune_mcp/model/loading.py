@@ -92,7 +92,8 @@ def check_reachable(name: str) -> None:
             raise ModelError(f"model folder {path} has no config.json; point `model` at a Hugging Face model folder")
         return
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelError(f"model {name!r} is not an existing folder; give a local model folder or a hub id 'owner/name'")
+        raise ModelError(f"model {name!r} is not an existing folder; give a local model folder or a hub id "
+                         "'owner/name'")
 
 
 def ensure_pad_token(tokenizer: Any) -> None:

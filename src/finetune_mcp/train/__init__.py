@@ -8,8 +8,9 @@ sinks, plus a method's `TrainerParts`), `loop` (what every method shares after t
 hooks) and `rerank/` (the Qwen3-Reranker: prompt, trainer, workflow, metrics, hooks) —, `model`
 (LoRA attached to the base `model.loading` loads: Unsloth's or PEFT's), `callbacks` (events,
 TensorBoard, throughput; entropy where the trainer keeps it), `entropy` (entropy bookkeeping for
-logs and the card), `tracking` (the trackers of `report_to`: their TrainingArguments and local stores), `padding` and `preflight` (a training spec's start checks). The
-`evaluate` kind lives in `evaluation/`.
+logs and the card), `tracking` (the trackers of `report_to`: their TrainingArguments and local
+stores), `padding` and `preflight` (a training spec's start checks). The `evaluate` kind lives in
+`evaluation/`.
 A new training method is a folder here (`train/<method>/method.py` with the hooks) plus one
 `TrainingMethod` entry in `config.methods.METHODS`.
 """

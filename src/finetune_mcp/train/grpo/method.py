@@ -2,8 +2,8 @@
 
 Held-out scoring: greedy replies to the held-out prompts (`model.generate`), scored by the run's own
 rewards (the combined Σ wᵢ·rᵢ: `mean_reward`, and its spread over prompts, `reward_std`). The start
-check calls every reward on the first rows (`rewards.check`). Light at import: the server imports this module
-for `check_start`.
+check calls every reward on the first rows (`rewards.check`). Light at import: the server imports
+this module for `check_start`.
 """
 
 from __future__ import annotations
