@@ -54,7 +54,7 @@ class LoadRequest:
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """How to load: what `loading.load_model` does, and what a job records about it."""
+    """How to load: what `loading.load_model` does with a source (a job records its backend and device)."""
 
     purpose: Purpose
     backend: Backend
