@@ -5,7 +5,7 @@ through the real MCP server over stdio.
 The model has Qwen3-0.6B's shape (hidden 1024, 28 layers, 16 / 8 heads, vocabulary 151,936) with the
 tiny offline tokenizer (ids beyond its 512 tokens decode to nothing, which does not change the
 timing). Every configuration runs the production path — `sample.loading.load_group` (Unsloth's
-`from_pretrained` + `for_inference`, or transformers in bf16) and `evaluation.generate.generate`
+`from_pretrained` + `for_inference`, or transformers in bf16) and `model.generate.generate`
 (greedy, per-token entropy recorded, end-of-turn stops) — in its own process, because importing
 Unsloth patches transformers. A random model rarely emits an end-of-turn token, so each answer
 runs to `--new-tokens`. Each configuration is run once to warm up (kernels, caches), then timed.
@@ -43,8 +43,9 @@ def measure(model_dir: Path, backend: str, batch: int, new_tokens: int, repeats:
     """One configuration in this process: load, warm up, then `repeats` timed batches."""
     if backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
-    from finetune_mcp.evaluation.generate import GenerationStats, generate
-    from finetune_mcp.evaluation.settings import GenerationSettings
+    from finetune_mcp.model.generate import GenerationStats, generate
+    from finetune_mcp.model.generation_settings import GenerationSettings
+    from finetune_mcp.model.plan import plan_load
     from finetune_mcp.sample.loading import group_models, load_group
     from finetune_mcp.sample.spec import build_sample_spec
 
@@ -52,7 +53,7 @@ def measure(model_dir: Path, backend: str, batch: int, new_tokens: int, repeats:
                                                                    "weights": "model"}],
                               "prompts": [{"messages": [{"role": "user", "content": PROMPT}]}],
                               "backend": backend, "max_seq_length": 4096})
-    loaded = load_group(group_models(spec.models)[0], spec, backend)
+    loaded = load_group(group_models(spec.models)[0], spec, plan_load(spec))
     settings = GenerationSettings(max_new_tokens=new_tokens, batch_size=batch)
     prompts = [PROMPT] * batch
     tokenizer = loaded.tokenizers["model"]

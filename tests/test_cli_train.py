@@ -66,12 +66,14 @@ def test_train_both_modes_loss_falls_tags_written_adapter_generates(tiny_model_d
     spec = json.loads(run.spec.read_text())
     assert spec["enable_entropy_weighting"] is (weighting == "--entropy-weight")
 
-    from finetune_mcp.evaluation.generate import generate
-    from finetune_mcp.evaluation.settings import GenerationSettings
-    from finetune_mcp.train.inference import load_adapter
+    from finetune_mcp.model.generate import generate
+    from finetune_mcp.model.generation_settings import GenerationSettings
+    from finetune_mcp.model.loading import load_model
+    from finetune_mcp.model.plan import LoadRequest, plan_load
 
-    model, tokenizer = load_adapter(run.adapter)
-    [reply] = generate(model, tokenizer, ["what color is the sky?"], GenerationSettings(max_new_tokens=4))
+    loaded = load_model(spec["model"], plan_load(LoadRequest(backend="hf")), adapters={"default": str(run.adapter)},
+                        tokenizer=str(run.adapter))
+    [reply] = generate(loaded.model, loaded.tokenizer, ["what color is the sky?"], GenerationSettings(max_new_tokens=4))
     assert reply.token_ids and isinstance(reply.text, str)
 
 

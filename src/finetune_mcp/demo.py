@@ -67,11 +67,10 @@ def write_heldout(path: Path, n: int = HELDOUT, seed: int = 1) -> Path:
 def score_base(spec: ExperimentSpec) -> dict[str, float]:
     """The untrained base model on the experiment's held-out rows, scored as every run is."""
     from finetune_mcp.experiment.scoring import load_heldout, score_run
-    from finetune_mcp.train.inference import load_base
-    from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.model.loading import load_model
+    from finetune_mcp.model.plan import plan_load
 
-    model, tokenizer = load_base(spec.model)
-    metrics, _ = score_run(LoadedModel(model, tokenizer, "hf", "cpu"), load_heldout(spec), spec)
+    metrics, _ = score_run(load_model(spec.model, plan_load(spec)), load_heldout(spec), spec)
     return metrics
 
 
@@ -129,11 +128,11 @@ def run_real_demo(home: Path, run: Callable[[Any, Path], object] | None = None,
     rows, answer length) so base and tuned are judged exactly as an experiment judges its runs."""
     from finetune_mcp.experiment.scoring import load_heldout, score_run
     from finetune_mcp.model.imports import import_spec_models
+    from finetune_mcp.model.loading import load_model
+    from finetune_mcp.model.plan import plan_load
     from finetune_mcp.runs.rundir import RunDirectory
     from finetune_mcp.testing.capitals import write_capitals
     from finetune_mcp.testing.real_model import smollm2_gguf
-    from finetune_mcp.train.inference import load_adapter, load_base
-    from finetune_mcp.train.model import LoadedModel
     from finetune_mcp.train.workflow import run_training
 
     root = home / "demo-real"
@@ -148,13 +147,15 @@ def run_real_demo(home: Path, run: Callable[[Any, Path], object] | None = None,
     })
     spec = import_spec_models(spec, home)  # converted once into $FINETUNE_MCP_HOME/models/gguf/<hash>/
     rows = load_heldout(spec)
-    model, tokenizer = load_base(spec.model)
-    base, base_extra = score_run(LoadedModel(model, tokenizer, "hf", "cpu"), rows, spec)
-    del model
+    plan = plan_load(spec)  # as training loads the base: base and tuned are scored alike
+    loaded = load_model(spec.model, plan)
+    base, base_extra = score_run(loaded, rows, spec)
+    del loaded
     config = spec.run_config(spec.arms[0], spec.seeds[0], run_dir)
     (run or run_training)(config, run_dir)
-    model, tokenizer = load_adapter(RunDirectory(run_dir).adapter, spec.model)
-    tuned, tuned_extra = score_run(LoadedModel(model, tokenizer, "hf", "cpu"), rows, spec)
+    adapter = str(RunDirectory(run_dir).adapter)
+    tuned, tuned_extra = score_run(load_model(spec.model, plan, adapters={"default": adapter}, tokenizer=adapter),
+                                   rows, spec)
     answers = [{"question": b["prompt"], "reference": b["reference"], "base": b["reply"], "tuned": t["reply"]}
                for b, t in zip(base_extra.get("samples", []), tuned_extra.get("samples", []), strict=False)]
     RunDirectory(run_dir).write_json(run_dir / "demo.json", {"base": base, "tuned": tuned, "answers": answers})

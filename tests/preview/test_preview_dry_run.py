@@ -13,11 +13,11 @@ from finetune_mcp.config import Settings, build_config
 from finetune_mcp.data.chat_tokens import tokenize_with_stats
 from finetune_mcp.data.loader import load_examples
 from finetune_mcp.errors import DatasetError, FinetuneError, ModelError
+from finetune_mcp.model.loading import load_tokenizer
 from finetune_mcp.preview.dry_run import preview_training
 from finetune_mcp.testing import write_dataset
 from finetune_mcp.testing.rank_datagen import write_ranking_dataset
 from finetune_mcp.testing.template_tokenizers import FAMILIES
-from finetune_mcp.train.model import load_tokenizer
 from finetune_mcp.train.preflight import check_start
 
 from .support import chat, snapshot, write_rows

@@ -14,7 +14,7 @@ DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 
 @pytest.fixture(scope="module")
 def tokenizer(smollm2_dir: Path):
-    from finetune_mcp.train.model import load_tokenizer
+    from finetune_mcp.model.loading import load_tokenizer
 
     return load_tokenizer(str(smollm2_dir))
 

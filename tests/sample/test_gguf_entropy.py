@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from finetune_mcp.evaluation.settings import GenerationSettings
+from finetune_mcp.model.generation_settings import GenerationSettings
 from finetune_mcp.sample.gguf import entropy_from_logits, sampler
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_mcp.evaluation.generate import Generation
+from finetune_mcp.model.generate import Generation
 from finetune_mcp.sample.marking import (
     answer_of,
     choose_threshold,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from finetune_mcp.errors import JobError
-from finetune_mcp.evaluation.generate import Generation
 from finetune_mcp.jobs.store import Job, JobState, new_job_id
+from finetune_mcp.model.generate import Generation
 from finetune_mcp.report.samples_section import samples_section
 from finetune_mcp.sample.results import compact_view, latest_sample_of, metrics_of, read_result, without_tokens
 from finetune_mcp.sample.spec import build_sample_spec

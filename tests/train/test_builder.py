@@ -19,14 +19,14 @@ from finetune_mcp.train.loop import TrainingRun, fit_and_save
 
 def _training(model: Path, tmp_path: Path, **fields) -> TrainingRun:
     from finetune_mcp.data.loader import load_examples
-    from finetune_mcp.train.model import load_model
+    from finetune_mcp.train.model import load_with_lora
 
     config = build_config({"model": str(model), "dataset": str(write_dataset(tmp_path / "d.jsonl", "messages", n=12)),
                            "max_steps": 3, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
                            "max_seq_length": 96, "logging_steps": 1, "lora_r": 4, "backend": "hf", **fields})
     run = RunDirectory(tmp_path / "run")
     run.root.mkdir(parents=True, exist_ok=True)
-    return TrainingRun(config=config, run=run, loaded=load_model(config, "hf"), data=load_examples(config.data),
+    return TrainingRun(config=config, run=run, loaded=load_with_lora(config, "hf"), data=load_examples(config.data),
                        started=time.time())
 
 

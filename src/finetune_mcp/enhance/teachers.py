@@ -162,10 +162,11 @@ class OpenAICompatibleClient:
 
 class LocalChatClient:
     """A teacher or judge that is a Hugging Face model in this process (`hf:<model>`): greedy or
-    sampled chat generation in a worker thread, one request at a time."""
+    sampled chat generation in a worker thread, one request at a time. A sampled reply is seeded with
+    the job's seed, so a rerun of the job asks and hears the same."""
 
-    def __init__(self, endpoint: ChatEndpoint, budget: Budget) -> None:
-        self.endpoint, self.budget = endpoint, budget
+    def __init__(self, endpoint: ChatEndpoint, budget: Budget, seed: int = 0) -> None:
+        self.endpoint, self.budget, self.seed = endpoint, budget, seed
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -177,29 +178,33 @@ class LocalChatClient:
         return ChatReply(text=text, tokens=tokens, attempts=1)
 
     def _generate(self, messages: Messages) -> tuple[str, int]:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """One reply through the project's one generate, prompted as a chat client prompts; the
+        tokens it cost (prompt and reply), as an endpoint's usage counts them."""
+        from finetune_mcp.model.generate import chat_prompt, generate
+        from finetune_mcp.model.generation_settings import GenerationSettings
 
         with self._lock:
             if self._model is None:
-                try:
-                    self._tokenizer = AutoTokenizer.from_pretrained(self.endpoint.local_model)
-                    self._model = AutoModelForCausalLM.from_pretrained(self.endpoint.local_model, dtype="auto")
-                except OSError as exc:
-                    raise TeacherError(f"cannot load the local model {self.endpoint.local_model!r} ({exc}); give "
-                                       "a local folder or a hub id in the Hugging Face cache") from None
-                self._model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-            ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                      return_dict=True).to(self._model.device)
-            sample = self.endpoint.temperature > 0
-            with torch.no_grad():
-                out = self._model.generate(
-                    **ids, max_new_tokens=self.endpoint.max_tokens, do_sample=sample,
-                    temperature=self.endpoint.temperature if sample else None, top_p=None, top_k=None,
-                    pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
-            new = out[0, ids["input_ids"].shape[1]:]
-            text = self._tokenizer.decode(new, skip_special_tokens=True).strip()
-            return text, int(ids["input_ids"].shape[1] + new.shape[0])
+                self._model, self._tokenizer = self._load()
+            # model_construct: max_tokens may exceed the 4096 a sample request may ask for
+            settings = GenerationSettings.model_construct(max_new_tokens=self.endpoint.max_tokens,
+                                                          temperature=self.endpoint.temperature, seed=self.seed,
+                                                          batch_size=1, alternatives=0)
+            [reply] = generate(self._model, self._tokenizer, [chat_prompt(self._tokenizer, messages)], settings)
+            return reply.text.strip(), reply.prompt_tokens + len(reply.token_ids)
+
+    def _load(self) -> tuple[Any, Any]:
+        """The model through the project's one loader, as an inference load of transformers (a teacher
+        is not a model being trained, so no Unsloth and no 4 bits): bf16 on a GPU, fp32 on the CPU."""
+        from finetune_mcp.model.loading import load_model
+        from finetune_mcp.model.plan import LoadRequest, plan_load
+
+        try:
+            loaded = load_model(self.endpoint.local_model, plan_load(LoadRequest(backend="hf")))
+        except FinetuneError as exc:
+            raise TeacherError(f"cannot load the local model {self.endpoint.local_model!r} ({exc}); give "
+                               "a local folder or a hub id in the Hugging Face cache") from None
+        return loaded.model, loaded.tokenizer
 
     async def aclose(self) -> None:
         self._model = None
@@ -208,7 +213,7 @@ class LocalChatClient:
 def make_client(endpoint: ChatEndpoint, budget: Budget, limiter: anyio.CapacityLimiter, *, max_retries: int,
                 backoff_s: float, seed: int = 0) -> ChatClient:
     if endpoint.is_local:
-        return LocalChatClient(endpoint, budget)
+        return LocalChatClient(endpoint, budget, seed)
     return OpenAICompatibleClient(endpoint, budget, limiter, max_retries=max_retries, backoff_s=backoff_s, seed=seed)
 
 

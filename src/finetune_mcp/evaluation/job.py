@@ -51,6 +51,8 @@ class EvaluationSpec(ModelSourceField, PreferenceRLFields, DataConfig, ModelFiel
 
     kind: Literal["evaluate"] = "evaluate"
     adapter: str | None = Field(None, description="LoRA adapter folder (a run's adapter/) applied to `model`.")
+    load_in_4bit: bool = Field(False, description="Load the base in 4 bits (as a QLoRA job trained; copied from "
+                               "the job with the backend, so its sample and evaluate jobs load it alike).")
     metrics: list[str] = Field(default_factory=lambda: list(method_for_metrics(None).default_eval_metrics),
                                min_length=1, max_length=20)
     split: Literal["all", "validation"] = Field(
@@ -111,8 +113,8 @@ def place_evaluation(spec: EvaluationSpec, target: str, settings: Settings) -> P
     the estimate is a training step's, which holds more than a forward pass)."""
     from finetune_mcp.jobs.router import place_model
 
-    return place_model(spec.model, target, settings, max_seq_length=spec.max_seq_length,
-                       batch_size=spec.eval_batch_size)
+    return place_model(spec.model, target, settings, load_in_4bit=spec.load_in_4bit,
+                       max_seq_length=spec.max_seq_length, batch_size=spec.eval_batch_size)
 
 
 def load_evaluation_spec(spec_path: Path) -> EvaluationSpec:
@@ -220,23 +222,14 @@ def _run_suites(spec: EvaluationSpec, run: RunDirectory, model: Any, tokenizer: 
 
 
 def _load(spec: EvaluationSpec) -> tuple[Any, Any, str]:
-    """Model (+ adapter) in eval mode on the GPU when there is one (bf16), else the CPU (fp32)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Model (+ adapter) in eval mode, loaded as a sample job of the same run loads it (`model.plan`),
+    with the tokenizer training saved beside the adapter."""
+    from finetune_mcp.model.loading import load_model
+    from finetune_mcp.model.plan import plan_load
 
-    from finetune_mcp.train.model import _check_model_reachable, _ensure_pad_token
-
-    _check_model_reachable(spec.model)
-    cuda = torch.cuda.is_available()
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype).to("cuda" if cuda else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(spec.adapter or spec.model)
-    if spec.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, spec.adapter)
-    _ensure_pad_token(tokenizer)
-    return model.eval(), tokenizer, torch.cuda.get_device_name(0) if cuda else "cpu"
+    loaded = load_model(spec.model, plan_load(spec), adapters={"default": spec.adapter} if spec.adapter else None,
+                        tokenizer=spec.adapter)
+    return loaded.model, loaded.tokenizer, loaded.device
 
 
 def _eta(started: float, done: int, total: int) -> float | None:

@@ -60,8 +60,8 @@ def run_suite(suite: SuiteRows, model: Any, tokenizer: Any, *, max_seq_length: i
               batch_size: int, generation_examples: int, max_new_tokens: int,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Base and tuned on the suite's rows: each metric's values, difference, intervals and verdict."""
-    from finetune_mcp.evaluation.generate import generate
-    from finetune_mcp.evaluation.settings import GenerationSettings
+    from finetune_mcp.model.generate import generate
+    from finetune_mcp.model.generation_settings import GenerationSettings
     from finetune_mcp.train.sft.scoring import score_rows
 
     questions = [q for q in map(checkable, suite.rows) if q is not None][:generation_examples]

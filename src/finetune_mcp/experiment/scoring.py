@@ -9,7 +9,7 @@ training on the model still in memory (no reload), by the method's `score_heldou
           `train.sft.scoring.score_examples`; and, for a method that generates, when rows have a
           checkable answer (conversations whose last turn is the assistant's: that reply is the
           reference), exact_match and
-          normalized_match of greedy replies (`evaluation.generate.generate`) to the first
+          normalized_match of greedy replies (`model.generate.generate`) to the first
           `generation_examples` of them, judged as `enhance_dataset`'s reference checker does
   rerank  MRR@10, NDCG@10, Recall@5, accuracy on the held-out query groups (P(yes) ranking)
 Runs in the worker (torch is imported inside the functions).
@@ -30,7 +30,7 @@ from finetune_mcp.evaluation.suites import checkable
 from finetune_mcp.experiment.spec import ExperimentSpec
 
 if TYPE_CHECKING:
-    from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.model.loading import LoadedModel
 
 SAMPLES_KEPT = 5  # replies written to each run's heldout.json, for a reader to see what was judged
 
@@ -85,8 +85,8 @@ def _share(checker: ReferenceChecker, replies: list[str], references: list[str])
 
 
 def _greedy_replies(loaded: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    from finetune_mcp.evaluation.generate import generate
-    from finetune_mcp.evaluation.settings import GenerationSettings
+    from finetune_mcp.model.generate import generate
+    from finetune_mcp.model.generation_settings import GenerationSettings
 
     # 64 prompts a batch: 90 short held-out answers one at a time took 26-30 s on an H100 for a 135M
     # model, one batch of them well under a second.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from finetune_mcp.config import EnhancedTrainingConfig
 
 if TYPE_CHECKING:
-    from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.model.loading import LoadedModel
 
 log = logging.getLogger("finetune_mcp.experiment")
 
@@ -40,14 +40,14 @@ class SharedBaseModel:
         self.last: dict[str, Any] = {}
 
     def __call__(self, config: EnhancedTrainingConfig, backend: str) -> LoadedModel:
-        from finetune_mcp.train.model import load_model, reset_lora
+        from finetune_mcp.train.model import load_with_lora, reset_lora
 
         started = time.perf_counter()
         key = (backend, *(str(getattr(config, name)) for name in _MODEL_FIELDS))
         reused = self.share and self.loaded is not None and key == self._key
         if not reused:
             self.release()
-            self.loaded = load_model(config, backend)
+            self.loaded = load_with_lora(config, backend)
             self._key = key
         assert self.loaded is not None
         layers = reset_lora(self.loaded.model, config.seed)

@@ -25,9 +25,9 @@ class TrainingTokenizer:
 
     @classmethod
     def load(cls, folder: Path) -> TrainingTokenizer:
-        from transformers import AutoTokenizer
+        from finetune_mcp.model.loading import load_tokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(folder)))
+        return cls(load_tokenizer(str(folder)))
 
     @property
     def chat_template(self) -> str | None:

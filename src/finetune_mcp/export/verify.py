@@ -54,13 +54,14 @@ def verify_gguf(gguf_file: Path, checkpoint: Path, tokenizer_dir: Path, rows: li
                 max_new_tokens: int, threads: int | None = None) -> Verification:
     """Compare `gguf_file` with `checkpoint` (merged HF folder) on `rows` (normalised examples)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from finetune_mcp.data.chat_tokens import IGNORE_INDEX, tokenize_examples
+    from finetune_mcp.model.loading import load_model
+    from finetune_mcp.model.plan import LoadRequest, plan_load
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    reference = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32).to(device).eval()
+    plan = plan_load(LoadRequest(max_seq_length=max_seq_length), "reference")
+    loaded = load_model(str(checkpoint), plan, tokenizer=str(tokenizer_dir))
+    reference, tokenizer, device = loaded.model, loaded.tokenizer, plan.device
     tokenized = tokenize_examples(rows, tokenizer, max_seq_length, assistant_only_loss)
     sequences = [(list(ids), list(labels)) for ids, labels in zip(tokenized["input_ids"], tokenized["labels"],
                                                                     strict=True)]

@@ -18,6 +18,7 @@ from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import TARGETS
 from finetune_mcp.jobs.records import check_run_dir
 from finetune_mcp.model.imports import hf_folder
+from finetune_mcp.model.loading import load_tokenizer
 from finetune_mcp.preview.checks import run_checks, warn
 from finetune_mcp.preview.estimate import estimate_run, place
 from finetune_mcp.preview.examples import encode_rows, end_token_ids, render_example, sample_indices
@@ -26,7 +27,6 @@ from finetune_mcp.preview.pairs import pairs_preview
 from finetune_mcp.preview.prompts import prompts_preview
 from finetune_mcp.preview.report import DataReport, PreviewReport, duration
 from finetune_mcp.preview.rerank import rerank_preview
-from finetune_mcp.train.model import load_tokenizer
 from finetune_mcp.train.preflight import check_start
 
 # the dry run of each row shape a method's descriptor names (`TrainingMethod.row_shape`) other than

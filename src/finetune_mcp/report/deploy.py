@@ -312,34 +312,29 @@ def merge_in_subprocess(run: RunDirectory, checkpoint: int | None = None) -> Pat
 
 
 def merge_adapter(run: RunDirectory, checkpoint: int | None = None) -> Path:
-    """Merge in this process: Unsloth's merged 16-bit save for Unsloth runs on CUDA, PEFT
-    `merge_and_unload` otherwise (merged in fp32, saved in bf16 unless the base is fp16)."""
-    import torch
+    """Merge in this process, loaded by the project's loader for a merge (`model.plan`): Unsloth's merged
+    16-bit save for Unsloth runs on CUDA, PEFT `merge_and_unload` otherwise (merged in fp32, saved in
+    bf16 unless the base is fp16)."""
+    from finetune_mcp.model.loading import load_model
+    from finetune_mcp.model.plan import LoadRequest, plan_load
 
     artifacts = RunArtifacts(run)
     adapter, folder = artifacts.adapter(checkpoint), artifacts.merged_folder(checkpoint)
     spec, result = run.read_json(run.spec), run.read_json(run.result)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if result.get("backend") == "unsloth" and torch.cuda.is_available():
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=str(adapter), max_seq_length=spec.get("max_seq_length", 2048),
-            load_in_4bit=bool(spec.get("load_in_4bit")))
-        model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+    request = LoadRequest(str(result.get("backend", "hf")), bool(spec.get("load_in_4bit")),
+                          int(spec.get("max_seq_length", 2048)))
+    loaded = load_model(spec["model"], plan_load(request, "merge"), adapters={"default": str(adapter)},
+                        tokenizer=str(adapter))
+    if loaded.backend == "unsloth":
+        loaded.model.save_pretrained_merged(str(tmp), loaded.tokenizer, save_method="merged_16bit")
         # Unsloth merges into the base checkpoint's own dtype: an fp32 base (seen on an H100 with
         # the tiny test model) comes out fp32, so cast what is still 32-bit.
         _cast_floats(tmp, _target_dtype(spec["model"]))
     else:
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        target = _target_dtype(spec["model"])
-        base = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-        merged.to(target).save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(tmp))
+        loaded.model.merge_and_unload().to(_target_dtype(spec["model"])).save_pretrained(str(tmp))
+        loaded.tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return folder

@@ -1,6 +1,6 @@
 """Answers from an exported GGUF file, through llama.cpp (llama-cpp-python), as `Generation`s.
 
-The same contract as `evaluation.generate.generate`, so results, get_samples, the card and the CLI
+The same contract as `model.generate.generate`, so results, get_samples, the card and the CLI
 treat a GGUF column like any other:
 
 - Prompts: rendered by the training tokenizer exactly as for transformers (`generate.prompt_ids`:
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetune_mcp.errors import ModelError
-from finetune_mcp.evaluation.generate import (
+from finetune_mcp.model.generate import (
     Generation,
     GenerationStats,
     PromptInput,
@@ -36,7 +36,7 @@ from finetune_mcp.evaluation.generate import (
     stop_token_ids,
     token_pieces,
 )
-from finetune_mcp.evaluation.settings import GenerationSettings
+from finetune_mcp.model.generation_settings import GenerationSettings
 
 CONTEXT_MARGIN = 8
 

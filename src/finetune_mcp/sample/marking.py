@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from finetune_mcp.enhance.answer_check import ReferenceChecker
 
 if TYPE_CHECKING:
-    from finetune_mcp.evaluation.generate import Generation
+    from finetune_mcp.model.generate import Generation
 
 OPEN, CLOSE = "⟦", "⟧"
 _THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)

@@ -6,8 +6,8 @@ second job (`compare:<job id>`). Prompts are given inline or come from dataset r
 job's held-out validation split by default, read with exactly the data settings that job trained
 with, so "held-out" means the rows training never saw.
 
-`GenerationSettings` (from `evaluation.settings`) is what every caller of
-`evaluation.generate.generate` passes: greedy by default, so the same prompts give the same outputs.
+`GenerationSettings` (from `model.generation_settings`) is what every caller of
+`model.generate.generate` passes: greedy by default, so the same prompts give the same outputs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finetune_mcp.config import DataConfig, format_validation_error
 from finetune_mcp.errors import ConfigError
-from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
+from finetune_mcp.model.generation_settings import GenerationSettings, PlainText
 
 MAX_PROMPTS = 200
 # Characters of prompt text, all turns together: per prompt, and per request. A model reads at most
@@ -75,7 +75,7 @@ class SamplePrompt(BaseModel):
         return self.messages[-1].content
 
     def generation_input(self) -> Any:
-        """What `evaluation.generate.generate` takes for this prompt."""
+        """What `model.generate.generate` takes for this prompt."""
         if self.text is not None:
             return PlainText(self.text)
         assert self.messages is not None

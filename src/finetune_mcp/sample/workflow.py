@@ -40,16 +40,16 @@ def run_sampling(spec: SampleSpec, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
-    from finetune_mcp.train.model import resolve_backend
+    from finetune_mcp.model.plan import plan_load
 
     started = time.time()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    backend = resolve_backend(spec)
-    if backend == "unsloth":
+    plan = plan_load(spec)
+    if plan.backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers; must precede its import)
     import transformers
 
-    from finetune_mcp.evaluation.generate import GenerationStats
+    from finetune_mcp.model.generate import GenerationStats
     from finetune_mcp.sample.loading import free, group_models, load_group
 
     transformers.utils.logging.disable_progress_bar()
@@ -61,7 +61,7 @@ def _sample(spec: SampleSpec, run: RunDirectory) -> dict[str, Any]:
     summaries: dict[str, dict[str, Any]] = {}
     done = 0
     for group in group_models(spec.models):
-        loaded = load_group(group, spec, backend)
+        loaded = load_group(group, spec, plan)
         for entry in group.entries:
             stats = GenerationStats()
             base_done = done
@@ -92,7 +92,7 @@ def _answer(loaded: Any, entry: SampledModel, inputs: list[Any], spec: SampleSpe
             progress: Any) -> list[Any]:
     """`entry`'s answers to every prompt, with the group's weights set up for it (in a function of its
     own, so no reference to the model outlives the call)."""
-    from finetune_mcp.evaluation.generate import check_prompt_lengths, generate, warm_up
+    from finetune_mcp.model.generate import check_prompt_lengths, generate, warm_up
 
     check_prompt_lengths(loaded.tokenizers[entry.label], inputs, spec.max_seq_length)
     if entry.is_gguf:

@@ -23,6 +23,7 @@ from finetune_mcp.config import DataConfig, LocalPath, format_validation_error
 from finetune_mcp.config.methods import method_for_metrics, method_of
 from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.model.plan import LOAD_FIELDS
 from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.artifacts import CheckpointArg
@@ -31,9 +32,11 @@ from finetune_mcp.tools.training import JobView, job_view
 
 # Fields an evaluation of a job's adapter takes from that job's config, so the data is read, split and
 # prompted exactly as in training: every field of the data group (read from DataConfig, not retyped,
-# so a new data field such as split_seed cannot be missed) and the reranker's prompt.
+# so a new data field such as split_seed cannot be missed) and the reranker's prompt; and the model is
+# loaded as training (and a sample job of the job) loads it: `model.plan.LOAD_FIELDS`.
 # (dataset_files is the start check's record of one job's files: each job's own check writes it anew)
-_FROM_JOB = (*(name for name in DataConfig.model_fields if name != "dataset_files"), "rerank_instruction")
+_FROM_JOB = tuple(dict.fromkeys((*(name for name in DataConfig.model_fields if name != "dataset_files"),
+                                 "rerank_instruction", *LOAD_FIELDS)))
 
 
 class EvaluateStartResult(JobView):

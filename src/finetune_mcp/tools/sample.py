@@ -24,6 +24,7 @@ from finetune_mcp.config import DataConfig, LocalPath
 from finetune_mcp.config.methods import method_of
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.jobs.manager import JobManager
+from finetune_mcp.model.plan import LOAD_FIELDS
 from finetune_mcp.runs.artifacts import RunArtifacts, export_tokenizer
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
@@ -152,7 +153,7 @@ def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
 
 def _job_reading(job: Job) -> dict[str, Any]:
     """How the job loaded its model: the same backend, quantisation and context length."""
-    return {k: job.config[k] for k in ("backend", "load_in_4bit", "max_seq_length") if k in job.config}
+    return {k: job.config[k] for k in LOAD_FIELDS if k in job.config}
 
 
 def _run_threshold(job: Job) -> float | None:

@@ -6,11 +6,11 @@ config's method), `methods` (finds a method's implementation from its registry e
 sinks, plus a method's `TrainerParts`), `loop` (what every method shares after that: `TrainingRun`,
 `fit_and_save`), one folder per method — `sft/` (workflow, the entropy-aware trainer, scoring,
 hooks) and `rerank/` (the Qwen3-Reranker: prompt, trainer, workflow, metrics, hooks) —, `model`
-(backend choice and model loading: Unsloth, transformers + PEFT), `callbacks` (events,
+(LoRA attached to the base `model.loading` loads: Unsloth's or PEFT's), `callbacks` (events,
 TensorBoard, throughput; entropy where the trainer keeps it), `entropy` (entropy bookkeeping for
-logs and the card), `tracking` (the trackers of `report_to`: their TrainingArguments and local stores),
-`inference` (reload an adapter), `padding` and `preflight` (a training spec's start checks). The
-`evaluate` kind lives in `evaluation/`.
+logs and the card), `tracking` (the trackers of `report_to`: their TrainingArguments and local
+stores), `padding` and `preflight` (a training spec's start checks). The `evaluate` kind lives in
+`evaluation/`.
 A new training method is a folder here (`train/<method>/method.py` with the hooks) plus one
 `TrainingMethod` entry in `config.methods.METHODS`.
 """

@@ -21,8 +21,8 @@ from finetune_mcp.runs.session import library_versions
 
 if TYPE_CHECKING:
     from finetune_mcp.data.loader import LoadedData
+    from finetune_mcp.model.loading import LoadedModel
     from finetune_mcp.train.callbacks import PerfCallback, TensorBoardCallback
-    from finetune_mcp.train.model import LoadedModel
     from finetune_mcp.train.step_plan import StepPlan
 
 log = logging.getLogger("finetune_mcp.run")

@@ -27,12 +27,12 @@ from finetune_mcp.train.methods import implementation
 from finetune_mcp.train.preflight import check_trackers
 
 if TYPE_CHECKING:
-    from finetune_mcp.train.model import LoadedModel
+    from finetune_mcp.model.loading import LoadedModel
     from finetune_mcp.train.step_plan import StepPlan
 
 log = logging.getLogger("finetune_mcp.run")
 
-# (config, backend) -> the model with LoRA attached; `train.model.load_model` unless a caller shares one
+# (config, backend) -> the model with LoRA attached; `train.model.load_with_lora` unless a caller shares one
 ModelLoader = Callable[[EnhancedTrainingConfig, str], "LoadedModel"]
 
 def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
@@ -40,7 +40,7 @@ def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
     """Train, evaluate and save; returns the result (also written to result.json).
 
     On failure an `error` event is written (message + traceback) and the exception propagates.
-    `load_model` replaces `train.model.load_model` for a caller that runs several trainings in one
+    `load_model` replaces `train.model.load_with_lora` for a caller that runs several trainings in one
     process on the same base model (an experiment loads it once and re-initialises LoRA per run).
     """
     with worker_session(RunDirectory(Path(run_dir)), config, "training") as run:
@@ -53,8 +53,8 @@ def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
 
 def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLoader | None) -> TrainingRun:
     """Data and model, in the order Unsloth needs (it patches transformers and TRL on import)."""
-    from finetune_mcp.train.model import load_model as load_fresh
-    from finetune_mcp.train.model import resolve_backend
+    from finetune_mcp.model.plan import resolve_backend
+    from finetune_mcp.train.model import load_with_lora
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()
@@ -78,7 +78,7 @@ def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLo
     data = load_examples(config.data)
     log.info("dataset %s (%s): %d train, %d validation examples", data.source, data.format,
              len(data.train), len(data.validation))
-    loaded = (load_model or load_fresh)(config, backend)
+    loaded = (load_model or load_with_lora)(config, backend)
     freeze_heap()
     log.info("model %s loaded with backend=%s on %s", config.model, loaded.backend, loaded.device)
     return TrainingRun(config=config, run=run, loaded=loaded, data=data, started=started, plan=plan)

@@ -1,13 +1,15 @@
 """`generate(model, tokenizer, prompts, settings)`: answers with the model's per-token entropy.
 
-The one generation function of the project (sample jobs, evaluation suites, the experiment kind's answer
-accuracy; only GRPO's reward hooks in train/, below this layer, use `train.inference.generate_replies`):
+The one generation function of the project: sample jobs, evaluation suites, the experiment kind's answer
+accuracy and GRPO's held-out rewards all call it. It sits in model/, below train/ and evaluation/, so
+that every one of them can:
 
 - Prompts are rendered as training rendered them. A conversation is cut where training's labels
   begin: the conversation plus a probe reply goes through `data.chat_tokens` (the span finder the
   loss mask uses), and the prompt is the rendered text up to the reply's start. So whatever the
   template puts before a reply (Qwen3's think block, a system preamble) is in the prompt exactly
-  when training put it there. A `PlainText` prompt (prompt/completion rows) is tokenised as is.
+  when training put it there. A `PlainText` prompt (prompt/completion rows, or a prompt a caller
+  rendered itself) is tokenised as is.
 - Generation stops at the end of the turn: the tokenizer's EOS, the model's generation-config EOS
   and the template's end-of-turn marker (e.g. `<|im_end|>`) all stop it.
 - Greedy by default. The generation config is built here from `GenerationSettings` alone: a
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from finetune_mcp.errors import ConfigError, ModelError
-from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
+from finetune_mcp.model.generation_settings import GenerationSettings, PlainText
 
 _PROBE = "\u2047sample-probe-reply\u2047"  # a reply no template or dataset contains
 
@@ -147,9 +149,20 @@ def check_prompt_lengths(tokenizer: Any, prompts: Sequence[PromptInput], max_seq
 def prompt_ids(tokenizer: Any, prompt: PromptInput, index: int = 0) -> list[int]:
     """The token ids generation starts from (see the module docstring)."""
     if isinstance(prompt, PlainText):
-        return list(tokenizer(prompt.text)["input_ids"])
+        return list(tokenizer(prompt.text, add_special_tokens=prompt.special_tokens)["input_ids"])
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
     return list(tokenizer(prompt_text(tokenizer, messages, index), add_special_tokens=False)["input_ids"])
+
+
+def chat_prompt(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> PlainText:
+    """`prompt` (one user turn, or a conversation) rendered by the chat template with its generation
+    prompt, as a chat client renders it, for callers that generate as one rather than as training's
+    label mask cuts a conversation: GRPO's held-out prompts (TRL's trainer renders a conversational
+    prompt so), the enhance student and a local teacher. The template writes the special tokens
+    itself, so the tokenizer adds none."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    return PlainText(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                     special_tokens=False)
 
 
 def prompt_text(tokenizer: Any, messages: list[dict[str, str]], index: int = 0) -> str:

@@ -10,9 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 @dataclass(frozen=True)
 class PlainText:
-    """A raw prompt, tokenised without the chat template (as training tokenises prompt/completion rows)."""
+    """A raw prompt, tokenised without the chat template (as training tokenises prompt/completion rows).
+
+    `special_tokens=False` for text that already holds them: a prompt rendered by the chat template
+    (`generate.chat_prompt`) carries its own BOS, and the tokenizer would add a second one."""
 
     text: str
+    special_tokens: bool = True
 
 
 class GenerationSettings(BaseModel):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from finetune_mcp.data.chat_tokens import IGNORE_INDEX, tokenize_examples
-from finetune_mcp.evaluation.generate import GenerationStats, generate, prompt_ids, stop_token_ids, warm_up
-from finetune_mcp.evaluation.settings import GenerationSettings, PlainText
+from finetune_mcp.model.generate import GenerationStats, generate, prompt_ids, stop_token_ids, warm_up
+from finetune_mcp.model.generation_settings import GenerationSettings, PlainText
 
 QUESTIONS = ["what color is the sky?", "repeat the word apple.", "add 2 and 3.", "say node."]
 
@@ -101,3 +101,20 @@ def test_sampling_is_reproducible_with_its_seed(model_and_tokenizer) -> None:
     other = [g.token_ids for g in generate(model, tokenizer, QUESTIONS[:2], hot.model_copy(update={"seed": 2}))]
     greedy = [g.token_ids for g in generate(model, tokenizer, QUESTIONS[:2], GenerationSettings(max_new_tokens=6))]
     assert other != first and greedy != first
+
+
+def test_a_chat_prompt_is_the_template_with_its_generation_prompt_and_one_bos() -> None:
+    """What GRPO's held-out rewards, the enhance student and a local teacher send: the chat template's own
+    rendering, its BOS once (a Llama tokenizer adds one itself: the template's would be doubled)."""
+    from finetune_mcp.model.generate import chat_prompt
+    from finetune_mcp.testing.template_tokenizers import build_template_tokenizer
+
+    tokenizer = build_template_tokenizer("llama3_1")
+    messages = [{"role": "user", "content": "what color is the sky?"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt = chat_prompt(tokenizer, messages)
+    assert prompt == PlainText(rendered, special_tokens=False) == chat_prompt(tokenizer, messages[0]["content"])
+    ids = prompt_ids(tokenizer, prompt)
+    assert ids == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    assert prompt_ids(tokenizer, PlainText(rendered)).count(tokenizer.bos_token_id) == 2  # why the flag exists
