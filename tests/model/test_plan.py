@@ -15,7 +15,7 @@ from finetune_mcp.model import plan as plan_module
 from finetune_mcp.model.plan import LOAD_FIELDS, LoadPlan, LoadRequest, plan_load
 from finetune_mcp.sample.spec import build_sample_spec
 from finetune_mcp.tools.evaluate import evaluation_data
-from finetune_mcp.tools.sample import _job_reading
+from finetune_mcp.tools.training import trained_load_fields
 
 
 @pytest.fixture
@@ -37,8 +37,9 @@ def _sample_and_evaluate_specs(job: Job) -> tuple:
     adapter = str(Path(job.run_dir) / "adapter")
     sample = build_sample_spec({"model": "owner/base", "prompts": [{"messages": [{"role": "user", "content": "hi"}]}],
                                 "models": [{"label": "tuned", "model": "owner/base", "adapter": adapter,
-                                            "weights": "adapter"}], **_job_reading(job)})
-    evaluate = EvaluationSpec.model_validate(evaluation_data(job.id, None, None, None, "auto", job.config, adapter))
+                                            "weights": "adapter"}], **trained_load_fields(job)})
+    evaluate = EvaluationSpec.model_validate(evaluation_data(job.id, None, None, None, "auto",
+                                                                   {**job.config, **trained_load_fields(job)}, adapter))
     return sample, evaluate
 
 
@@ -75,3 +76,13 @@ def test_backend_hf_is_kept_on_a_gpu_and_a_gpu_without_bf16_gets_float16(
     assert plan_load(LoadRequest(backend="hf")).backend == "hf"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert plan_load(LoadRequest(backend="hf")).dtype == "float16"
+
+
+def test_a_run_that_auto_trained_with_transformers_is_read_with_transformers(tmp_path: Path, gpu_with_unsloth: None) -> None:
+    """backend="auto" on a GPU with Unsloth may still train with transformers (the step plan, small models):
+    the sample and evaluate jobs of that run load it with transformers too, from its result.json."""
+    job = _qlora_job(tmp_path)
+    (tmp_path / "result.json").write_text('{"status": "succeeded", "backend": "hf"}')
+    sample, evaluate = _sample_and_evaluate_specs(job)
+    assert sample.backend == evaluate.backend == "hf"
+    assert plan_load(sample).backend == plan_load(evaluate).backend == "hf"

@@ -129,3 +129,12 @@ def test_an_exported_files_tokenizer_is_its_runs(run: RunDirectory, tmp_path: Pa
     loose.parent.mkdir()
     (loose.parent / "tokenizer_config.json").write_text("{}")
     assert export_tokenizer(loose) == loose.parent
+
+
+def test_the_backend_training_really_used_comes_from_the_result(run: RunDirectory) -> None:
+    artifacts = RunArtifacts(run, JOB)
+    assert artifacts.trained_backend() is None  # no result yet: the reader falls back to the config
+    run.write_json(run.result, {"status": "succeeded", "backend": "hf"})  # backend="auto" chose transformers
+    assert artifacts.trained_backend() == "hf"
+    run.write_json(run.result, {"status": "succeeded", "backend": "something else"})
+    assert artifacts.trained_backend() is None

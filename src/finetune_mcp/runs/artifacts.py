@@ -87,6 +87,17 @@ class RunArtifacts:
     def _error(self, text: str) -> JobError:
         return JobError(f"job {self.job_id} {text}", job_id=self.job_id)
 
+    def trained_backend(self) -> str | None:
+        """The backend training really used ("unsloth" | "hf", from result.json), or None before a result.
+
+        Why not the config's: backend="auto" may train a small model with transformers on a GPU that
+        has Unsloth (the step plan), and a job that reads the run must load it as it was trained.
+        """
+        if not self.run.result.is_file():
+            return None
+        backend = self.run.read_json(self.run.result).get("backend")
+        return backend if backend in ("unsloth", "hf") else None
+
     # -- the adapter and the merged model -----------------------------------------------------------
     def has_adapter(self) -> bool:
         return (self.run.adapter / "adapter_config.json").is_file()

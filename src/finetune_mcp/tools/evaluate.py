@@ -28,7 +28,7 @@ from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
-from finetune_mcp.tools.training import JobView, job_view
+from finetune_mcp.tools.training import JobView, job_view, trained_load_fields
 
 # Fields an evaluation of a job's adapter takes from that job's config, so the data is read, split and
 # prompted exactly as in training: every field of the data group (read from DataConfig, not retyped,
@@ -129,7 +129,8 @@ async def evaluate_model(
     job_config = adapter = source_run_dir = None
     if job_id is not None:
         source = kinds.succeeded_job(manager, job_id, "evaluating its adapter")
-        job_config, adapter = source.config, str(RunArtifacts(source.run_dir, source.id).adapter(checkpoint))
+        adapter = str(RunArtifacts(source.run_dir, source.id).adapter(checkpoint))
+        job_config = {**source.config, **trained_load_fields(source)}  # loaded as training really loaded it
         source_run_dir = source.run_dir
     else:
         if checkpoint is not None:

@@ -24,14 +24,13 @@ from finetune_mcp.config import DataConfig, LocalPath
 from finetune_mcp.config.methods import method_of
 from finetune_mcp.errors import ConfigError, JobError
 from finetune_mcp.jobs.manager import JobManager
-from finetune_mcp.model.plan import LOAD_FIELDS
 from finetune_mcp.runs.artifacts import RunArtifacts, export_tokenizer
 from finetune_mcp.sample.results import SampleResult, read_result, without_tokens
 from finetune_mcp.sample.spec import MAX_PROMPTS, SampledModel, SampleSpec, build_sample_spec
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.artifacts import CheckpointArg
 from finetune_mcp.tools.roots import allowed_roots
-from finetune_mcp.tools.training import JobView, job_view
+from finetune_mcp.tools.training import JobView, job_view, trained_load_fields
 
 if TYPE_CHECKING:
     from finetune_mcp.jobs.store import Job
@@ -71,7 +70,7 @@ def sample_spec_for(manager: JobManager, *, job_id: str | None, model: str | Non
                              checkpoint=checkpoint if i == 0 else None) for i, w in enumerate(chosen)]
         models += ([SampledModel(label="base", model=job.config["model"], weights="base")]
                             if compare_with_base else [])
-        data.update(source_job=job_id, **_job_reading(job))
+        data.update(source_job=job_id, **trained_load_fields(job))
         threshold = _run_threshold(job)
         if threshold is not None:
             data.update(high_entropy_threshold=threshold,
@@ -149,11 +148,6 @@ def _given_model(model: str, compare_with_base: bool) -> list[SampledModel]:
         tuned = SampledModel(label="tuned", model=base, adapter=str(folder.resolve()), weights="adapter")
         return [tuned] + ([SampledModel(label="base", model=base, weights="base")] if compare_with_base else [])
     return [SampledModel(label="model", model=model, weights="model")]
-
-
-def _job_reading(job: Job) -> dict[str, Any]:
-    """How the job loaded its model: the same backend, quantisation and context length."""
-    return {k: job.config[k] for k in LOAD_FIELDS if k in job.config}
 
 
 def _run_threshold(job: Job) -> float | None:

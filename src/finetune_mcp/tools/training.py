@@ -20,6 +20,7 @@ from finetune_mcp.errors import ConfigError
 from finetune_mcp.jobs.manager import JobManager
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.store import Job
+from finetune_mcp.model.plan import LOAD_FIELDS
 from finetune_mcp.runs.artifacts import RunArtifacts
 from finetune_mcp.tools import get_manager
 from finetune_mcp.tools.consent import ConsentRecord
@@ -117,6 +118,15 @@ def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> Job
         checkpoints=_checkpoints(job) if with_result else None,
         tracking=_tracking(job) if with_result else None,
     )
+
+
+def trained_load_fields(job: Job) -> dict[str, Any]:
+    """How a job's model loads for a job that reads it (sample, evaluate): the run's `LOAD_FIELDS`, with
+    the backend training really used (result.json) over the configured one ("auto" may have chosen hf)."""
+    fields = {k: job.config[k] for k in LOAD_FIELDS if k in job.config}
+    if job.run_dir and (backend := RunArtifacts(job.run_dir, job.id).trained_backend()):
+        fields["backend"] = backend
+    return fields
 
 
 def _tracking(job: Job) -> dict[str, Any] | None:
