@@ -14,16 +14,18 @@ def _config(tmp_path, **extra):
     return build_config({"model": str(model), "dataset": str(data), **extra})
 
 
-def test_a_small_model_on_a_gpu_replays_graphs_without_checkpointing(tmp_path, monkeypatch):
-    monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "1")
-    plan = plan_step(_config(tmp_path), "hf", cuda=True, device_memory_gb=80)
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def test_a_small_model_on_a_gpu_replays_graphs_without_checkpointing(tmp_path):
+    plan = plan_step(_config(tmp_path), "hf", cuda=True, device_memory_gb=80, device_name=H100)
     assert (plan.gradient_checkpointing, plan.decoder, plan.pad_to_multiple_of) == (False, "graphs", 32)
     assert any("fits" in r or "under 40%" in r for r in plan.reasons)
 
 
-def test_an_explicit_checkpointing_setting_wins_and_keeps_the_decoder_eager(tmp_path, monkeypatch):
-    monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "1")
-    plan = plan_step(_config(tmp_path, gradient_checkpointing=True), "hf", cuda=True, device_memory_gb=80)
+def test_an_explicit_checkpointing_setting_wins_and_keeps_the_decoder_eager(tmp_path):
+    plan = plan_step(_config(tmp_path, gradient_checkpointing=True), "hf", cuda=True, device_memory_gb=80,
+                     device_name=H100)
     assert plan.gradient_checkpointing and plan.decoder == "model"
     assert "set in the config" in plan.reasons[0] and "gradient checkpointing is on" in plan.reasons[1]
 
@@ -40,9 +42,26 @@ def test_cpu_and_unsloth_runs(tmp_path, monkeypatch):
     assert (cpu.gradient_checkpointing, cpu.decoder) == (False, "model")
     unsloth = plan_step(config, "unsloth", cuda=True, device_memory_gb=80)
     assert unsloth.decoder == "model" and unsloth.padding_free is False  # no flash-attn / xformers here
-    default = plan_step(config, "hf", cuda=True, device_memory_gb=80)  # graphs are opt-in
-    assert default.decoder == "model" and not default.gradient_checkpointing
-    assert "opt-in" in default.reasons[-1]
+    monkeypatch.setenv("FINETUNE_MCP_CUDA_GRAPHS", "0")
+    off = plan_step(config, "hf", cuda=True, device_memory_gb=80, device_name=H100)
+    assert off.decoder == "model" and not off.gradient_checkpointing
+    assert "turned off (FINETUNE_MCP_CUDA_GRAPHS=0)" in off.reasons[-1]
+    monkeypatch.delenv("FINETUNE_MCP_CUDA_GRAPHS")
+    unknown = plan_step(config, "hf", cuda=True, device_memory_gb=80, device_name="Some Unmeasured GPU")
+    assert unknown.decoder == "model" and "GPU work is unknown" in unknown.reasons[-1]
+
+
+def test_a_step_the_gpu_limits_runs_eagerly(tmp_path, monkeypatch):
+    """Graphs save launches, not arithmetic; they hold a copy of the activations per shape, so a step
+    that is not launch-bound (~200 ms of work here) keeps the model's own forward."""
+    from types import SimpleNamespace
+
+    from finetune_mcp.jobs import vram
+
+    monkeypatch.setattr(vram, "load_model_info", lambda model: SimpleNamespace(params=4_000_000_000))
+    big = plan_step(_config(tmp_path, per_device_train_batch_size=8, max_seq_length=2048), "hf", cuda=True,
+                    device_memory_gb=10_000, device_name=H100)
+    assert big.decoder == "model" and "not launch-bound (~" in big.reasons[-1]
 
 
 def test_auto_picks_graphs_over_unsloth_only_for_a_launch_bound_step(tmp_path):

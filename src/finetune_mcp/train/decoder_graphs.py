@@ -1,8 +1,12 @@
 """The decoder's forward and backward replayed from CUDA graphs: a training step that is not launch-bound.
 
-Opt-in (FINETUNE_MCP_CUDA_GRAPHS=1, `train.step_plan`): on the H100 on 2026-12-06 the capture failed
-with cudaErrorStreamCaptureInvalidated (tests/train/test_decoder_graphs.py, `-m gpu`), and the run
-fell back to eager as `GraphedDecoder` does on any capture error. The cause is not found yet.
+Chosen by `train.step_plan` for launch-bound steps on CUDA (off with FINETUNE_MCP_CUDA_GRAPHS=0). On
+an H100 (2026-12-06, SmolLM2-135M, batch 16 × ~45 tokens, `benchmarks/real_model_step.py`) it took a
+step from 0.243 s (eager) to 0.083 s, and a 5-arm × 8-seed study ran on it. Two ways a capture
+fails, both seen there: another thread's unsafe CUDA call in "global" capture mode (hence
+`_thread_local_capture`), and an autograd graph of an earlier backward still alive, whose gradient
+accumulators sit on another stream (cudaErrorStreamCaptureImplicit). A failed capture leaves the
+decoder eager for the rest of the run (`GraphedDecoder.failed`), as it was before graphs.
 
 Why: a LoRA step of a small model is bound by the host, not the GPU. SmolLM2-135M at batch 16 ×
 ~45 tokens is ~0.6 TFLOP (under a millisecond of an H100), yet eager transformers + PEFT took

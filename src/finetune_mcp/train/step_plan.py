@@ -6,12 +6,12 @@ kernel, so the arms of an experiment stay comparable. What is chosen:
 - `gradient_checkpointing` ("auto" by default): recomputing every layer in backward saves memory
   and costs a second forward. It is turned off when the step's activations fit easily (the memory
   estimate without it is under `FIT_SHARE` of the card), which for small models is always.
-- `decoder`: how the hidden states are computed. `model` calls the model's own forward (the
-  default). `graphs` replays the decoder's forward and backward from CUDA graphs
-  (`train.decoder_graphs`), opt-in with FINETUNE_MCP_CUDA_GRAPHS=1, for the transformers + PEFT
-  backend on CUDA, 16-bit, one process, no checkpointing: its capture failed on the H100
-  (cudaErrorStreamCaptureInvalidated, 2026-12-06; the run then trained eagerly, as it falls back),
-  so it stays off until a run on the GPU shows it capturing.
+- `decoder`: how the hidden states are computed. `graphs` replays the decoder's forward and backward
+  from CUDA graphs (`train.decoder_graphs`) when the step is launch-bound (a micro-batch estimated
+  under LAUNCH_BOUND_S of GPU work), on the transformers + PEFT backend, CUDA, 16-bit, one process,
+  no checkpointing; `model` (the model's own forward) everywhere else, or with
+  FINETUNE_MCP_CUDA_GRAPHS=0. On an H100 (2026-12-06, SmolLM2-135M, batch 16 × ~45 tokens) graphs
+  took a step from 0.243 s to 0.083 s; a capture that fails leaves the run eager, as before.
 - `pad_to_multiple_of`: with graphs, batches are padded to a multiple of this, so a few shapes
   (each captured once) cover a run.
 - `padding_free`: Unsloth turns padding-free batching on by itself; without a varlen attention
@@ -60,28 +60,37 @@ class StepPlan:
                 "reasons": self.reasons}
 
 
-def auto_backend(config: Any, backend: str, device_name: str | None) -> tuple[str, str | None]:
-    """With `backend="auto"` on a GPU where Unsloth is installed: transformers + PEFT instead, when the
-    step is launch-bound (a small model, short rows). There Unsloth's kernels save nothing, its
-    padding-free attention and patching add launches, and its import costs ~40 s before the first
-    step: on an H100, SmolLM2-135M at batch 16 × ~45 tokens took 0.26 s a step on this project's
-    transformers path against 0.69 s through Unsloth, and reached step 1 in 20.5 s against 65-93 s.
-    Returns (backend, why) — why is None when nothing changed."""
-    if config.backend != "auto" or backend != "unsloth" or config.load_in_4bit:
-        return backend, None
+def micro_batch_gpu_s(config: Any, device_name: str | None) -> tuple[float, float] | None:
+    """(seconds of GPU work a micro-batch needs at half the card's bf16 peak, parameters), or None when
+    the card's peak or the model's size is unknown."""
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in (device_name or "")), None)
     if peak is None:
-        return backend, None
+        return None
     try:
         from finetune_mcp.jobs.vram import load_model_info
 
         params = load_model_info(config.model).params
     except Exception:
-        return backend, None
+        return None
     tokens = config.per_device_train_batch_size * config.max_seq_length
-    gpu_s = 6 * params * tokens / (peak * 1e12 * 0.5)
-    if gpu_s >= LAUNCH_BOUND_S:
+    return 6 * params * tokens / (peak * 1e12 * 0.5), params
+
+
+def auto_backend(config: Any, backend: str, device_name: str | None) -> tuple[str, str | None]:
+    """With `backend="auto"` on a GPU where Unsloth is installed: transformers + PEFT instead, when the
+    step is launch-bound (a small model, short rows). There Unsloth's kernels save nothing, its
+    padding-free attention and patching add launches, and its import costs ~40 s before the first
+    step: on an H100, SmolLM2-135M at batch 16 × ~45 tokens took 0.083 s a step on this project's
+    transformers path (CUDA-graph decoder; 0.243 s eager) against 0.65 s for plain Unsloth + TRL, and
+    reached step 1 in ~20 s against 65-93 s through Unsloth (issue #22's measurement).
+    Returns (backend, why) — why is None when nothing changed."""
+    if config.backend != "auto" or backend != "unsloth" or config.load_in_4bit:
         return backend, None
+    work = micro_batch_gpu_s(config, device_name)
+    if work is None or work[0] >= LAUNCH_BOUND_S:
+        return backend, None
+    gpu_s, params = work
+    tokens = config.per_device_train_batch_size * config.max_seq_length
     return "hf", (f"backend hf rather than Unsloth: a micro-batch is ~{gpu_s * 1e3:.1f} ms of GPU work "
                   f"({params / 1e6:.0f}M parameters × {tokens} tokens), so the step is bound by kernel launches, "
                   "where Unsloth's kernels save nothing and its import delays the first step; "
@@ -113,7 +122,7 @@ def plan_checkpointing(config: Any, cuda: bool, device_memory_gb: float | None) 
 
 
 def plan_step(config: Any, backend: str, *, cuda: bool, device_memory_gb: float | None,
-              num_processes: int = 1) -> StepPlan:
+              num_processes: int = 1, device_name: str | None = None) -> StepPlan:
     """The plan for one run, before its model is loaded (Unsloth takes checkpointing at load time)."""
     checkpointing, why = plan_checkpointing(config, cuda, device_memory_gb)
     plan = StepPlan(gradient_checkpointing=checkpointing, reasons=[why])
@@ -124,10 +133,14 @@ def plan_step(config: Any, backend: str, *, cuda: bool, device_memory_gb: float 
             plan.reasons.append("padded batches: Unsloth's padding-free mode would run attention once per "
                                 "sequence here (no FlashAttention 2 / xformers)")
         return plan
+    work = micro_batch_gpu_s(config, device_name) if cuda else None
     blockers = [
         reason for reason, blocked in (
             ("no CUDA", not cuda),
-            ("CUDA graphs are opt-in (FINETUNE_MCP_CUDA_GRAPHS=1)", os.environ.get("FINETUNE_MCP_CUDA_GRAPHS") != "1"),
+            ("CUDA graphs turned off (FINETUNE_MCP_CUDA_GRAPHS=0)", os.environ.get("FINETUNE_MCP_CUDA_GRAPHS") == "0"),
+            ("the step's GPU work is unknown (card or model size)", cuda and work is None),
+            (f"not launch-bound (~{work[0] * 1e3:.0f} ms of GPU work a micro-batch)" if work else "",
+             work is not None and work[0] >= LAUNCH_BOUND_S),
             ("4-bit weights", config.load_in_4bit),
             ("gradient checkpointing is on", checkpointing),
             (f"{num_processes} processes (DDP)", num_processes > 1),

@@ -134,6 +134,7 @@ def _plan(config: EnhancedTrainingConfig, backend: str) -> StepPlan:
     cuda = torch.cuda.is_available()
     memory = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None
     plan = plan_step(config, backend, cuda=cuda, device_memory_gb=memory,
-                     num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+                     num_processes=int(os.environ.get("WORLD_SIZE", "1")),
+                     device_name=torch.cuda.get_device_name(0) if cuda else None)
     log_plan(plan)
     return plan
