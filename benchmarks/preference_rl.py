@@ -6,7 +6,8 @@
 
 1. DPO on two-digit-addition pairs (chosen = right sum, rejected = off by one): held-out preference
    accuracy (share of pairs with log p(chosen) > log p(rejected)) of the base model vs the tuned one.
-2. GRPO with the exact-answer reward on two-digit addition: held-out mean reward (greedy) base vs tuned.
+2. GRPO with the numeric-answer reward (the reply's last number against the sum) on two-digit addition:
+   held-out mean reward (greedy) base vs tuned.
 3. start_experiment: plain GRPO vs entropy-masked GRPO (top_entropy_quantile 0.2: top 20 %), `--seeds` seeds each;
    the experiment's verdict as it comes out.
 4. Step time and peak memory of the server's GRPO job next to plain TRL GRPOTrainer on the same data.
@@ -23,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from finetune_mcp.train.grpo.rewards.builtin_rewards import last_number
+
 SYSTEM = "Answer with the number only."
+COMPLETION_TOKENS = 24
 
 
 def addition_rows(n: int, seed: int) -> list[tuple[int, int]]:
@@ -96,9 +100,9 @@ def heldout_reward(model_dir: str, adapter: str | None, pairs: list[tuple[int, i
         tok.pad_token = tok.eos_token
     batch = tok(texts, return_tensors="pt", padding=True).to(device)
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=8, do_sample=False)
+        out = model.generate(**batch, max_new_tokens=COMPLETION_TOKENS, do_sample=False)
     answers = tok.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
-    return sum(ans.strip() == str(a + b) for ans, (a, b) in zip(answers, pairs, strict=True)) / len(pairs)
+    return sum(last_number(ans) == a + b for ans, (a, b) in zip(answers, pairs, strict=True)) / len(pairs)
 
 
 def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
@@ -111,8 +115,8 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    def exact(completions, answer, **_):
-        return [1.0 if c[0]["content"].strip() == a else 0.0 for c, a in zip(completions, answer, strict=True)]
+    def numeric(completions, answer, **_):  # the same reward as the server's run
+        return [1.0 if last_number(c[0]["content"]) == float(a) else 0.0 for c, a in zip(completions, answer, strict=True)]
 
     times: list[float] = []
 
@@ -125,9 +129,9 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
 
     torch.cuda.reset_peak_memory_stats()
     args = GRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=16,
-                      gradient_accumulation_steps=1, num_generations=8, max_completion_length=8, learning_rate=5e-5,
+                      gradient_accumulation_steps=1, num_generations=8, max_completion_length=COMPLETION_TOKENS, learning_rate=5e-5,
                       bf16=True, report_to="none", logging_steps=10, save_strategy="no")
-    trainer = GRPOTrainer(model=model_dir, reward_funcs=exact, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
+    trainer = GRPOTrainer(model=model_dir, reward_funcs=numeric, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
                           peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"), callbacks=[Timer()])
     trainer.train()
     return {"median_step_s": round(statistics.median(times[3:] or times), 4),
@@ -146,7 +150,11 @@ async def main(args: argparse.Namespace) -> dict:
                                           for a, b in train_pairs])
     grpo_data = write(work / "grpo.jsonl", [{"prompt": prompt(a, b), "answer": str(a + b)} for a, b in train_pairs])
     common = {"model": args.model, "target": "local", "learning_rate": 5e-5, "max_seq_length": 128}
-    grpo_block = {"num_generations": 8, "max_completion_length": 8, "rewards": [{"function": "exact", "column": "answer"}]}
+    # numeric: the last number of the reply against the sum. The base model answers in sentences ("12 + 34 is
+    # 46."): with an exact-answer reward and 8 tokens every reward was 0 on the H100 (2026-12-06), so no group
+    # had any variance and GRPO had nothing to learn from.
+    grpo_block = {"num_generations": 8, "max_completion_length": COMPLETION_TOKENS,
+                  "rewards": [{"function": "numeric", "column": "answer"}]}
     result: dict = {"model": args.model}
 
     def save() -> None:  # after every section: a run cut short by a time limit keeps what it measured
