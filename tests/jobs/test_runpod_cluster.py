@@ -1,7 +1,7 @@
 """Multi-node training on the stand-in's Instant Clusters through the real JobManager: two "nodes" (local
 processes with the rendezvous variables RunPod sets) run the real worker under torchrun, rendezvous over
-gloo on 127.0.0.1 and train one DDP run; the cluster is deleted on success, failure and cancel, and the
-cost is in the result. Placement refuses what cannot train multi-node, at start."""
+gloo on 127.0.0.1 and train one DDP run; the cluster is deleted on success, failure, cancel (here after a
+server restart that adopted it) and server shutdown, and the cost is in the result. Placement refuses what cannot train multi-node, at start."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from finetune_mcp.jobs.store import JobState
 from standins.runpod_api import RunPodStandIn
 
 from .runpod_support import runpod_env, training_spec
-from .test_runpod_jobs import supervising, until
+from .test_runpod_jobs import stored, supervising, until
 
 pytestmark = pytest.mark.slow
 
@@ -81,13 +81,38 @@ async def test_a_node_that_dies_fails_the_job_and_the_cluster_is_deleted(rp, tmp
     assert_cluster_gone(rp)
 
 
-async def test_cancel_deletes_the_cluster(rp, tmp_path, tiny_model_dir, dataset) -> None:
+async def test_a_restarted_server_adopts_the_cluster_and_cancel_deletes_it(rp, tmp_path, tiny_model_dir, dataset,
+                                                                          monkeypatch) -> None:
+    """A server that stops with FINETUNE_MCP_RUNPOD_KEEP_ON_SHUTDOWN=1 leaves both nodes training; the next one
+    finds the cluster from the stored handle alone (a new backend, nothing in memory), follows node 0's
+    progress, and cancel deletes the cluster, its cost recorded."""
+    monkeypatch.setenv("FINETUNE_MCP_RUNPOD_KEEP_ON_SHUTDOWN", "1")
+    home = tmp_path / "home"
+    async with supervising(home, rp) as manager:
+        job = await kinds.start_job(manager, "train", two_nodes(tiny_model_dir, dataset, max_steps=20_000), "runpod",
+                                    roots=None)
+        job = await until(manager, job.id, lambda j: j.step >= 1, timeout=300)
+    left = stored(home, job.id)
+    assert left.state is JobState.RUNNING and len(rp.live_clusters()) == 1
+    assert len(rp.running_pods()) == 2  # both nodes train on while no server runs
+    monkeypatch.delenv("FINETUNE_MCP_RUNPOD_KEEP_ON_SHUTDOWN")
+    async with supervising(home, rp) as manager:
+        job = await until(manager, job.id, lambda j: j.step > left.step + 1, timeout=120)
+        job = await manager.cancel(job.id)
+    assert job.state is JobState.CANCELLED and job.cost_usd and job.cost_usd > 0
+    assert len(rp.ops("clusterCreate")) == 1  # adopted, not started again
+    assert_cluster_gone(rp)
+
+
+async def test_server_shutdown_deletes_the_cluster(rp, tmp_path, tiny_model_dir, dataset) -> None:
+    """By default a cluster does not outlive the server that supervises it: it bills by the second."""
     async with supervising(tmp_path / "home", rp) as manager:
         job = await kinds.start_job(manager, "train", two_nodes(tiny_model_dir, dataset, max_steps=20_000), "runpod",
                                     roots=None)
-        job = await until(manager, job.id, lambda j: j.step >= 2, timeout=300)
-        job = await manager.cancel(job.id)
-    assert job.state is JobState.CANCELLED and job.cost_usd and job.cost_usd > 0
+        await until(manager, job.id, lambda j: j.state is JobState.RUNNING, timeout=300)
+    job = stored(tmp_path / "home", job.id)
+    assert job.state is JobState.FAILED and "the server shut down" in job.error
+    assert job.cost_usd and job.cost_usd > 0
     assert_cluster_gone(rp)
 
 

@@ -141,6 +141,8 @@ async def test_cancel_during_provisioning(rp, tmp_path, tiny_model_dir, dataset,
             await until(manager, job.id, lambda j: bool(rp.pods))
         job = await manager.cancel(job.id)
         assert job.state is JobState.CANCELLED
+        if moment == "while the pod starts":  # billed from its creation (here < $0.0001), though never polled
+            assert job.cost_usd is not None
     rp.wait_for(lambda: rp.pods and not rp.running_pods(), timeout=10, what="the pod made during the cancel to end")
     assert_no_pod_left(rp, tmp_path / "home")
 

@@ -566,9 +566,10 @@ class JobManager:
             self._unsettled.setdefault(job.id, poll)
         job = self._ingest_events(job)
         state, error = self._decide(job, poll)
+        cost = poll.cost_usd if poll.cost_usd is not None else job.cost_usd
         if job.handle is not None:
             try:
-                await self.backend(job.backend).finalize(job.handle, state)
+                final_cost = await self.backend(job.backend).finalize(job.handle, state)
             except Exception as exc:
                 log.warning("finalizing %s failed: %s", job.id, exc)
                 job = self._ingest_events(job)
@@ -579,10 +580,11 @@ class JobManager:
             else:
                 job = self._ingest_events(job)  # finalize may have brought the last remote events
                 state, error = self._decide(job, poll)
+                cost = final_cost if final_cost is not None else cost  # billed to the end, also if never polled
         try:
             new = self.store.transition(
                 job.id, state, expected=ACTIVE_STATES, reason=(error or "worker finished").splitlines()[0],
-                error=error, cost_usd=poll.cost_usd if poll.cost_usd is not None else job.cost_usd,
+                error=error, cost_usd=cost,
             )
         except InvalidTransition:  # another process settled it first
             self._forget(job.id)

@@ -102,14 +102,18 @@ class Backend(Protocol):
         is gone, and the manager settles the job from events.jsonl and calls `finalize`."""
         ...
 
-    async def finalize(self, handle: Handle, state: JobState) -> None:
+    async def finalize(self, handle: Handle, state: JobState) -> float | None:
         """Called once the worker is gone and before the job's final state is recorded; `state` is
         the ending the manager is about to record (succeeded/failed/cancelled). Bring the final
         artifacts into the local run dir (adapter/, tensorboard/, entropy/, result.json, the last
         events and log lines) and release everything billable (terminate the pod) in EVERY ending.
         Must be idempotent (it can run twice, e.g. a CLI cancel and the server both settle) and
         should not raise for things already cleaned up; a `BackendError` raised here is recorded in
-        the job's error and the job is marked failed unless it was cancelled."""
+        the job's error and the job is marked failed unless it was cancelled.
+
+        Returns what the worker cost in all (None for backends that do not bill): only here is the
+        end of the billing known, and a job stopped before its first poll (a cancel, a shutdown right
+        after launch) has no cost from `poll` at all; the manager records this one."""
         ...
 
     def public_info(self, handle: Handle) -> dict[str, Any]:

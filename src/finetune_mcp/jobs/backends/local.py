@@ -121,13 +121,14 @@ class LocalBackend:
     async def reattach(self, handle: Handle) -> bool:
         return handle.get("host") == socket.gethostname() and _is_our_process(handle)
 
-    async def finalize(self, handle: Handle, state: JobState) -> None:
+    async def finalize(self, handle: Handle, state: JobState) -> float | None:
         # The worker is gone; children it left in its group (dataloader workers) must not linger.
         if self._group_alive(handle):
             _signal_group(handle["pgid"], signal.SIGKILL)
         child = self._children.pop(handle["pid"], None)
         if child is not None:
             child.poll()
+        return None
 
     def public_info(self, handle: Handle) -> dict[str, Any]:
         return {"pid": handle.get("pid"), "pgid": handle.get("pgid")}

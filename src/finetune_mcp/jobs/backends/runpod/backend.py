@@ -375,7 +375,7 @@ class RunPodBackend:
             return True  # the pod exists; poll's unreachable timeout decides
         return state == "running"
 
-    async def finalize(self, handle: Handle, state: JobState) -> None:
+    async def finalize(self, handle: Handle, state: JobState) -> float | None:
         try:
             await self._collect(handle)
         finally:
@@ -399,6 +399,7 @@ class RunPodBackend:
             raise BackendError(f"the artifacts of pod {handle.get('pod_id')} were refused: {refused}; nothing from "
                                "the pod was written into the run directory (the pod is terminated); start the job "
                                "again, and report it if it happens again with the default image")
+        return cost
 
     async def _collect(self, handle: Handle) -> None:
         """Bring the last events, the log and the artifacts home, once, if the worker still answers."""
