@@ -14,6 +14,7 @@ import pytest
 from finetune_mcp import kinds
 from finetune_mcp.config import Settings, build_config
 from finetune_mcp.errors import BackendError
+from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import JobState
 from standins.runpod_api import RunPodStandIn
@@ -133,7 +134,7 @@ async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_
     """parallel=2 on target='runpod': two stand-in pods, each training its share; the same per-run
     metrics as the same experiment run serially here; both pods terminated; the cost in the result."""
     from finetune_mcp.experiment.spec import build_experiment_spec
-    from finetune_mcp.jobs.placement import SHARES, Placement
+    from finetune_mcp.jobs.placement import SHARES
 
     fields = dict(training_spec(tiny_model_dir, dataset), kind="experiment", seeds=1, max_steps=2, max_examples=16,
                   validation_split=0.25, max_new_tokens=4, save_steps=100_000, max_seq_length=64)
@@ -156,3 +157,24 @@ async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_
     result = json.loads((Path(gather.run_dir) / "result.json").read_text())
     assert result["parallel"]["workers"] == 2 and result["cost_usd"] > 0
     assert len(rp.ops("podFindAndDeployOnDemand")) == 2 and not rp.running_pods()
+
+
+async def test_cancelling_a_parallel_experiment_on_pods_terminates_every_pod(rp, tmp_path, tiny_model_dir,
+                                                                            dataset) -> None:
+    """cancel_job on the gatherer: both workers are cancelled with it (`child_jobs`) and both pods terminated."""
+    from finetune_mcp.experiment.spec import build_experiment_spec
+
+    fields = dict(training_spec(tiny_model_dir, dataset), kind="experiment", seeds=1, max_steps=20_000,
+                  max_examples=16, save_steps=100_000, max_seq_length=64, parallel=2)
+    async with supervising(tmp_path / "home", rp) as manager:
+        gather = await kinds.start_job(manager, "experiment", build_experiment_spec(fields), "runpod", roots=None)
+        workers = Placement.from_json(gather.placement).details["child_jobs"]
+        for worker in workers:  # both pods train
+            await until(manager, worker, lambda j: j.step >= 1, timeout=300)
+        gather = await manager.cancel(gather.id)
+        shares = [await until(manager, w, lambda j: j.state.terminal, timeout=120) for w in workers]
+    assert gather.state is JobState.CANCELLED and [s.state for s in shares] == [JobState.CANCELLED] * 2
+    assert len(rp.ops("podFindAndDeployOnDemand")) == 2 and not rp.running_pods()
+    assert all(s.cost_usd is not None for s in shares)
+    table = json.loads((Path(gather.run_dir) / "experiment" / "table.json").read_text())
+    assert table["status"] == "cancelled"

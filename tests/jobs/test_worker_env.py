@@ -5,6 +5,7 @@ placement names, and none of the server's other secrets."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import anyio
@@ -25,17 +26,24 @@ SERVER_SECRETS = {
 }
 
 
-async def run_env_job(make_manager, monkeypatch: pytest.MonkeyPatch, placement: Placement) -> dict[str, str]:
+async def run_env_job(make_manager, monkeypatch: pytest.MonkeyPatch, placement: Placement, omp: str | None = "1",
+                      **manager_options: object) -> dict[str, str]:
+    """The environment a worker saw; `omp`: the server's OMP_NUM_THREADS (None: unset)."""
     for name, value in {**SERVER_SECRETS, "TEACHER_KEY": "sk-teacher-0123456789",
                         "FINETUNE_MCP_TEACHER_KEYS": "TEACHER_KEY=http://127.0.0.1:9/v1",
-                        "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}.items():
+                        "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(name, value)
-    manager = make_manager("env", placer=lambda c, t, s: placement)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    manager = make_manager("env", placer=lambda c, t, s: placement, **manager_options)
     async with anyio.create_task_group() as tg:
         await tg.start(manager.run)
         job = await kinds.start_job(manager, "train", config(), roots=None)
         job = await manager.wait(job.id, 30)
         tg.cancel_scope.cancel()
+    manager.close()  # the next manager on this home supervises
     assert job.state is JobState.SUCCEEDED, job.error
     return json.loads((Path(job.run_dir) / "worker-env.json").read_text())
 
@@ -53,6 +61,17 @@ async def test_a_worker_gets_only_what_it_needs(make_manager, monkeypatch: pytes
 async def test_a_training_worker_does_not_get_a_teacher_key(make_manager, monkeypatch: pytest.MonkeyPatch) -> None:
     env = await run_env_job(make_manager, monkeypatch, Placement("local", "cpu", None, "cpu"))
     assert "TEACHER_KEY" not in env and "OPENAI_API_KEY" not in env
+
+
+async def test_cpu_slots_share_the_cores(make_manager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPU slots: each worker gets half the cores as OpenMP threads (torch would start one per core in
+    both); one slot, or a value the server's environment sets, is left alone."""
+    cpu = Placement("local", "cpu", None, "cpu")
+    shared = await run_env_job(make_manager, monkeypatch, cpu, omp=None, max_cpu_jobs=2)
+    alone = await run_env_job(make_manager, monkeypatch, cpu, omp=None, max_cpu_jobs=1)
+    chosen = await run_env_job(make_manager, monkeypatch, cpu, omp="3", max_cpu_jobs=2)
+    assert shared["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert "OMP_NUM_THREADS" not in alone and chosen["OMP_NUM_THREADS"] == "3"
 
 
 def test_the_allow_list_rules() -> None:

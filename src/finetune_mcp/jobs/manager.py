@@ -9,11 +9,12 @@ server to start (or an already running one, within a few seconds) takes over: it
 workers and settles dead ones, so no job stays `running` forever.
 
 Queue: one job at a time per local GPU (`gpu:<i>` slot; or k packed workers of a parallel experiment,
-each on `gpu:<i>/k`), FINETUNE_MCP_MAX_CPU_JOBS (default 1) on
-the CPU, FINETUNE_MCP_MAX_REMOTE_JOBS (default 4) per remote backend. Cancel: SIGTERM, then SIGKILL
-after FINETUNE_MCP_CANCEL_GRACE_S (default 10); the partial run stays and gets an `end` event with
-status `cancelled`. A worker silent (no new log or event bytes) for FINETUNE_MCP_STALL_TIMEOUT_S
-(default 3600, 0 = never) is stopped and marked failed.
+each on `gpu:<i>/k`), FINETUNE_MCP_MAX_CPU_JOBS (default 1) on the CPU, each with its share of the
+cores (OMP_NUM_THREADS, unless the server's environment sets it), FINETUNE_MCP_MAX_REMOTE_JOBS
+(default 4) per remote backend. Cancel: SIGTERM, then SIGKILL after FINETUNE_MCP_CANCEL_GRACE_S
+(default 10); the partial run stays and gets an `end` event with status `cancelled`. A worker
+silent (no new log or event bytes) for FINETUNE_MCP_STALL_TIMEOUT_S (default 3600, 0 = never) is
+stopped and marked failed.
 
 Observers cannot break a job: a failing progress callback, a malformed events line or a failing
 poll is logged and the job goes on.
@@ -537,6 +538,8 @@ class JobManager:
         placement = Placement.from_json(job.placement)
         if placement.backend == "local":
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_indices(placement))
+        if placement.slot == "cpu" and self.max_cpu_jobs > 1 and not os.environ.get("OMP_NUM_THREADS"):
+            env["OMP_NUM_THREADS"] = str(cpu_threads_per_slot(self.max_cpu_jobs))
         if self.settings.hf_token:
             env["HF_TOKEN"] = self.settings.hf_token
         env.update({name: os.environ[name] for name in placement.env if os.environ.get(name)})
@@ -701,6 +704,14 @@ class JobManager:
         if self._wake is None:
             self._wake = anyio.Event()
         return self._wake
+
+
+def cpu_threads_per_slot(slots: int) -> int:
+    """Each CPU slot's share of this process's cores: torch (OpenMP) otherwise starts one thread per core
+    in every worker, and N workers' spinning threads on the same cores slowed a parallel=2 experiment on
+    2 cores 2.5× against 1 thread each (benchmarks/RESULTS.md, "Experiments in parallel")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, slots))
 
 
 def queue_limits() -> tuple[int, int]:
