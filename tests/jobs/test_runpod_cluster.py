@@ -169,8 +169,8 @@ async def test_cancelling_a_parallel_experiment_on_pods_terminates_every_pod(rp,
     async with supervising(tmp_path / "home", rp) as manager:
         gather = await kinds.start_job(manager, "experiment", build_experiment_spec(fields), "runpod", roots=None)
         workers = Placement.from_json(gather.placement).details["child_jobs"]
-        for worker in workers:  # both pods train
-            await until(manager, worker, lambda j: j.step >= 1, timeout=300)
+        for worker in workers:  # both pods made and their workers started
+            await until(manager, worker, lambda j: j.state is JobState.RUNNING, timeout=300)
         gather = await manager.cancel(gather.id)
         shares = [await until(manager, w, lambda j: j.state.terminal, timeout=120) for w in workers]
     assert gather.state is JobState.CANCELLED and [s.state for s in shares] == [JobState.CANCELLED] * 2
