@@ -6,7 +6,9 @@ The same experiment (2 arms × 2 seeds of the offline tiny model, a few steps a 
 - `cpu`: workers on this machine's CPU slots (FINETUNE_MCP_MAX_CPU_JOBS=2);
 - `runpod`: the RunPod stand-in (`tests/standins/runpod_api.py`), whose "pods" are local processes
   running the real pod worker, so a pod's start here costs a process start, an install check and the
-  worker's imports, not an image pull — and both pods share this machine's cores.
+  worker's imports, not an image pull — and both pods share this machine's cores. Real pods are
+  machines of their own; here each pod gets `--pod-threads` OpenMP threads (default: half the cores,
+  as each CPU slot gets), else two pods' torch would each spin a thread per core on the same cores.
 
 Rounds alternate the order (serial first, then parallel first, ...) so a load that drifts on a shared
 machine does not favour one; every parallel table is checked against the serial one (the same
@@ -33,6 +35,8 @@ from pathlib import Path
 
 import anyio
 from fastmcp import Client
+
+from finetune_mcp.jobs.manager import cpu_threads_per_slot
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 SMALL = {"max_seq_length": 64, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_examples": 16,
@@ -85,6 +89,8 @@ async def main(args: argparse.Namespace) -> dict:
             from jobs.runpod_support import runpod_env
             from standins.runpod_api import RunPodStandIn
 
+            if args.pod_threads:  # the stand-in's pods inherit this process's environment
+                os.environ["OMP_NUM_THREADS"] = str(args.pod_threads)
             standin = RunPodStandIn(work / "runpod").__enter__()
             extra |= {"RUNPOD_API_KEY": standin.api_key, **runpod_env(standin)}
         try:
@@ -103,7 +109,7 @@ async def main(args: argparse.Namespace) -> dict:
         serial = next(s for s in runs if (s["where"], s["steps"], s["parallel"]) == (run["where"], run["steps"], 1))
         run["same_metrics_as_serial"] = same_metrics(run["metrics"], serial["metrics"])
     load = os.getloadavg()
-    return {"steps": args.steps, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d"),
+    return {"steps": args.steps, "rounds": args.rounds, "pod_threads": args.pod_threads, "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (no GPU), shared with other work",
             "load_average_after": [round(x, 2) for x in load], "python": platform.python_version(), "runs": runs}
 
@@ -112,8 +118,8 @@ def markdown(r: dict) -> str:
     lines = [
         f"`benchmarks/parallel_experiment.py --steps {' '.join(map(str, r['steps']))} --rounds {r['rounds']}` on "
         f"{r['machine']}, {r['date']}: 2 arms × 2 seeds of the offline tiny model (batch 2, ≤ 64 tokens, 16 "
-        "examples), through `finetune-mcp serve` over stdio; rounds alternate the order. Load average after: "
-        f"{', '.join(map(str, r['load_average_after']))}.",
+        "examples), through `finetune-mcp serve` over stdio; rounds alternate the order; OpenMP threads a stand-in "
+        f"pod: {r['pod_threads'] or 'torch default'}. Load average after: {', '.join(map(str, r['load_average_after']))}.",
         "",
         "| where | steps a run | serial wall (s) | parallel=2 wall (s) | parallel / serial | same metrics |",
         "|---|---|---|---|---|---|",
@@ -137,6 +143,8 @@ if __name__ == "__main__":
     parser.add_argument("--where", nargs="+", choices=["cpu", "runpod"], default=["cpu", "runpod"])
     parser.add_argument("--steps", nargs="+", type=int, default=[3, 20], help="optimiser steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="serial + parallel pairs per setting")
+    parser.add_argument("--pod-threads", type=int, default=cpu_threads_per_slot(2),
+                        help="OMP_NUM_THREADS of each stand-in pod (0: torch's default, a thread per core)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from finetune_mcp import kinds
@@ -17,6 +18,7 @@ from finetune_mcp.errors import BackendError
 from finetune_mcp.jobs.placement import Placement
 from finetune_mcp.jobs.router import place_job
 from finetune_mcp.jobs.store import JobState
+from finetune_mcp.tools.training import job_view
 from standins.runpod_api import RunPodStandIn
 
 from .runpod_support import runpod_env, training_spec
@@ -148,6 +150,7 @@ async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_
             placement.backend, placement.device, None, placement.reason, {**placement.details, SHARES: agreed}))
         serial = await until(manager, serial.id, lambda j: j.state.terminal, timeout=400)
         gather = await until(manager, gather.id, lambda j: j.state.terminal, timeout=600)
+        shown = job_view(manager, gather).cost_usd  # get_job of the experiment: its pods' cost together
     assert serial.state is JobState.SUCCEEDED and gather.state is JobState.SUCCEEDED, gather.error
     tables = [json.loads((Path(j.run_dir) / "experiment" / "table.json").read_text()) for j in (serial, gather)]
     metrics = [{r["name"]: r["metrics"] for r in t["runs"]} for t in tables]
@@ -155,7 +158,7 @@ async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_
     for name, values in metrics[0].items():
         assert metrics[1][name] == pytest.approx(values, rel=1e-4, abs=1e-6), name
     result = json.loads((Path(gather.run_dir) / "result.json").read_text())
-    assert result["parallel"]["workers"] == 2 and result["cost_usd"] > 0
+    assert result["parallel"]["workers"] == 2 and result["cost_usd"] > 0 and shown == result["cost_usd"]
     assert len(rp.ops("podFindAndDeployOnDemand")) == 2 and not rp.running_pods()
 
 
@@ -178,3 +181,33 @@ async def test_cancelling_a_parallel_experiment_on_pods_terminates_every_pod(rp,
     assert all(s.cost_usd is not None for s in shares)
     table = json.loads((Path(gather.run_dir) / "experiment" / "table.json").read_text())
     assert table["status"] == "cancelled"
+
+
+async def test_server_shutdown_stops_a_parallel_experiments_pods_and_the_next_server_ends_it(rp, tmp_path,
+                                                                                           tiny_model_dir,
+                                                                                           dataset) -> None:
+    """By default pods do not outlive the server: its shutdown terminates both workers' pods (the workers
+    fail, saying why); the gatherer, a local process, sees that and ends the experiment as failed, which the
+    next server records. Nothing is left running or billing."""
+    from finetune_mcp.experiment.spec import build_experiment_spec
+    from finetune_mcp.jobs.backends.local import process_group_alive
+
+    fields = dict(training_spec(tiny_model_dir, dataset), kind="experiment", seeds=1, max_steps=20_000,
+                  max_examples=16, save_steps=100_000, max_seq_length=64, parallel=2)
+    home = tmp_path / "home"
+    async with supervising(home, rp) as manager:
+        gather = await kinds.start_job(manager, "experiment", build_experiment_spec(fields), "runpod", roots=None)
+        workers = Placement.from_json(gather.placement).details["child_jobs"]
+        for worker in workers:
+            await until(manager, worker, lambda j: j.state is JobState.RUNNING, timeout=300)
+        gather = await until(manager, gather.id, lambda j: j.pgid is not None)
+    assert not rp.running_pods() and len(rp.pods) == 2
+    assert all(stored(home, w).state is JobState.FAILED and "the server shut down" in stored(home, w).error
+               for w in workers)
+    with anyio.fail_after(60):  # the gatherer notices its workers failed and exits on its own
+        while process_group_alive(gather.pgid):
+            await anyio.sleep(0.2)
+    async with supervising(home, rp) as manager:
+        gather = await until(manager, gather.id, lambda j: j.state.terminal)
+    assert gather.state is JobState.FAILED and any(w in gather.error for w in workers)
+    assert json.loads((Path(gather.run_dir) / "experiment" / "table.json").read_text())["status"] == "failed"

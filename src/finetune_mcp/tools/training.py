@@ -61,7 +61,8 @@ class JobView(BaseModel):
     started_at: str | None
     ended_at: str | None
     elapsed_s: float | None
-    cost_usd: float | None
+    cost_usd: float | None = Field(description="USD spent so far on rented machines (RunPod); for a parallel "
+                                   "experiment, its workers' pods together.")
     worker: dict[str, Any] = Field(default_factory=dict, description="pid / pod id of the worker.")
     result: dict[str, Any] | None = Field(
         None, description="Sample jobs, once succeeded: the answers side by side (per model: match rates, "
@@ -114,7 +115,7 @@ def job_view(manager: JobManager, job: Job, *, with_result: bool = False) -> Job
         metrics=job.metrics, error=job.error, queue_position=position,
         created_at=_iso(job.created_at), started_at=_iso(job.started_at), ended_at=_iso(job.ended_at),
         elapsed_s=round(end - job.started_at, 1) if job.started_at else None,
-        cost_usd=job.cost_usd, worker=worker, result=kinds.result_of(job) if with_result else None,
+        cost_usd=_cost(manager, job), worker=worker, result=kinds.result_of(job) if with_result else None,
         checkpoints=_checkpoints(job) if with_result else None,
         tracking=_tracking(job) if with_result else None,
     )
@@ -137,6 +138,17 @@ def _tracking(job: Job) -> dict[str, Any] | None:
     if board.is_dir():
         record = {"tensorboard": f"tensorboard --logdir {board} (or tensorboard_screenshot)", **record}
     return record or None
+
+
+def _cost(manager: JobManager, job: Job) -> float | None:
+    """The job's own cost; for a job that stands for others (a parallel experiment's gatherer, which rents
+    nothing itself) theirs summed, live: the user agreed to one cap for the whole experiment."""
+    if job.cost_usd is not None:
+        return job.cost_usd
+    children = [manager.get(child).cost_usd for child in Placement.from_json(job.placement).details.get("child_jobs")
+                or []]
+    costs = [cost for cost in children if cost is not None]
+    return round(sum(costs), 4) if costs else None
 
 
 def _checkpoints(job: Job) -> list[dict[str, Any]] | None:
