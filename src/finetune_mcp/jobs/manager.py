@@ -708,8 +708,8 @@ class JobManager:
 
 def cpu_threads_per_slot(slots: int) -> int:
     """Each CPU slot's share of this process's cores: torch (OpenMP) otherwise starts one thread per core
-    in every worker, and N workers' spinning threads on the same cores slowed a parallel=2 experiment on
-    2 cores 2.5× against 1 thread each (benchmarks/RESULTS.md, "Experiments in parallel")."""
+    in every worker, and two workers' threads on 2 cores made a parallel=2 experiment 2.5× slower than
+    serial; with a share each it was as fast (benchmarks/RESULTS.md, "Experiments in parallel")."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // max(1, slots))
 
