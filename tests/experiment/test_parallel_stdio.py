@@ -28,6 +28,7 @@ async def _run(client, model: Path, data: Path, **extra) -> tuple[dict, dict, fl
     done = (await client.call_tool("wait_for_job", {"job_id": started["job_id"], "timeout_s": 600})).structured_content
     wall = time.perf_counter() - began
     assert done["state"] == "succeeded", done["error"]
+    assert (done["step"], done["total_steps"]) == (12, 12)  # 4 runs × 3 steps, however fast they went
     return started, await experiment(client, started["job_id"]), wall
 
 

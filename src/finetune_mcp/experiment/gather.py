@@ -87,6 +87,9 @@ def gather_shards(spec: ExperimentSpec, run: RunDirectory) -> dict[str, Any]:
             while True:
                 changed = False
                 for share in shares:
+                    # the state before the events: a share's last events are in its run directory before
+                    # the manager records its ending, so one read as ended has nothing left unread
+                    _read_state(store, share)
                     for event in _new_events(share):
                         kind = event.get("type")
                         if kind in ("start", "progress") and event.get("total_steps"):
@@ -100,13 +103,12 @@ def gather_shards(spec: ExperimentSpec, run: RunDirectory) -> dict[str, Any]:
                             _finished(records[name], event["record"])
                             heldout = heldout or dict(event.get("heldout") or {})
                             changed = True
-                    _read_state(store, share)
                 step = sum(s.step for s in shares)
+                if step > last_step:  # the job's step moves only with `progress` (also when a run ended meanwhile)
+                    run.write_event("progress", step=step, total_steps=total or _sum_totals(shares))
                 if changed:
                     data = table("running")
                     run.write_event("eval", step=step, total_steps=total, metrics=primary_means(data))
-                elif step > last_step:
-                    run.write_event("progress", step=step, total_steps=total or _sum_totals(shares))
                 last_step = max(last_step, step)
                 ended = [s for s in shares if s.state is not None and s.state.terminal]
                 bad = next((s for s in ended if s.state is not JobState.SUCCEEDED), None)
