@@ -61,7 +61,8 @@ async def test_two_nodes_train_in_sync_and_the_cluster_is_deleted(rp, tmp_path, 
     assert job.state is JobState.SUCCEEDED, job.error
     result = json.loads((Path(job.run_dir) / "result.json").read_text())
     assert result["num_processes"] == 2 and result["ranks_in_sync"] is True  # the same adapter on both nodes
-    assert result["cost_usd"] > 0 and job.cost_usd and job.cost_usd > 0
+    assert result["cost_usd"] > 0 and job.cost_usd == result["cost_usd"]  # billed to the deletion, both
+    assert result["compute"]["num_nodes"] == 2 and result["compute"]["cluster_id"] == job.handle["cluster_id"]
     assert (Path(job.run_dir) / "adapter" / "adapter_model.safetensors").is_file()
     [create] = rp.ops("clusterCreate")
     assert create["ok"] and len(rp.clusters[next(iter(rp.clusters))]["pods"]) == 2

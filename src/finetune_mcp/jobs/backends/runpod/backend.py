@@ -392,7 +392,8 @@ class RunPodBackend:
             data = run.read_json(run.result)
             data["cost_usd"] = cost
             data["compute"] = {"provider": "runpod", "billed_s": round(ended - handle["created_at"], 1),
-                               **{k: handle.get(k) for k in ("pod_id", "gpu_name", "price_per_hr")}}
+                               **{k: handle.get(k) for k in ("pod_id", "gpu_name", "price_per_hr")},
+                               **{k: handle[k] for k in ("cluster_id", "num_nodes") if handle.get(k)}}  # clusters
             run.write_json(run.result, data)
         refused = read_sidecar(run_dir).get("artifacts_refused")
         if refused:
