@@ -81,9 +81,11 @@ def test_graph_replay_matches_eager_on_cuda(tmp_path):
     model = _lora_model(tmp_path, device="cuda")
     lm = model.get_base_model()
     ids, mask = _right_padded_batch("cuda")
-    eager = EagerDecoder(lm)(ids)
-    _real(eager, mask).square().sum().backward()
+    out = EagerDecoder(lm)(ids)
+    _real(out, mask).square().sum().backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    eager = out.detach()
+    del out  # as in training: no earlier backward's graph alive at capture (see the module docstring)
     model.zero_grad()
     graphed = GraphedDecoder(lm)
     for _ in range(3):  # capture, then replays; gradients of each replay match eager's
@@ -109,7 +111,7 @@ def test_gradients_accumulate_exactly_across_replays(tmp_path):
     ids2 = (ids1 * 7 + 3) % 500
     ids2[~mask.bool()] = 0
     for ids in (ids1, ids2):
-        _real(EagerDecoder(lm)(ids), mask).square().sum().backward()
+        _real(EagerDecoder(lm)(ids), mask).square().sum().backward()  # nothing of these graphs stays alive
     want = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     graphed = GraphedDecoder.for_model(lm)
     assert GraphedDecoder.for_model(lm) is graphed

@@ -5,8 +5,9 @@ an H100 (2026-12-06, SmolLM2-135M, batch 16 × ~45 tokens, `benchmarks/real_mode
 step from 0.243 s (eager) to 0.083 s, and a 5-arm × 8-seed study ran on it. Two ways a capture
 fails, both seen there: another thread's unsafe CUDA call in "global" capture mode (hence
 `_thread_local_capture`), and an autograd graph of an earlier backward still alive, whose gradient
-accumulators sit on another stream (cudaErrorStreamCaptureImplicit). A failed capture leaves the
-decoder eager for the rest of the run (`GraphedDecoder.failed`), as it was before graphs.
+accumulators sit on another stream (cudaErrorStreamCaptureImplicit: in training nothing holds one —
+the Trainer keeps detached losses — but a caller holding an earlier output does). A failed capture
+leaves the decoder eager for the rest of the run (`GraphedDecoder.failed`), as it was before graphs.
 
 Why: a LoRA step of a small model is bound by the host, not the GPU. SmolLM2-135M at batch 16 ×
 ~45 tokens is ~0.6 TFLOP (under a millisecond of an H100), yet eager transformers + PEFT took
