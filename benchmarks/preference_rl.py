@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from finetune_mcp.testing.local_server import job_ended
 from finetune_mcp.train.grpo.rewards.builtin_rewards import last_number
 
 SYSTEM = "Answer with the number only."
@@ -48,11 +49,6 @@ async def call(client, tool: str, args: dict) -> dict:
     return (await client.call_tool(tool, args)).structured_content
 
 
-async def until_done(client, job_id: str) -> dict:
-    while True:
-        job = await call(client, "wait_for_job", {"job_id": job_id, "timeout_s": 120})
-        if job["state"] not in ("queued", "provisioning", "running"):
-            return job
 
 
 def load(model_dir: str, device: str):
@@ -165,7 +161,7 @@ async def main(args: argparse.Namespace) -> dict:
                                                          "max_steps": args.dpo_steps, "per_device_train_batch_size": 8,
                                                          "gradient_accumulation_steps": 1,
                                                          "config_overrides": {"validation_split": 0.1, "logging_steps": 10}})
-        dpo = await until_done(client, started["job_id"])
+        dpo = await job_ended(client, started["job_id"])
         assert dpo["state"] == "succeeded", dpo["error"]
         result["dpo_job"] = {"metrics": dpo["metrics"]}
         save()
@@ -180,7 +176,7 @@ async def main(args: argparse.Namespace) -> dict:
                                                          "gradient_accumulation_steps": 1,
                                                          "config_overrides": {"validation_split": 0.0, "logging_steps": 10,
                                                                               "grpo": grpo_block}})
-        grpo = await until_done(client, started["job_id"])
+        grpo = await job_ended(client, started["job_id"])
         assert grpo["state"] == "succeeded", grpo["error"]
         run = json.loads(Path(grpo["run_dir"], "result.json").read_text())
         result["grpo"] = {"metrics": grpo["metrics"], "job_s": round(time.time() - t0, 1), "perf": run["perf"],
@@ -195,7 +191,7 @@ async def main(args: argparse.Namespace) -> dict:
             "config_overrides": {"learning_rate": common["learning_rate"], "max_seq_length": common["max_seq_length"],
                                  "max_steps": args.experiment_steps, "per_device_train_batch_size": 16,
                                  "gradient_accumulation_steps": 1, "validation_split": 0.1, "grpo": grpo_block}})
-        experiment = await until_done(client, started["job_id"])
+        experiment = await job_ended(client, started["job_id"])
         result["experiment"] = {"state": experiment["state"], "error": experiment.get("error"),
                                 "report": await call(client, "get_experiment", {"job_id": started["job_id"]})
                                 if experiment["state"] == "succeeded" else None}

@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from finetune_mcp.testing.local_server import job_ended
+
 pytestmark = pytest.mark.slow
 
 SHORT = {"max_seq_length": 64, "per_device_train_batch_size": 2, "gradient_checkpointing": False, "gradient_accumulation_steps": 1,
          "learning_rate": 1e-3, "lora_r": 8, "validation_split": 0.0, "logging_steps": 1}
 
 
-async def finished(client, job_id: str, budget_s: float = 600) -> dict:
-    """wait_for_job in calls shorter than the client's request timeout (120 s) until the job ends."""
-    for _ in range(int(budget_s // 100) + 1):
-        job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 100})).structured_content
-        if job["state"] not in ("queued", "running", "provisioning"):
-            return job
-    raise AssertionError(f"job {job_id} still {job['state']} after {budget_s} s")
 
 
 async def test_a_gguf_model_previews_trains_samples_and_is_reported(real_server, smol_file: Path, capitals: Path):
@@ -33,19 +28,19 @@ async def test_a_gguf_model_previews_trains_samples_and_is_reported(real_server,
             "model": str(smol_file), "dataset": str(capitals), "max_steps": 2, "target": "local",
             "config_overrides": SHORT,
         })).structured_content
-        done = await finished(client, started["job_id"])
+        done = await job_ended(client, started["job_id"])
         assert done["state"] == "succeeded", done["error"]
         sampled = (await client.call_tool("sample_model", {
             "job_id": started["job_id"], "compare_with_base": True, "max_new_tokens": 6,
             "prompts": [[{"role": "user", "content": "Capital of Japan? One word."}]],
         })).structured_content
-        samples = await finished(client, sampled["job_id"])
+        samples = await job_ended(client, sampled["job_id"])
         card = (await client.call_tool("generate_model_card", {"job_id": started["job_id"]})).structured_content
         exports = {}
         for quantization in ("f16", "q8_0", "q4_k_m"):
             export = (await client.call_tool("export_model", {"job_id": started["job_id"], "quantization": quantization,
                                                               "verify_prompts": 4 if quantization == "f16" else 2})).structured_content
-            exports[quantization] = await finished(client, export["job_id"])
+            exports[quantization] = await job_ended(client, export["job_id"])
 
     source = {"file": str(smol_file), "quantization": "Q4_1", "architecture": "llama", "weights": "dequantised"}
     assert preview["gguf_source"].items() >= source.items()

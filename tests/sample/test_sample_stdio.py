@@ -26,6 +26,7 @@ from finetune_mcp.config import build_config
 from finetune_mcp.data.loader import load_examples
 from finetune_mcp.jobs.backends.local import process_group_alive
 from finetune_mcp.testing import write_dataset
+from finetune_mcp.testing.local_server import job_ended
 from server.conftest import ServerHome
 
 pytestmark = pytest.mark.slow
@@ -46,13 +47,6 @@ class Trained:
     run_dir: Path
 
 
-async def wait(client, job_id: str, limit_s: float = 600) -> dict[str, Any]:
-    """wait_for_job until the job ends (each call shorter than the client's 120 s request timeout)."""
-    with anyio.fail_after(limit_s):
-        while (job := (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 90})
-                       ).structured_content)["state"] in ("queued", "provisioning", "running"):
-            pass
-    return job
 
 
 def call(server: ServerHome, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +55,7 @@ def call(server: ServerHome, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         async with server.client() as client:
             result = (await client.call_tool(tool, args)).structured_content
-            return await wait(client, result["job_id"]) if result.get("state") == "queued" else result
+            return await job_ended(client, result["job_id"]) if result.get("state") == "queued" else result
 
     return anyio.run(go)
 
@@ -133,7 +127,7 @@ async def test_the_merged_model_gives_the_adapters_greedy_answers(trained: Train
     async with trained.server.client() as client:
         started = (await client.call_tool("sample_model", {"job_id": trained.job_id, "weights": "merged",
                                                            "compare_with_base": False, **TRAIN_ROWS})).structured_content
-        done = await wait(client, started["job_id"])
+        done = await job_ended(client, started["job_id"])
         merged = (await client.call_tool("get_samples", {"job_id": done["job_id"]})).structured_content
         adapter = (await client.call_tool("get_samples", {"job_id": adapter_samples["job_id"]})).structured_content
     assert started["sampled"] == [f"tuned: {trained.run_dir / 'merged'}"]
@@ -219,7 +213,7 @@ async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trai
                                            raise_on_error=False)
         exported = (await client.call_tool("export_model", {"job_id": trained.job_id, "quantization": "f16"})
                     ).structured_content
-        export_done = await wait(client, exported["job_id"])
+        export_done = await job_ended(client, exported["job_id"])
         assert export_done["state"] == "succeeded", export_done["error"]
         assert Path(export_done["result"]["gguf"]).parent == trained.run_dir / "export"
         wrong_quant = await client.call_tool("sample_model", {"job_id": trained.job_id, "weights": "gguf",
@@ -227,11 +221,11 @@ async def test_the_f16_gguf_gives_the_merged_models_greedy_answers(trained: Trai
         started = (await client.call_tool("sample_model", {
             "job_id": trained.job_id, "weights": ["merged", "gguf"], "quantization": "f16", "compare_with_base": False,
             **TRAIN_ROWS})).structured_content
-        done = await wait(client, started["job_id"])
+        done = await job_ended(client, started["job_id"])
         both = (await client.call_tool("get_samples", {"job_id": done["job_id"]})).structured_content
         adapter = (await client.call_tool("get_samples", {"job_id": adapter_samples["job_id"]})).structured_content
         gguf_file = Path(export_done["result"]["gguf"])
-        by_path = await wait(client, (await client.call_tool("sample_model", {
+        by_path = await job_ended(client, (await client.call_tool("sample_model", {
             "model": str(gguf_file), "prompts": ["hello"], "max_new_tokens": 4})).structured_content["job_id"])
 
     assert no_export.is_error and f"job {trained.job_id} has no exported GGUF yet; run export_model" in \

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from finetune_mcp.testing.local_server import job_ended
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +20,6 @@ TRAIN = {"target": "local", "config_overrides": {
     "validation_split": 0.25, "save_steps": 2, "save_total_limit": 3}}
 
 
-async def wait(client, job_id: str) -> dict[str, Any]:
-    for _ in range(8):
-        job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 100})).structured_content
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-    raise AssertionError(f"{job_id} did not end: {job}")
 
 
 async def test_checkpoints_are_listed_scored_sampled_exported_and_resumed_by_id(server_home, tiny_model: Path,
@@ -33,7 +28,7 @@ async def test_checkpoints_are_listed_scored_sampled_exported_and_resumed_by_id(
     async with server.client() as client:
         started = await client.call_tool("start_finetune", {"model": str(tiny_model), "dataset": str(dataset),
                                                             "max_steps": 8, **TRAIN})
-        first = await wait(client, started.structured_content["job_id"])
+        first = await job_ended(client, started.structured_content["job_id"], 800)
         assert first["state"] == "succeeded", first["error"]
         listed = (await client.call_tool("list_jobs", {})).structured_content
 
@@ -48,22 +43,22 @@ async def test_checkpoints_are_listed_scored_sampled_exported_and_resumed_by_id(
             "config_overrides": {**TRAIN["config_overrides"], "resume_from_checkpoint": f"{first['job_id']}:5"}})
 
         evaluated = await client.call_tool("evaluate_model", {"job_id": first["job_id"], "checkpoint": 4})
-        scored = await wait(client, evaluated.structured_content["job_id"])
+        scored = await job_ended(client, evaluated.structured_content["job_id"], 800)
         sampled = await client.call_tool("sample_model", {"job_id": first["job_id"], "checkpoint": "latest",
                                                           "prompts": ["hello"], "max_new_tokens": 4})
-        samples = await wait(client, sampled.structured_content["job_id"])
+        samples = await job_ended(client, sampled.structured_content["job_id"], 800)
 
         resumed_start = await client.call_tool("start_finetune", {
             "model": str(tiny_model), "dataset": str(dataset), "max_steps": 8, **TRAIN,
             "config_overrides": {**TRAIN["config_overrides"], "resume_from_checkpoint": f"{first['job_id']}:4"}})
-        resumed = await wait(client, resumed_start.structured_content["job_id"])
+        resumed = await job_ended(client, resumed_start.structured_content["job_id"], 800)
 
         exported = None
         if find_spec("llama_cpp") is not None and find_spec("conversion") is not None:
             export_start = await client.call_tool("export_model", {"job_id": first["job_id"], "checkpoint": 6,
                                                                    "quantization": "f16"})
             assert export_start.structured_content["file_name"] == f"{tiny_model.name}-step6-f16.gguf"
-            exported = await wait(client, export_start.structured_content["job_id"])
+            exported = await job_ended(client, export_start.structured_content["job_id"], 800)
 
     steps = [c["step"] for c in first["checkpoints"]]
     assert steps == [4, 6, 8]  # every 2 steps, the last 3 kept (save_total_limit)

@@ -10,8 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
-
+from finetune_mcp.testing.local_server import job_ended
 from server.conftest import ServerHome
 
 SECRET_LINE = "root:$6$SECRETHASHdoNotQuote:19000:0:99999:7:::"
@@ -24,12 +23,6 @@ def csv_rows(path: Path, answer: str = "four") -> Path:
     return path
 
 
-async def finished(client, job_id: str) -> dict:
-    with anyio.fail_after(300):
-        while True:
-            job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 60})).structured_content
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                return job
 
 
 async def test_a_dataset_swapped_after_the_start_check_is_refused_unquoted(server_home: Callable[..., ServerHome],
@@ -45,7 +38,7 @@ async def test_a_dataset_swapped_after_the_start_check_is_refused_unquoted(serve
         os.symlink(secret, linked)  # after the server's check, before the worker reads
         second = (await client.call_tool("start_finetune", {**args, "dataset": str(rewritten)})).structured_content
         csv_rows(rewritten, answer="five")  # other valid rows, same size
-        jobs = [await finished(client, first["job_id"]), await finished(client, second["job_id"])]
+        jobs = [await job_ended(client, first["job_id"], 300), await job_ended(client, second["job_id"], 300)]
     swapped, changed = jobs
     assert swapped["state"] == "failed" and "symbolic link now" in swapped["error"], swapped["error"]
     assert changed["state"] == "failed" and "changed since the job's start check" in changed["error"], changed["error"]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from finetune_mcp.testing.local_server import job_ended
 
 pytestmark = pytest.mark.slow
 
@@ -18,18 +19,12 @@ TRAIN = {"target": "local", "max_steps": 6, "learning_rate": 5e-3, "config_overr
     "validation_split": 0.25, "save_steps": 1000}}
 
 
-async def wait(client, job_id: str) -> dict[str, Any]:
-    for _ in range(8):
-        job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 100})).structured_content
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-    raise AssertionError(f"{job_id} did not end: {job}")
 
 
 async def test_base_vs_tuned_on_heldout_and_forgetting_suites(server_home, tiny_model: Path, dataset: Path) -> None:
     server = server_home()
     async with server.client() as client:
-        trained = await wait(client, (await client.call_tool("start_finetune", {
+        trained = await job_ended(client, (await client.call_tool("start_finetune", {
             "model": str(tiny_model), "dataset": str(dataset), **TRAIN})).structured_content["job_id"])
         assert trained["state"] == "succeeded", trained["error"]
         bare = await client.call_tool("evaluate_model", {"model": str(tiny_model), "dataset": str(dataset),
@@ -38,7 +33,7 @@ async def test_base_vs_tuned_on_heldout_and_forgetting_suites(server_home, tiny_
         started = await client.call_tool("evaluate_model", {  # 8 answers of 8 tokens: seconds on a shared CPU
             "job_id": trained["job_id"], "suite": "all", "batch_size": 8,
             "config_overrides": {"generation_examples": 8, "max_new_tokens": 8}})
-        done = await wait(client, started.structured_content["job_id"])
+        done = await job_ended(client, started.structured_content["job_id"], 800)
         card = (await client.call_tool("generate_model_card", {"job_id": trained["job_id"]})).structured_content
 
     assert bare.is_error and "a suite compares a fine-tune with its base" in bare.content[0].text

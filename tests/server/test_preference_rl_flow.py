@@ -10,9 +10,10 @@ import random
 import re
 from pathlib import Path
 
-import anyio
 import pytest
 from fastmcp.exceptions import ToolError
+
+from finetune_mcp.testing.local_server import job_ended
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +43,6 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-async def _until_done(client, job_id: str, timeout: float = 500) -> dict:
-    with anyio.fail_after(timeout):
-        while True:
-            job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 60})).structured_content
-            if job["state"] not in ("queued", "provisioning", "running"):
-                return job
 
 
 @pytest.mark.parametrize("method,expected", [
@@ -69,7 +64,7 @@ async def test_each_method_trains_and_reports_its_metrics(server_home, tiny_mode
         started = (await client.call_tool("start_finetune", {
             "model": str(tiny_model), "dataset": str(data), "method": method, **FAST, "config_overrides": overrides,
         })).structured_content
-        done = await _until_done(client, started["job_id"])
+        done = await job_ended(client, started["job_id"])
         card = (await client.call_tool("generate_model_card", {"job_id": started["job_id"]})).structured_content \
             if done["state"] == "succeeded" else None
     assert done["state"] == "succeeded", done["error"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anyio
 import pytest
 
+from finetune_mcp.testing.local_server import job_ended
 from finetune_mcp.testing.rank_datagen import TINY_INSTRUCTION, write_ranking_dataset
 
 pytestmark = pytest.mark.slow
@@ -21,12 +21,6 @@ DATA_FIELDS = {"rerank_instruction": TINY_INSTRUCTION, "validation_split": 0.3, 
 RANDOM_MRR = 0.34
 
 
-async def until_done(client, job_id: str, timeout: float = 400) -> dict:
-    with anyio.fail_after(timeout):
-        while True:
-            job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 60})).structured_content
-            if job["state"] not in ("queued", "provisioning", "running"):
-                return job
 
 
 async def test_rerank_training_raises_mrr_and_evaluate_model_agrees(server_home, tiny_model: Path,
@@ -44,7 +38,7 @@ async def test_rerank_training_raises_mrr_and_evaluate_model_agrees(server_home,
                                  "save_steps": 100_000, "warmup_ratio": 0.05, "lr_scheduler_type": "cosine"},
         })).structured_content
         job_id = started["job_id"]
-        done = await until_done(client, job_id)
+        done = await job_ended(client, job_id)
         assert done["state"] == "succeeded", done["error"]
         metrics = done["metrics"]
 
@@ -56,7 +50,7 @@ async def test_rerank_training_raises_mrr_and_evaluate_model_agrees(server_home,
         of_chat = (await client.call_tool("evaluate_model", {
             "model": str(Path(done["run_dir"]) / "adapter"), "dataset": str(chat), "metrics": ["loss", "perplexity"],
         })).structured_content
-        evaluated = {name: await until_done(client, started["job_id"])
+        evaluated = {name: await job_ended(client, started["job_id"])
                      for name, started in (("job", of_job), ("base", of_base), ("chat", of_chat))}
         card = (await client.call_tool("generate_model_card", {"job_id": job_id})).structured_content["markdown"]
 

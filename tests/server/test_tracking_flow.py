@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from finetune_mcp.testing.local_server import job_ended
+
 pytestmark = pytest.mark.slow
 
 TRAIN = {"target": "local", "max_steps": 4, "entropy_weighting": True, "config_overrides": {
@@ -25,12 +27,6 @@ WANDB_KEY = "wandb_TESTKEYdoNotLeak0123456789abcdef0123"
 MLFLOW_TOKEN = "mlflow_TESTTOKENdoNotLeak0123456789"
 
 
-async def wait(client, job_id: str) -> dict[str, Any]:
-    for _ in range(6):
-        job = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 100})).structured_content
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-    raise AssertionError(f"{job_id} did not end: {job}")
 
 
 def trackio_logs(store: str, project: str, run: str) -> list[dict[str, Any]]:
@@ -72,7 +68,7 @@ async def test_trackio_local_store_holds_the_runs_metrics(server_home, tiny_mode
         started = await client.call_tool("start_finetune", {"model": str(tiny_model), "dataset": str(dataset),
                                                             "report_to": ["trackio"], "project": "tracking-e2e",
                                                             **TRAIN})
-        job = await wait(client, started.structured_content["job_id"])
+        job = await job_ended(client, started.structured_content["job_id"], 600)
     assert job["state"] == "succeeded", job["error"]
     tracking = job["tracking"]
     store = str(Path(job["run_dir"]) / "tracking" / "trackio")
@@ -100,12 +96,12 @@ async def test_wandb_offline_and_mlflow_file_store_keep_their_secrets(server_hom
                          MLFLOW_TRACKING_TOKEN=MLFLOW_TOKEN)
     outputs = []
     async with server.client() as client:
-        plain = await wait(client, (await client.call_tool("start_finetune", {
+        plain = await job_ended(client, (await client.call_tool("start_finetune", {
             "model": str(tiny_model), "dataset": str(dataset), **TRAIN})).structured_content["job_id"])
         started = await client.call_tool("start_finetune", {"model": str(tiny_model), "dataset": str(dataset),
                                                             "report_to": ["wandb", "mlflow"], "run_name": "wb-ml",
                                                             **TRAIN})
-        job = await wait(client, started.structured_content["job_id"])
+        job = await job_ended(client, started.structured_content["job_id"], 600)
         log = await client.read_resource(f"job://{job['job_id']}/log")
         outputs += [started.structured_content, job, plain, log[0].text]
     assert job["state"] == "succeeded", job["error"]
