@@ -65,32 +65,42 @@ def test_config_accepts_num_gpus():
         build_config({"model": "m", "dataset": "d", "num_gpus": 0})
 
 
-async def test_a_ddp_job_runs_one_worker_per_gpu_and_holds_each_gpu_slot(home, monkeypatch):
-    """Job A owns GPUs 0 and 1 (torchrun, two scripted workers); job B wants GPU 1 and must wait."""
+def _scripted_manager(home, monkeypatch, placements, script: str):
+    """A JobManager whose local jobs run the scripted worker (`script`) and get `placements` in order."""
     import os
     from pathlib import Path
-
-    import anyio
 
     from finetune_mcp.config import Settings
     from finetune_mcp.jobs.backends.local import LocalBackend
     from finetune_mcp.jobs.manager import JobManager
-    from finetune_mcp.jobs.store import JobState
 
-    from .conftest import config, no_preflight
-    from .test_manager import until
+    from .conftest import no_preflight
 
     tests_dir = str(Path(__file__).parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
-    placements = iter([
-        Placement("local", "cuda", 0, "two GPUs", {"gpu_indices": [0, 1]}),
-        Placement("local", "cuda", 1, "one GPU"),
-    ])
-    manager = JobManager(
+    placements = iter(placements)
+    return JobManager(
         Settings(home=home),
-        backends={"local": LocalBackend(command=[sys.executable, "-m", "jobs.scripted_worker", "succeed:4:0.2"])},
+        backends={"local": LocalBackend(command=[sys.executable, "-m", "jobs.scripted_worker", script])},
         placer=lambda cfg, target, settings: next(placements), preflight=no_preflight, poll_interval_s=0.05,
     )
+
+
+async def test_a_ddp_job_runs_one_worker_per_gpu_and_holds_each_gpu_slot(home, monkeypatch):
+    """Job A owns GPUs 0 and 1 (torchrun, two scripted workers); job B wants GPU 1 and must wait."""
+    from pathlib import Path
+
+    import anyio
+
+    from finetune_mcp.jobs.store import JobState
+
+    from .conftest import config
+    from .test_manager import until
+
+    manager = _scripted_manager(home, monkeypatch, [
+        Placement("local", "cuda", 0, "two GPUs", {"gpu_indices": [0, 1]}),
+        Placement("local", "cuda", 1, "one GPU"),
+    ], "succeed:4:0.2")
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
@@ -112,28 +122,16 @@ async def test_a_ddp_job_runs_one_worker_per_gpu_and_holds_each_gpu_slot(home, m
 async def test_packed_workers_share_a_gpu_and_a_single_job_waits_for_all_of_them(home, monkeypatch):
     """Two workers of a parallel experiment packed on GPU 0 (`gpu:0/2`) run side by side; a plain job
     on GPU 0 waits until both have ended, and a third packed worker would wait for a free half."""
-    import os
-    from pathlib import Path
-
     import anyio
 
-    from finetune_mcp.config import Settings
-    from finetune_mcp.jobs.backends.local import LocalBackend
-    from finetune_mcp.jobs.manager import JobManager
     from finetune_mcp.jobs.store import JobState
 
-    from .conftest import config, no_preflight
+    from .conftest import config
     from .test_manager import until
 
-    tests_dir = str(Path(__file__).parents[1])
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
     packed = Placement("local", "cuda", 0, "1 of 2 workers on GPU 0", {"gpu_share": 2})
-    placements = iter([packed, packed, packed, Placement("local", "cuda", 0, "one GPU")])
-    manager = JobManager(
-        Settings(home=home),
-        backends={"local": LocalBackend(command=[sys.executable, "-m", "jobs.scripted_worker", "succeed:4:0.3"])},
-        placer=lambda cfg, target, settings: next(placements), preflight=no_preflight, poll_interval_s=0.05,
-    )
+    manager = _scripted_manager(home, monkeypatch, [packed, packed, packed, Placement("local", "cuda", 0, "one GPU")],
+                                "succeed:4:0.3")
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
