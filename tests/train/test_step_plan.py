@@ -21,6 +21,8 @@ def test_a_small_model_on_a_gpu_replays_graphs_without_checkpointing(tmp_path):
     plan = plan_step(_config(tmp_path), "hf", cuda=True, device_memory_gb=80, device_name=H100)
     assert (plan.gradient_checkpointing, plan.decoder, plan.pad_to_multiple_of) == (False, "graphs", 32)
     assert any("fits" in r or "under 40%" in r for r in plan.reasons)
+    # no host sync per step: the Trainer's NaN filter reads every loss
+    assert plan.sft_arguments() == {"pad_to_multiple_of": 32, "logging_nan_inf_filter": False}
 
 
 def test_an_explicit_checkpointing_setting_wins_and_keeps_the_decoder_eager(tmp_path):

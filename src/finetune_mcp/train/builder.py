@@ -3,8 +3,9 @@
 As axolotl's `core/builders` and TRL's base config split it:
 - the base: the `TrainingArguments` fields every TRL config shares, read from the run's config in
   one place (`base_arguments`: schedule, precision, evaluation and checkpoint cadence, the
-  checkpoint limit and `report_to`, which later config groups fill), and the always-on sinks
-  (events.jsonl, TensorBoard, throughput: `train.callbacks`);
+  checkpoint limit and `report_to`, which later config groups fill), the always-on sinks
+  (events.jsonl, TensorBoard, throughput: `train.callbacks`) and, on the transformers backend,
+  constant-time mode switches (`train.lean_step`);
 - the parts (`TrainerParts`): the method's config class (SFTConfig, DPOConfig, GRPOConfig, ...), its
   trainer class and the method arguments of each (SFT's `max_length` and entropy settings, a
   collator, DPO's `beta`, ...).
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from finetune_mcp.train.lean_step import make_mode_switches_lean
 from finetune_mcp.train.loop import BuiltTrainer
 from finetune_mcp.train.tracking import tracker_arguments
 
@@ -102,6 +104,8 @@ def build_trainer(training: TrainingRun, train_ds: Any, eval_ds: Any | None, par
     from finetune_mcp.train.callbacks import EventsCallback, PerfCallback, TensorBoardCallback
 
     run, loaded = training.run, training.loaded
+    if loaded.backend == "hf":  # Unsloth manages its model's modes itself
+        make_mode_switches_lean(loaded.model)
     args = parts.config_class(**{**base_arguments(training, evaluate=eval_ds is not None), **parts.config_kwargs})
     trainer = parts.trainer_class(
         model=loaded.model,

@@ -60,19 +60,23 @@ class EntropyTracker:
     @torch.no_grad()
     def update(
         self, entropy: torch.Tensor, ce: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor,
-        weighted_by: torch.Tensor | None = None,
+        weighted_by: torch.Tensor | None = None, valid: torch.Tensor | None = None,
     ) -> None:
-        """Record one micro-batch: all arguments are [n] over valid (non-ignored) tokens.
+        """Record one micro-batch: all arguments are [n], over valid (non-ignored) tokens only, or over
+        every position with `valid` [n] bool marking the trained ones.
 
         `weights` are the ones applied to the loss; `weighted_by` (default: the same) are the ones
         `weighted_loss` uses, so an unweighted run still logs what f(H) would have made of its loss.
         Nothing here waits for the GPU: the tensors stay where they are until the window closes
-        (`_to_host`, one copy per logging step), so the host goes on launching the backward.
+        (`_to_host`, one copy per logging step; `valid` is applied there, on the CPU), so the host
+        goes on launching the backward.
         """
         if entropy.numel() == 0:
             return
         shadow = weights if weighted_by is None else weighted_by
-        self._on_device.append(tuple(t.detach() for t in (entropy, ce, weights, shadow, labels)))
+        if valid is None:
+            valid = torch.ones_like(labels, dtype=torch.bool)
+        self._on_device.append(tuple(t.detach() for t in (entropy, ce, weights, shadow, labels, valid)))
         self._on_device_tokens += entropy.numel()
         if self._on_device_tokens >= self.MAX_ON_DEVICE:  # bounded memory over long logging windows
             self._to_host()
@@ -81,7 +85,8 @@ class EntropyTracker:
         """Move the recorded micro-batches to the CPU in one copy and add them to the window's sums."""
         if not self._on_device:
             return
-        ent, ce, w, shadow, ids = (torch.cat(column).cpu() for column in zip(*self._on_device, strict=True))
+        ent, ce, w, shadow, ids, valid = (torch.cat(column).cpu() for column in zip(*self._on_device, strict=True))
+        ent, ce, w, shadow, ids = (t[valid] for t in (ent, ce, w, shadow, ids))
         self._on_device.clear()
         self._on_device_tokens = 0
         ent, ce, w, shadow = ent.float(), ce.float(), w.float(), shadow.float()

@@ -13,7 +13,9 @@ kernel, so the arms of an experiment stay comparable. What is chosen:
   FINETUNE_MCP_CUDA_GRAPHS=0. On an H100 (2026-12-06, SmolLM2-135M, batch 16 × ~45 tokens) graphs
   took a step from 0.243 s to 0.083 s; a capture that fails leaves the run eager, as before.
 - `pad_to_multiple_of`: with graphs, batches are padded to a multiple of this, so a few shapes
-  (each captured once) cover a run.
+  (each captured once) cover a run. A graph step also waits for the GPU nowhere: every position goes
+  through the loss head with ignored ones masked in the kernel (`sft.trainer`, `head_rows`), and the
+  Trainer's NaN/inf loss filter (a host read of every step's loss) is off.
 - `padding_free`: Unsloth turns padding-free batching on by itself; without a varlen attention
   kernel (FlashAttention 2 or xformers) it then runs attention once per packed sequence, which
   made its step slower than padded batches of these short rows. Off unless such a kernel exists.
@@ -50,6 +52,10 @@ class StepPlan:
         fields: dict[str, Any] = {}
         if self.pad_to_multiple_of:
             fields["pad_to_multiple_of"] = self.pad_to_multiple_of
+        if self.decoder == "graphs":
+            # The Trainer's NaN/inf filter reads every step's loss on the host (a sync that leaves the GPU
+            # idle while the host launches the next step); without it a NaN loss is logged as NaN.
+            fields["logging_nan_inf_filter"] = False
         if self.padding_free is not None:
             fields["padding_free"] = self.padding_free
         return fields

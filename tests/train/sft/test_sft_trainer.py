@@ -135,3 +135,43 @@ def test_an_example_with_weight_zero_adds_nothing_to_the_loss(trainer_and_model)
     weighted = trainer.compute_loss(model, both, num_items_in_batch=normalizer)
     reference = trainer.compute_loss(model, only_second, num_items_in_batch=normalizer)
     assert weighted.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("function", ["linear", "top_entropy"])
+def test_all_rows_through_the_head_give_the_same_loss_gradients_and_metrics(trainer_and_model, function):
+    """A graph step sends every position through the head (no host sync), masking ignored ones in the
+    kernel; an eager step selects the trained rows first. Same loss, same gradients, same logged metrics."""
+    from finetune_mcp.config import EntropyConfig
+    from finetune_mcp.train.sft.trainer import weight_spec
+
+    trainer, model = trainer_and_model
+    trainer._weight_spec = weight_spec(EntropyConfig(function=function))
+    torch.manual_seed(2)
+    ids = torch.randint(3, 100, (2, 9))
+    labels = ids.clone()
+    labels[:, :4] = IGNORE_INDEX  # prompts
+    labels[1, 7:] = IGNORE_INDEX  # padding
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+              "token_weights": torch.tensor([[0.5] * 9, [2.0] * 9])}
+    model.train()
+    trainer.entropy_trackers["train"].flush()  # what earlier tests left in the window
+    results = {}
+    try:
+        for rows in ("trained", "all"):
+            trainer.head_rows = rows
+            loss = trainer.compute_loss(model, dict(inputs), num_items_in_batch=torch.tensor(8))
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            model.zero_grad()
+            metrics, window = trainer.entropy_trackers["train"].flush()
+            results[rows] = (loss.detach(), grads, metrics, window)
+    finally:
+        trainer.head_rows = "trained"
+        trainer._weight_spec = weight_spec(EntropyConfig())
+    (loss_t, grads_t, metrics_t, window_t), (loss_a, grads_a, metrics_a, window_a) = results["trained"], results["all"]
+    assert loss_a.item() == pytest.approx(loss_t.item(), rel=1e-5)
+    assert grads_t.keys() == grads_a.keys() and grads_t
+    for name, grad in grads_t.items():
+        torch.testing.assert_close(grads_a[name], grad, rtol=1e-4, atol=1e-6)
+    assert window_a.numel() == window_t.numel() == 8  # only trained tokens are logged
+    assert metrics_a == pytest.approx(metrics_t, rel=1e-5)

@@ -8,7 +8,8 @@ and Unsloth's "logits are empty" stub when labels are passed to the model.
 
 Only `compute_loss` and `log` are overridden:
 - `compute_loss`: shifted labels (masked at sequence starts in padding-free batches, so no label
-  crosses a boundary), only trainable tokens go through the loss head, and the normaliser is TRL's
+  crosses a boundary), only trainable tokens go through the loss head (on a CUDA-graph step every
+  position does, ignored ones masked in the kernel: no host sync), and the normaliser is TRL's
   `num_items_in_batch` (tokens across the accumulated batch and ranks).
 - `log`: adds the entropy window's metrics (and eval's) to what TRL logs, so callbacks see them.
 """
@@ -25,6 +26,7 @@ from finetune_mcp.config import EntropyConfig
 from finetune_mcp.data.chat_tokens import EXAMPLE_WEIGHT
 from finetune_mcp.kernels import WeightSpec, entropy_weights, linear_entropy_ce
 from finetune_mcp.train.entropy import EntropyTracker
+from finetune_mcp.train.lean_step import LeanStepMixin
 
 IGNORE_INDEX = -100
 TOKEN_WEIGHTS = "token_weights"
@@ -125,7 +127,7 @@ class RightPaddingCheck:
         return batch
 
 
-class EnhancedUnslothTrainer(SFTTrainer):
+class EnhancedUnslothTrainer(LeanStepMixin, SFTTrainer):
     """SFTTrainer with opt-in entropy weighting: loss = Σ w·CE / num_items_in_batch, w = f(H) detached."""
 
     def __init__(
@@ -141,6 +143,10 @@ class EnhancedUnslothTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.decoder = decoder  # "model" | "graphs" (`train.step_plan`)
         self._graphed = None  # the GraphedDecoder, built at the first training step
+        # Which rows go through the loss head: "trained" (labels not ignored; picking them is a host sync)
+        # or "all" (ignored ones masked inside the kernel): a launch-bound step — the graph plan's — cannot
+        # afford the sync, and its head is small. The loss is the same either way.
+        self.head_rows = "all" if decoder == "graphs" else "trained"
         if decoder == "graphs":
             self.data_collator = RightPaddingCheck(self.data_collator)
         # Our loss divides by num_items_in_batch itself, so the Trainer must pass it and not also
@@ -178,11 +184,14 @@ class EnhancedUnslothTrainer(SFTTrainer):
             hidden = last_hidden_states(model, causal_lm, decoder_inputs)  # [B, T, d]
         targets = shift_labels(labels, position_ids).reshape(-1)  # [B·(T-1)]
         valid = targets != IGNORE_INDEX
-        hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])[valid]  # [n, d]: trainable tokens only
-        targets = targets[valid]
+        hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # [B·(T-1), d]
         token_weights = inputs.get(TOKEN_WEIGHTS)
         if token_weights is not None:
-            token_weights = token_weights[:, 1:].reshape(-1)[valid]  # the weight of each target's example
+            token_weights = token_weights[:, 1:].reshape(-1)  # the weight of each target's example
+        if self.head_rows == "trained":  # selecting the trained rows waits for the GPU once
+            hidden, targets = hidden[valid], targets[valid]
+            token_weights = token_weights[valid] if token_weights is not None else None
+            valid = None
         lm_head = causal_lm.lm_head
         mode = "train" if model.training else "eval"
         out = linear_entropy_ce(
@@ -203,8 +212,9 @@ class EnhancedUnslothTrainer(SFTTrainer):
         weighted_by = None
         if self._weight_spec is None or mode == "eval":  # f(H) not applied: log what it would have given
             weighted_by = entropy_weights(out.entropy, math.log(lm_head.weight.shape[0]), self._logging_spec,
-                                          log_prob=-out.ce)
-        self.entropy_trackers[mode].update(out.entropy, out.ce, out.weights, targets, weighted_by=weighted_by)
+                                          log_prob=-out.ce, valid=valid)
+        self.entropy_trackers[mode].update(out.entropy, out.ce, out.weights, targets, weighted_by=weighted_by,
+                                           valid=valid)
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def _graphed_decoder(self, causal_lm: Any) -> Any:
