@@ -12,7 +12,7 @@ def test_defaults_and_required_fields():
     config = build_config({"model": "m", "dataset": "d.jsonl"})
     assert config.enable_entropy_weighting is False
     assert config.entropy.function == "linear"
-    assert config.resolved_optim == "adamw_torch"
+    assert config.resolved_optim == "adamw_torch_fused"
     with pytest.raises(ConfigError, match="dataset: Field required"):
         build_config({"model": "m"})
 

@@ -26,7 +26,7 @@ class OptimConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.01, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    optim: str = Field("auto", description="Optimizer name for transformers; auto = adamw_8bit with 4-bit, else adamw_torch.")
+    optim: str = Field("auto", description="Optimizer name for transformers; auto = adamw_8bit with 4-bit, else adamw_torch_fused (one kernel for all LoRA tensors; the transformers default).")
 
     # Cadence
     logging_steps: int = Field(1, ge=1)

@@ -164,7 +164,7 @@ class TrainingConfig(ModelSourceField, TrackingConfig, PreferenceRLFields, Reran
     def resolved_optim(self) -> str:
         if self.optim != "auto":
             return self.optim
-        return "adamw_8bit" if self.load_in_4bit else "adamw_torch"
+        return "adamw_8bit" if self.load_in_4bit else "adamw_torch_fused"
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainingConfig:

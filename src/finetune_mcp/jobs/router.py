@@ -114,7 +114,7 @@ def estimate_for(
 ) -> MemoryEstimate:
     """Read the model's config and estimate one run's memory (see `jobs.vram`)."""
     if optim == "auto":
-        optim = "adamw_8bit" if load_in_4bit else "adamw_torch"
+        optim = "adamw_8bit" if load_in_4bit else "adamw_torch_fused"
     return estimate_memory(
         load_model_info(model), load_in_4bit=load_in_4bit, lora_r=lora_r, target_modules=target_modules,
         max_seq_length=max_seq_length, batch_size=batch_size,

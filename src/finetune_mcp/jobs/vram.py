@@ -220,7 +220,7 @@ def estimate_memory(
     max_seq_length: int = 2048,
     batch_size: int = 2,
     gradient_checkpointing: bool = True,
-    optim: str = "adamw_torch",
+    optim: str = "adamw_torch_fused",
     extras: MemoryExtras | None = None,
 ) -> MemoryEstimate:
     """The breakdown described in the module docstring, for one GPU and one optimiser step, with the
