@@ -8,6 +8,7 @@ tokens/s, peak memory and the latency from process start to the end of step 1.
 
     python benchmarks/real_model_step.py --model /root/smol/hf --out $OUT/step.json
     python benchmarks/real_model_step.py --model /root/smol/hf --only ours_hf_off --profile $OUT
+    python benchmarks/real_model_step.py --model /root/smol/hf --shape qwen3-0.6b --out $OUT/step-0.6b.json
 
 The step's arithmetic limit is 6 · tokens · trainable-path parameters over the card's bf16 peak: a
 floor no launch-bound step of a small model reaches, printed beside the measurements.
@@ -29,6 +30,14 @@ CASES = ["unsloth_plain", "hf_plain", "ours_unsloth_off", "ours_unsloth_on", "ou
          "ours_experiment"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
+# Larger shapes (random weights, the real model's tokenizer and chat template): a fix for small models
+# must not cost large ones. Qwen3's published configs.
+SHAPES = {
+    "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
+    "qwen3-1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
+}
 
 
 def addition_rows(n: int, seed: int) -> list[dict]:
@@ -229,6 +238,24 @@ def _profile_callback(folder: str, holder: dict):
     return _Prof()
 
 
+def shaped_model(tokenizer_dir: str, shape: str, work: Path) -> str:
+    """A random-weight Qwen3 of `shape` (bf16) with `tokenizer_dir`'s tokenizer, written once under `work`."""
+    folder = work / f"shape-{shape}"
+    if (folder / "model.safetensors").exists():
+        return str(folder)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Qwen3Config(**SHAPES[shape], max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def run_case(args) -> None:
     start = float(os.environ.get("BENCH_PROCESS_START", time.time()))
     case = args.case
@@ -247,8 +274,10 @@ def run_case(args) -> None:
 def arithmetic_limit(model: str, args) -> dict:
     cfg = json.loads((Path(model) / "config.json").read_text())
     h, layers, inter, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
-    kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * (h // cfg["num_attention_heads"])
-    params = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + vocab * h
+    head_dim = cfg.get("head_dim") or h // cfg["num_attention_heads"]
+    q = cfg["num_attention_heads"] * head_dim
+    kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head_dim
+    params = layers * (2 * h * q + 2 * h * kv + 3 * h * inter) + vocab * h
     tokens = args.batch * 45
     flops = 6 * tokens * params
     import torch
@@ -271,9 +300,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=96)
     parser.add_argument("--work", type=Path, default=Path("/tmp/real-model-step"))
     parser.add_argument("--profile", default=None, help="folder for cProfile + torch.profiler tables (ours cases)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                        help="time a larger random-weight model of this shape (the --model's tokenizer)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.shape:
+        args.model = shaped_model(args.model, args.shape, args.work)
     if args.case:
         run_case(args)
         return
