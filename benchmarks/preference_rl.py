@@ -156,50 +156,67 @@ async def main(args: argparse.Namespace) -> dict:
     def save() -> None:  # after every section: a run cut short by a time limit keeps what it measured
         args.out.write_text(json.dumps(result, indent=2, default=str))
     roots = f"{work}:{Path(args.model).resolve().parent}"  # the data here, and the model's folder
+    sections = set(args.sections.split(","))
     async with Client(stdio_server(work / "home", work, FINETUNE_MCP_ROOTS=roots), timeout=600) as client:
-        started = await call(client, "start_finetune", {**common, "dataset": str(dpo_data), "method": "dpo",
-                                                         "max_steps": args.dpo_steps, "per_device_train_batch_size": 8,
-                                                         "gradient_accumulation_steps": 1,
-                                                         "config_overrides": {"validation_split": 0.1, "logging_steps": 10}})
-        dpo = await job_ended(client, started["job_id"])
-        assert dpo["state"] == "succeeded", dpo["error"]
-        result["dpo_job"] = {"metrics": dpo["metrics"]}
-        save()
-        result["dpo"] = {"metrics": dpo["metrics"],
-                         "heldout_pref_acc_base": preference_accuracy(args.model, None, held, args.device),
-                         "heldout_pref_acc_tuned": preference_accuracy(args.model, dpo["run_dir"] + "/adapter", held,
-                                                                       args.device)}
-        save()
-        t0 = time.time()
-        started = await call(client, "start_finetune", {**common, "dataset": str(grpo_data), "method": "grpo",
-                                                         "max_steps": args.grpo_steps, "per_device_train_batch_size": 16,
-                                                         "gradient_accumulation_steps": 1,
-                                                         "config_overrides": {"validation_split": 0.0, "logging_steps": 10,
-                                                                              "grpo": grpo_block}})
-        grpo = await job_ended(client, started["job_id"])
-        assert grpo["state"] == "succeeded", grpo["error"]
-        run = json.loads(Path(grpo["run_dir"], "result.json").read_text())
-        result["grpo"] = {"metrics": grpo["metrics"], "job_s": round(time.time() - t0, 1), "perf": run["perf"],
-                          "heldout_reward_base": heldout_reward(args.model, None, held, args.device),
-                          "heldout_reward_tuned": heldout_reward(args.model, grpo["run_dir"] + "/adapter", held,
-                                                                 args.device)}
-        save()
-        started = await call(client, "start_experiment", {
-            "model": args.model, "dataset": str(grpo_data), "seeds": args.seeds, "method": "grpo",
-            "parallel": int(args.parallel) if args.parallel.isdigit() else args.parallel,
-            "arms": [{"name": "plain"}, {"name": "top20", "method_settings": {"grpo": {"top_entropy_quantile": 0.2}}}],
-            "config_overrides": {"learning_rate": common["learning_rate"], "max_seq_length": common["max_seq_length"],
-                                 "max_steps": args.experiment_steps, "per_device_train_batch_size": 16,
-                                 "gradient_accumulation_steps": 1, "validation_split": 0.1, "grpo": grpo_block}})
-        experiment = await job_ended(client, started["job_id"])
-        result["experiment"] = {"state": experiment["state"], "error": experiment.get("error"),
-                                "report": await call(client, "get_experiment", {"job_id": started["job_id"]})
-                                if experiment["state"] == "succeeded" else None}
-        save()
+        if "dpo" in sections:
+            await dpo_section(client, args, common, dpo_data, held, result, save)
+        if "grpo" in sections:
+            await grpo_section(client, args, common, grpo_data, grpo_block, held, result, save)
+        if "experiment" in sections:
+            await experiment_section(client, args, common, grpo_data, grpo_block, result, save)
     # plain TRL computes its GRPO loss with a Triton kernel: CUDA only
-    result["plain_trl_grpo"] = (plain_trl_grpo(args.model, grpo_data, args.grpo_steps) if args.device == "cuda"
-                                else "skipped: plain TRL's GRPO loss needs CUDA")
+    if "plain" in sections:
+        result["plain_trl_grpo"] = (plain_trl_grpo(args.model, grpo_data, args.grpo_steps) if args.device == "cuda"
+                                    else "skipped: plain TRL's GRPO loss needs CUDA")
     return result
+
+
+async def dpo_section(client, args, common, dpo_data, held, result, save) -> None:
+    started = await call(client, "start_finetune", {**common, "dataset": str(dpo_data), "method": "dpo",
+                                                     "max_steps": args.dpo_steps, "per_device_train_batch_size": 8,
+                                                     "gradient_accumulation_steps": 1,
+                                                     "config_overrides": {"validation_split": 0.1, "logging_steps": 10}})
+    dpo = await job_ended(client, started["job_id"])
+    assert dpo["state"] == "succeeded", dpo["error"]
+    result["dpo_job"] = {"metrics": dpo["metrics"]}
+    save()
+    result["dpo"] = {"metrics": dpo["metrics"],
+                     "heldout_pref_acc_base": preference_accuracy(args.model, None, held, args.device),
+                     "heldout_pref_acc_tuned": preference_accuracy(args.model, dpo["run_dir"] + "/adapter", held,
+                                                                   args.device)}
+    save()
+
+
+async def grpo_section(client, args, common, grpo_data, grpo_block, held, result, save) -> None:
+    t0 = time.time()
+    started = await call(client, "start_finetune", {**common, "dataset": str(grpo_data), "method": "grpo",
+                                                     "max_steps": args.grpo_steps, "per_device_train_batch_size": 16,
+                                                     "gradient_accumulation_steps": 1,
+                                                     "config_overrides": {"validation_split": 0.0, "logging_steps": 10,
+                                                                          "grpo": grpo_block}})
+    grpo = await job_ended(client, started["job_id"])
+    assert grpo["state"] == "succeeded", grpo["error"]
+    run = json.loads(Path(grpo["run_dir"], "result.json").read_text())
+    result["grpo"] = {"metrics": grpo["metrics"], "job_s": round(time.time() - t0, 1), "perf": run["perf"],
+                      "heldout_reward_base": heldout_reward(args.model, None, held, args.device),
+                      "heldout_reward_tuned": heldout_reward(args.model, grpo["run_dir"] + "/adapter", held,
+                                                             args.device)}
+    save()
+
+
+async def experiment_section(client, args, common, grpo_data, grpo_block, result, save) -> None:
+    started = await call(client, "start_experiment", {
+        "model": args.model, "dataset": str(grpo_data), "seeds": args.seeds, "method": "grpo",
+        "parallel": int(args.parallel) if args.parallel.isdigit() else args.parallel,
+        "arms": [{"name": "plain"}, {"name": "top20", "method_settings": {"grpo": {"top_entropy_quantile": 0.2}}}],
+        "config_overrides": {"learning_rate": common["learning_rate"], "max_seq_length": common["max_seq_length"],
+                             "max_steps": args.experiment_steps, "per_device_train_batch_size": 16,
+                             "gradient_accumulation_steps": 1, "validation_split": 0.1, "grpo": grpo_block}})
+    experiment = await job_ended(client, started["job_id"])
+    result["experiment"] = {"state": experiment["state"], "error": experiment.get("error"),
+                            "report": await call(client, "get_experiment", {"job_id": started["job_id"]})
+                            if experiment["state"] == "succeeded" else None}
+    save()
 
 
 if __name__ == "__main__":
@@ -213,6 +230,8 @@ if __name__ == "__main__":
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--experiment-steps", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--sections", default="dpo,grpo,experiment,plain",
+                        help="which parts to run (a GPU call's time limit may need two calls)")
     parser.add_argument("--parallel", default="auto", help="the experiment's workers (1: one after another)")
     args = parser.parse_args()
     if args.tiny:
