@@ -102,10 +102,11 @@ def _tracked(place: Callable[[Any, str, Settings], Placement]) -> Callable[[Any,
 
 
 def _training_paths(spec: Any) -> list[LocalPath]:
-    """A training config's paths (an experiment's too: it is one, plus held-out rows)."""
+    """A training config's paths (an experiment's too: it is one, plus held-out and retain rows)."""
     checkpoint = spec.resume_from_checkpoint if isinstance(spec.resume_from_checkpoint, str) else None
     return [LocalPath("model", spec.model, hub_id_ok=True), LocalPath("dataset", spec.dataset, hub_id_ok=True),
             LocalPath("eval_dataset", getattr(spec, "eval_dataset", None), hub_id_ok=True),
+            LocalPath("retain_dataset", getattr(spec, "retain_dataset", None), hub_id_ok=True),
             LocalPath("resume_from_checkpoint", checkpoint), LocalPath("run_dir", spec.run_dir)]
 
 

@@ -35,12 +35,20 @@ async def job_state(client, job_id: str) -> dict:
     return (await client.call_tool("get_job", {"job_id": job_id})).structured_content
 
 
-async def test_two_arms_by_two_seeds_end_with_a_table_and_an_interval(server_home, tiny_model, dataset) -> None:
+async def test_two_arms_by_two_seeds_end_with_a_table_and_an_interval(server_home, tiny_model, dataset,
+                                                                       tmp_path) -> None:
+    """... with the forgetting check on (retain_dataset): each run's CE rise over the base model's."""
+    from finetune_mcp.testing import write_dataset
+
+    retain = write_dataset(tmp_path / "retain.jsonl", "messages", n=6, seed=1)
     server = server_home()
     async with server.client() as client:
         refused = await client.call_tool("start_experiment", start_args(tiny_model, dataset, arms=["standard", "dtf"]),
                                          raise_on_error=False)
-        started = (await client.call_tool("start_experiment", start_args(tiny_model, dataset, max_steps=3))
+        no_retain = await client.call_tool("start_experiment", start_args(
+            tiny_model, dataset, retain_dataset=str(tmp_path / "no-such-retain.jsonl")), raise_on_error=False)
+        started = (await client.call_tool("start_experiment", start_args(tiny_model, dataset, max_steps=3,
+                                                                         retain_dataset=str(retain)))
                    ).structured_content
         job_id = started["job_id"]
         done = (await client.call_tool("wait_for_job", {"job_id": job_id, "timeout_s": 600})).structured_content
@@ -50,17 +58,26 @@ async def test_two_arms_by_two_seeds_end_with_a_table_and_an_interval(server_hom
         listed = (await client.call_tool("list_jobs", {})).structured_content
     assert refused.is_error and "unknown arm 'dtf': a named arm is 'standard'" in refused.content[0].text
     assert "for other settings give an object" in refused.content[0].text
+    assert no_retain.is_error and "retain_dataset: " in no_retain.content[0].text
+    assert "no-such-retain.jsonl: no such file or folder" in no_retain.content[0].text
     assert started["kind"] == "experiment" and started["runs"] == 4 and started["state"] == "queued"
     assert [a["name"] for a in started["arms"]] == ["standard", "entropy"] and started["seeds"] == [3407, 3408]
     assert done["state"] == "succeeded", done["error"]
     assert (done["step"], done["total_steps"]) == (12, 12) and "get_experiment" in done["hint"]
-    assert listed["count"] == 1  # the runs belong to the experiment; they are not jobs of their own
+    assert listed["count"] == 1  # the runs belong to the experiment (and the refused starts made no job)
 
     assert (result["status"], result["runs_finished"], result["runs_total"]) == ("succeeded", 4, 4)
     primary = next(c for c in result["comparisons"] if c["metric"] == result["primary_metric"])
     assert primary["n"] == 2 and primary["ci_low"] <= primary["mean_difference"] <= primary["ci_high"]
     assert result["verdict"] and result["recommendation"]["reason"]
     assert result["summary"]["eval_ce"]["entropy"]["n"] == 2
+    forgetting = result["heldout"]["retain"]
+    assert (forgetting["rows"], forgetting["source"]) == (6, f"all of {retain}") and forgetting["base_ce"] > 0
+    for run in result["runs"]:
+        assert run["metrics"]["retain_ce_rise"] == pytest.approx(run["metrics"]["retain_ce"] - forgetting["base_ce"])
+    assert result["summary"]["retain_ce_rise"]["entropy"]["n"] == 2
+    assert "retain_ce_rise" in {m["name"] for m in result["metrics"]} | {c["metric"] for c in result["comparisons"]}
+    assert "Forgetting check" in Path(result["report"]).read_text()
     assert Path(result["report"]).is_file() and Path(result["plot"]).is_file()
     assert shot["runs"] == ["standard-s3407", "entropy-s3407", "standard-s3408", "entropy-s3408"]
     assert Path(shot["path"]).parent == Path(done["run_dir"]) / "screenshots"

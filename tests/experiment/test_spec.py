@@ -33,6 +33,15 @@ def test_each_run_config_is_the_shared_settings_plus_the_arms_loss_the_seed_and_
     assert spec.arms[1].describe() == "entropy-weighted CE, w = linear (scale 2.0)"
 
 
+def test_retain_rows_are_read_whole_and_never_trained_on():
+    spec = build_experiment_spec({**BASE, "retain_dataset": "retain.jsonl", "primary_metric": "retain_ce_rise",
+                                  "validation_split": 0.2, "max_examples": 8})
+    retain, run = spec.retain_config(), spec.run_config(spec.arms[0], spec.seeds[0])
+    assert (retain.dataset, retain.validation_split, retain.max_examples) == ("retain.jsonl", 0.0, None)
+    assert run.dataset == "data.jsonl" and "retain_dataset" not in run.model_dump()
+    assert build_experiment_spec(BASE).retain_config() is None
+
+
 def test_every_loss_variant_the_kernels_implement_is_an_arm_name():
     from finetune_mcp.kernels import weights
 
@@ -68,6 +77,9 @@ def test_a_spec_is_checked_without_importing_torch():
     ({"seeds": [1, 1]}, "seeds must differ"),
     ({"num_gpus": 2}, "use num_gpus=1"),
     ({"primary_metric": "mrr@10"}, "use one of eval_ce, perplexity"),
+    ({"method": "rerank", "retain_dataset": "retain.jsonl"},
+     "retain_dataset: the forgetting check compares held-out CE, which method='rerank' is not scored by"),
+    ({"primary_metric": "retain_ce_rise"}, "primary_metric 'retain_ce_rise' is measured on a retain_dataset; give one"),
 ])
 def test_a_bad_spec_is_refused_with_the_fix(change, message):
     with pytest.raises(ConfigError) as err:

@@ -70,6 +70,8 @@ def experiment(
     seeds: Annotated[int | None, typer.Option(help="Seeds per arm (default 3).")] = None,
     baseline: Annotated[str | None, typer.Option(help="The arm the others are compared with (default: the first).")] = None,
     eval_dataset: Annotated[str | None, typer.Option(help="Held-out rows for every run (default: the validation split).")] = None,
+    retain_dataset: Annotated[str | None, typer.Option(help="Rows the training should not change: every run "
+                                                       "reports retain_ce_rise over the base model (sft).")] = None,
     primary_metric: Annotated[str | None, typer.Option(help="What the verdict is about (eval_ce, normalized_match, mrr@10, ...).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where to write (default: a new folder under runs/).")] = None,
     **knobs: Any,
@@ -85,8 +87,8 @@ def experiment(
     from finetune_mcp.jobs.records import check_run_dir
 
     data = _read_mapping(config_file) if config_file is not None else {}
-    flags = {"seeds": seeds, "baseline": baseline, "eval_dataset": eval_dataset, "primary_metric": primary_metric,
-             **knobs}
+    flags = {"seeds": seeds, "baseline": baseline, "eval_dataset": eval_dataset, "retain_dataset": retain_dataset,
+             "primary_metric": primary_metric, **knobs}
     data.update({k: v for k, v in flags.items() if v is not None})
     if arm:
         data["arms"] = [_arm_option(a) for a in arm]

@@ -34,6 +34,10 @@ ANSWER_METRICS = (  # only when held-out rows have a checkable answer (the last 
     Metric("exact_match", "exact match of greedy replies", "higher"),
     Metric("normalized_match", "normalised match of greedy replies", "higher"),
 )
+RETAIN_METRICS = (  # only with a retain_dataset (methods scored by held-out CE): the forgetting check
+    Metric("retain_ce", "CE on the retain rows", "lower", "nats/token"),
+    Metric("retain_ce_rise", "forgetting: CE rise on the retain rows over the base model", "lower", "nats/token"),
+)
 RANKING = tuple(Metric(name, name.upper() if "@" in name else name, "higher")
                 for name in ("mrr@10", "ndcg@10", "recall@5"))
 RANKING += (Metric("accuracy", "accuracy", "higher"),)
@@ -47,12 +51,15 @@ REWARDS = (  # GRPO: greedy replies to held-out prompts scored by the run's rewa
     Metric("mean_reward", "mean reward of greedy replies", "higher"),
     Metric("reward_std", "reward spread over prompts", None),
 )
-_ALL = {metric.name: metric for metric in SFT_METRICS + ANSWER_METRICS + RANKING + PREFERENCE + REWARDS}
+_ALL = {metric.name: metric for metric in
+        SFT_METRICS + ANSWER_METRICS + RETAIN_METRICS + RANKING + PREFERENCE + REWARDS}
 
 
-def metrics_for(method: str, answers: bool) -> tuple[Metric, ...]:
-    """The metrics an experiment of `method` reports (answers: whether generations are checked)."""
-    return tuple(by_name(name) for name in get_method(method).experiment_metrics(answers))
+def metrics_for(method: str, answers: bool, retain: bool = False) -> tuple[Metric, ...]:
+    """The metrics an experiment of `method` reports (answers: whether generations are checked; retain:
+    whether it has a retain_dataset, which only a method scored by held-out CE may have)."""
+    own = tuple(by_name(name) for name in get_method(method).experiment_metrics(answers))
+    return own + RETAIN_METRICS if retain else own
 
 
 def default_primary(method: str, answers: bool) -> str:
@@ -61,8 +68,8 @@ def default_primary(method: str, answers: bool) -> str:
     return get_method(method).primary(answers)
 
 
-def known_names(method: str) -> tuple[str, ...]:
-    return tuple(m.name for m in metrics_for(method, answers=True))
+def known_names(method: str, retain: bool = False) -> tuple[str, ...]:
+    return tuple(m.name for m in metrics_for(method, answers=True, retain=retain))
 
 
 def by_name(name: str) -> Metric:

@@ -34,6 +34,15 @@ def signed(value: float | None) -> str:
     return "—" if value is None else f"{value:+.4g}"
 
 
+def _retain(retain: dict[str, Any] | None) -> str:
+    """The forgetting check's sentence (empty without a retain_dataset)."""
+    if not retain:
+        return ""
+    return (f" Forgetting check: every run's CE on the retain rows ({retain.get('source', '—')}, "
+            f"{retain.get('rows', '—')} rows; fingerprint `{retain.get('fingerprint', '—')}`) against the base "
+            f"model's CE on them ({fmt(retain.get('base_ce'))} nats/token): a positive retain_ce_rise is forgetting.")
+
+
 def render_report(table: dict[str, Any], plot_name: str | None = "plot.png") -> str:
     arms = [a["name"] for a in table["arms"]]
     baseline = table["baseline"]
@@ -50,7 +59,7 @@ def render_report(table: dict[str, Any], plot_name: str | None = "plot.png") -> 
         "initialisation and the data order; every run is scored on the same held-out rows: "
         f"{heldout.get('source', '—')} ({heldout.get('rows', '—')} rows"
         + (f", {heldout['generated']} answered by greedy generation" if heldout.get("generated") else "")
-        + f"; fingerprint `{heldout.get('fingerprint', '—')}`).",
+        + f"; fingerprint `{heldout.get('fingerprint', '—')}`)." + _retain(heldout.get("retain")),
         "",
         f"**Verdict** ({primary['label']}): {table['verdict'] or '—'}",
         "",

@@ -12,6 +12,10 @@ training on the model still in memory (no reload), by the method's `score_heldou
           normalized_match of greedy replies (`model.generate.generate`) to the first
           `generation_examples` of them, judged as `enhance_dataset`'s reference checker does
   rerank  MRR@10, NDCG@10, Recall@5, accuracy on the held-out query groups (P(yes) ranking)
+With a `retain_dataset` (methods scored by held-out CE: sft), the forgetting check: the retain rows
+are read once too, the base model's CE on them is computed once per worker (the first run's model
+with its LoRA adapter disabled, `Heldout.retain_base_ce`), and every run adds `retain_ce` (its CE on
+them, by the same scorer) and `retain_ce_rise` (retain_ce − the base CE; positive = forgetting).
 Runs in the worker (torch is imported inside the functions).
 """
 
@@ -42,11 +46,21 @@ class Heldout:
     rows: list[dict[str, Any]]
     source: str
     questions: list[tuple[list[dict[str, str]], str]] = field(default_factory=list)  # (conversation, reference)
+    retain: list[dict[str, Any]] | None = None  # the retain rows (None: no forgetting check)
+    retain_source: str = ""
+    retain_base_ce: float | None = None  # the base model's CE on the retain rows, once per worker (`score_run`)
 
     def describe(self) -> dict[str, Any]:
-        digest = hashlib.sha256(json.dumps(self.rows, sort_keys=True, default=str).encode()).hexdigest()
-        return {"source": self.source, "rows": len(self.rows), "generated": len(self.questions),
-                "fingerprint": digest[:16]}
+        described = {"source": self.source, "rows": len(self.rows), "generated": len(self.questions),
+                     "fingerprint": _fingerprint(self.rows)}
+        if self.retain is not None:
+            described["retain"] = {"source": self.retain_source, "rows": len(self.retain),
+                                   "fingerprint": _fingerprint(self.retain), "base_ce": self.retain_base_ce}
+        return described
+
+
+def _fingerprint(rows: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_heldout(spec: ExperimentSpec) -> Heldout:
@@ -57,7 +71,12 @@ def load_heldout(spec: ExperimentSpec) -> Heldout:
     source = (f"all of {spec.eval_dataset}" if spec.eval_dataset else
               f"the validation split of {spec.dataset} ({spec.validation_split:.0%}, split seed {spec.data_split_seed})")
     questions = [q for q in map(checkable, rows) if q is not None] if spec.training_method.generates else []
-    return Heldout(rows=rows, source=source, questions=questions[: spec.generation_examples])
+    heldout = Heldout(rows=rows, source=source, questions=questions[: spec.generation_examples])
+    retain = spec.retain_config()
+    if retain is not None:
+        read = load_examples(retain)
+        heldout.retain, heldout.retain_source = read.train + read.validation, f"all of {spec.retain_dataset}"
+    return heldout
 
 
 def score_run(loaded: LoadedModel, heldout: Heldout, spec: ExperimentSpec) -> tuple[dict[str, float], dict[str, Any]]:
@@ -67,7 +86,14 @@ def score_run(loaded: LoadedModel, heldout: Heldout, spec: ExperimentSpec) -> tu
     model.eval()
     from finetune_mcp.train.methods import implementation
 
-    metrics, extra = implementation(spec.method).score_heldout(model, tokenizer, heldout.rows, spec)
+    hooks = implementation(spec.method)
+    metrics, extra = hooks.score_heldout(model, tokenizer, heldout.rows, spec)
+    if heldout.retain is not None:
+        if heldout.retain_base_ce is None:  # the first run of this worker: the same model, adapter off
+            with model.disable_adapter():
+                heldout.retain_base_ce = retain_ce(hooks, model, tokenizer, heldout.retain, spec)
+        metrics["retain_ce"] = retain_ce(hooks, model, tokenizer, heldout.retain, spec)
+        metrics["retain_ce_rise"] = metrics["retain_ce"] - heldout.retain_base_ce
     if heldout.questions:  # only a method that generates has questions (`load_heldout`)
         replies = _greedy_replies(loaded, [q for q, _ in heldout.questions], spec.max_new_tokens)
         references = [ref for _, ref in heldout.questions]
@@ -78,6 +104,11 @@ def score_run(loaded: LoadedModel, heldout: Heldout, spec: ExperimentSpec) -> tu
                             for (q, ref), r in zip(heldout.questions[:SAMPLES_KEPT], replies, strict=False)]
     extra["scoring_s"] = round(time.perf_counter() - started, 3)
     return metrics, extra
+
+
+def retain_ce(hooks: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]], spec: ExperimentSpec) -> float:
+    """The mean CE of `model` on the retain rows, by the method's own held-out scorer (its eval_ce)."""
+    return float(hooks.score_heldout(model, tokenizer, rows, spec)[0]["eval_ce"])
 
 
 def _share(checker: ReferenceChecker, replies: list[str], references: list[str]) -> float:

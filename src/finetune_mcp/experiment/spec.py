@@ -37,8 +37,8 @@ from finetune_mcp.experiment.metrics import known_names
 ARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
 DEFAULT_SEEDS = 3
 # Fields that are the experiment's own (everything else is the shared training config).
-EXPERIMENT_FIELDS = frozenset({"kind", "arms", "seeds", "baseline", "eval_dataset", "generation_examples",
-                               "max_new_tokens", "primary_metric", "share_model", "parallel", "only_runs", "shards"})
+EXPERIMENT_FIELDS = frozenset({"kind", "arms", "seeds", "baseline", "eval_dataset", "retain_dataset",
+                               "generation_examples", "max_new_tokens", "primary_metric", "share_model", "parallel", "only_runs", "shards"})
 MAX_PARALLEL = 64
 
 
@@ -130,6 +130,11 @@ class ExperimentSpec(EnhancedTrainingConfig):
     baseline: str | None = Field(None, description="The arm every other arm is compared with (default: the first).")
     eval_dataset: str | None = Field(None, description="Held-out rows (all of them) instead of the validation split "
                                      "of `dataset`.")
+    retain_dataset: str | None = Field(None, description="Rows of behaviour the training should not change (e.g. "
+                                       "the base model's own replies to everyday prompts), all of them: every run "
+                                       "reports its CE on them (retain_ce) and the rise over the base model's CE on "
+                                       "the same rows (retain_ce_rise, nats/token; positive = forgetting). Methods "
+                                       "scored by held-out CE only (sft).")
     generation_examples: int = Field(100, ge=0, le=100_000, description="Held-out rows answered by greedy "
                                      "generation for exact / normalised match (0: none).")
     max_new_tokens: int = Field(32, ge=1, le=2048, description="Tokens a greedy reply may have.")
@@ -187,9 +192,16 @@ class ExperimentSpec(EnhancedTrainingConfig):
             raise ValueError("num_gpus: an experiment runs its runs one after another on one device; use num_gpus=1")
         if self.resume_from_checkpoint:
             raise ValueError("resume_from_checkpoint: each run of an experiment starts fresh; drop it")
-        if self.primary_metric is not None and self.primary_metric not in known_names(self.method):
+        if self.retain_dataset is not None and "eval_ce" not in self.training_method.heldout_metrics:
+            raise ValueError(f"retain_dataset: the forgetting check compares held-out CE, which method="
+                             f"{self.method!r} is not scored by (only sft is); drop retain_dataset or use method='sft'")
+        names = known_names(self.method, retain=self.retain_dataset is not None)
+        if self.primary_metric is not None and self.primary_metric not in names:
+            if self.primary_metric in known_names(self.method, retain=True):
+                raise ValueError(f"primary_metric {self.primary_metric!r} is measured on a retain_dataset; give one "
+                                 "(the rows the training should not change) or pick another metric")
             raise ValueError(f"primary_metric {self.primary_metric!r} is not a metric of method={self.method!r}; "
-                             f"use one of {', '.join(known_names(self.method))}")
+                             f"use one of {', '.join(names)}")
         for arm in self.arms:  # every run's config must be valid, or the experiment would fail halfway
             self.run_config(arm, self.seeds[0])
         return self
@@ -237,8 +249,18 @@ class ExperimentSpec(EnhancedTrainingConfig):
         config = self.run_config(self.arms[0], self.seeds[0])
         if self.eval_dataset is None:
             return config
-        # dataset_files is the start check's record of `dataset`'s files, not of the held-out file
-        return build_config({**config.model_dump(exclude={"ignored_fields", "dataset_files"}), "dataset": self.eval_dataset,
+        return self._whole_file_config(config, self.eval_dataset)
+
+    def retain_config(self) -> EnhancedTrainingConfig | None:
+        """A config that reads the retain rows (`retain_dataset` whole), or None when there are none."""
+        if self.retain_dataset is None:
+            return None
+        return self._whole_file_config(self.run_config(self.arms[0], self.seeds[0]), self.retain_dataset)
+
+    @staticmethod
+    def _whole_file_config(config: EnhancedTrainingConfig, dataset: str) -> EnhancedTrainingConfig:
+        # dataset_files is the start check's record of `dataset`'s files, not of this file
+        return build_config({**config.model_dump(exclude={"ignored_fields", "dataset_files"}), "dataset": dataset,
                              "validation_split": 0.0, "max_examples": None, "dataset_format": "auto"})
 
 

@@ -7,6 +7,8 @@ second with the reason, before any worker exists — and an experiment has more 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from finetune_mcp.config import Settings
@@ -25,11 +27,12 @@ def check_experiment_start(spec: ExperimentSpec, settings: Settings) -> Experime
         check_user_function(arm.entropy.get("function"), f"arm {arm.name!r}: entropy weight function",
                             BUILTIN_WEIGHT_FNS)
     spec = check_start(spec, settings)  # model readable, every row of the dataset checked
-    if spec.eval_dataset is not None:
-        path = Path(spec.eval_dataset).expanduser()
-        if path.exists():
-            spec = spec.model_copy(update={"eval_dataset": str(path.resolve())})
-    heldout = validate_dataset(spec.heldout_config().data)
+    for name in ("eval_dataset", "retain_dataset"):
+        value = getattr(spec, name)
+        if value is not None and Path(value).expanduser().exists():
+            spec = spec.model_copy(update={name: str(Path(value).expanduser().resolve())})
+    with _named("eval_dataset" if spec.eval_dataset else None):
+        heldout = validate_dataset(spec.heldout_config().data)
     rows = heldout.get("train_rows" if spec.eval_dataset else "validation_rows")
     if rows == 0:
         if spec.eval_dataset:
@@ -38,7 +41,29 @@ def check_experiment_start(spec: ExperimentSpec, settings: Settings) -> Experime
         raise ConfigError("the validation split is empty, so there is nothing to score the runs on; set "
                           "validation_split (e.g. 0.1), use more examples, or give an eval_dataset",
                           field="validation_split")
+    retain = spec.retain_config()
+    if retain is None:
+        return spec
+    with _named("retain_dataset"):
+        rows = validate_dataset(retain.data).get("train_rows")
+    if rows == 0:  # None: a Hub id, counted in the worker
+        raise DatasetError("holds no rows to check forgetting on; give a retain_dataset with rows (e.g. the base "
+                           "model's own replies to everyday prompts) or drop it", path=spec.retain_dataset)
     return spec
+
+
+@contextlib.contextmanager
+def _named(field: str | None) -> Iterator[None]:
+    """A data error of an experiment's own file, led by the field that names it (it reads like the training
+    dataset's otherwise)."""
+    try:
+        yield
+    except DatasetError as exc:
+        if field is None:
+            raise
+        named = DatasetError(f"{field}: {exc}")
+        named.path, named.line = exc.path, exc.line
+        raise named from None
 
 
 def place_experiment(spec: ExperimentSpec, target: str, settings: Settings) -> Placement:

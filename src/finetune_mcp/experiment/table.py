@@ -39,7 +39,7 @@ def build_table(spec: ExperimentSpec, records: list[RunRecord], *, status: str, 
                 experiment: str) -> dict[str, Any]:
     """The table for `records` (in plan order); `status` is the experiment's (running, succeeded, ...)."""
     answers = bool(heldout.get("generated"))
-    metrics = metrics_for(spec.method, answers)
+    metrics = metrics_for(spec.method, answers, retain=spec.retain_dataset is not None)
     primary = by_name(spec.primary_metric or default_primary(spec.method, answers))
     if primary not in metrics:  # e.g. normalized_match asked, but the held-out rows have no answers to check
         metrics = (*metrics, primary)

@@ -91,6 +91,8 @@ class _Experiment:
         log.info("experiment: %d arms × %d seeds = %d runs; held-out: %s (%d rows, %d answered by generation)",
                  len(spec.arms), len(spec.seeds), len(self.records), heldout.source, len(heldout.rows),
                  len(heldout.questions))
+        if heldout.retain is not None:
+            log.info("forgetting check: %s (%d retain rows)", heldout.retain_source, len(heldout.retain))
         loader = SharedBaseModel(share=spec.share_model)
         status = "failed"
         relay.start()
@@ -146,6 +148,7 @@ class _Experiment:
         result = run_training(config, run_dir, load_model=loader)
         assert loader.loaded is not None  # run_training loaded it through `loader`
         metrics, extra = score_run(loader.loaded, heldout, self.spec)
+        self.heldout_info = heldout.describe()  # with the base model's retain CE, known from the first scoring on
         wall = time.perf_counter() - began
         steps_s = float((result.get("perf") or {}).get("steps_total_s") or 0.0)
         record.metrics = metrics

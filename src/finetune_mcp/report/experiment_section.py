@@ -47,6 +47,10 @@ def experiment_section(root: Path) -> str | None:
         f"{table['runs_finished']} of {table['runs_total']} runs had finished when this table was written "
         f"(status {table['status']}). One seed's numbers are not the method's: compare with the spread over seeds."
     )
+    retain = heldout.get("retain")
+    if retain:
+        intro += (f" Forgetting check: CE on {retain.get('rows', '—')} retain rows ({retain.get('source', '—')}), "
+                  f"the base model's {_num(retain.get('base_ce'))} nats/token; a positive rise is forgetting.")
     columns = [f"This run (seed {run['seed']})", f"`{arm['name']}` over seeds"]
     if arm["name"] != baseline:
         columns.append(f"`{baseline}` (baseline) over seeds")

@@ -71,7 +71,8 @@ class ExperimentResult(BaseModel):
                                               "differences per seed, mean, 95 % CI, p-value, verdict.")
     metrics: list[dict[str, Any]] = Field(description="The metrics: name, label, which way is better.")
     runs: list[dict[str, Any]] = Field(description="Every run: name, arm, seed, status, run_dir, metrics, timing.")
-    heldout: dict[str, Any] = Field(description="The rows every run is scored on.")
+    heldout: dict[str, Any] = Field(description="The rows every run is scored on; with a retain_dataset, `retain`: "
+                                    "its rows, fingerprint and the base model's CE on them (base_ce).")
     overhead: dict[str, Any] = Field(description="Seconds each run cost beyond its training steps.")
     report: str | None = Field(description="experiment/report.md (markdown with the tables).")
     plot: str | None = Field(description="experiment/plot.png: the primary metric per arm and seed, and the intervals.")
@@ -144,6 +145,10 @@ async def start_experiment(
     eval_dataset: Annotated[str | None, Field(
         description="Held-out rows to score every run on (all of them); default: the validation split of "
         "`dataset`, the same rows for every run.", max_length=1000)] = None,
+    retain_dataset: Annotated[str | None, Field(
+        description="Forgetting check (sft): rows whose behaviour the training should not change, e.g. the base "
+        "model's own replies to everyday prompts. Every run reports retain_ce_rise: its CE on them minus the base "
+        "model's (nats/token; positive = forgetting).", max_length=1000)] = None,
     primary_metric: Annotated[str | None, Field(
         description="What the verdict is about: eval_ce, perplexity, token_accuracy, exact_match, normalized_match "
         "(sft), mrr@10, ndcg@10, recall@5, accuracy (rerank). Default: normalized_match when the held-out rows have "
@@ -181,7 +186,7 @@ async def start_experiment(
     Example: start_experiment(model="unsloth/Qwen3-0.6B", dataset="data/qa.jsonl", arms=["standard", "entropy"],
     seeds=3, max_steps=100) → {"job_id": "ft-1a2b3c4d5e6f", "kind": "experiment", "runs": 6, ...}."""
     data = experiment_data(model, dataset, arms, seeds, {
-        "baseline": baseline, "max_steps": max_steps, "eval_dataset": eval_dataset,
+        "baseline": baseline, "max_steps": max_steps, "eval_dataset": eval_dataset, "retain_dataset": retain_dataset,
         "primary_metric": primary_metric, "generation_examples": generation_examples,
         "method": chosen_method(method, task), "parallel": parallel,
     }, config_overrides)

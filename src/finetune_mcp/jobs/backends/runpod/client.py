@@ -244,7 +244,8 @@ def _extract(tar_path: Path, dest: Path) -> list[str]:
 def local_inputs(spec: dict[str, Any]) -> tuple[list[tuple[Path, str]], dict[str, str]]:
     """Files to upload and how the spec's fields point at them on the pod.
 
-    A local model folder goes to inputs/model/, a local dataset file or folder to inputs/dataset/;
+    A local model folder goes to inputs/model/, a local dataset file or folder to inputs/dataset/ (an
+    experiment's held-out and retain rows to inputs/eval_dataset/ and inputs/retain_dataset/);
     Hub ids are left alone (the pod downloads them).
     """
     files: list[tuple[Path, str]] = []
@@ -253,14 +254,18 @@ def local_inputs(spec: dict[str, Any]) -> tuple[list[tuple[Path, str]], dict[str
     if spec.get("model") and model.is_dir():
         files += [(p, f"inputs/model/{rel}") for p, rel in _walk(model)]
         fields["model"] = "inputs/model"
-    dataset = Path(str(spec.get("dataset", ""))).expanduser()
-    if spec.get("dataset") and dataset.exists():
-        if dataset.is_dir():
-            files += [(p, f"inputs/dataset/{dataset.name}/{rel}") for p, rel in _walk(dataset)]
-        else:
-            files.append((dataset, f"inputs/dataset/{dataset.name}"))
-        fields["dataset"] = f"inputs/dataset/{dataset.name}"
+    for name in DATA_INPUTS:
+        data = Path(str(spec.get(name) or "")).expanduser()
+        if spec.get(name) and data.exists():
+            if data.is_dir():
+                files += [(p, f"inputs/{name}/{data.name}/{rel}") for p, rel in _walk(data)]
+            else:
+                files.append((data, f"inputs/{name}/{data.name}"))
+            fields[name] = f"inputs/{name}/{data.name}"
     return files, fields
+
+
+DATA_INPUTS = ("dataset", "eval_dataset", "retain_dataset")  # spec fields whose local files a pod receives
 
 
 def _walk(folder: Path) -> Iterator[tuple[Path, str]]:

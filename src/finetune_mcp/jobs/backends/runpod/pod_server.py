@@ -51,6 +51,8 @@ CHUNK = 1024 * 1024
 # events are synced by offset; spec and export/ stay local; checkpoints come by size (`_add_checkpoints`)
 ARTIFACT_EXCLUDE = {"checkpoints", "events.jsonl", "spec.json", "export"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# spec fields a start request may point at uploaded inputs (`client.local_inputs`: the model folder, the data files)
+INPUT_FIELDS = ("model", "dataset", "eval_dataset", "retain_dataset")
 _POD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -84,8 +86,9 @@ class WorkerJob:
                 raise BackendError(f"this worker already ran job {self.job_id} ({self.state}); start a new pod")
             spec = {k: v for k, v in spec.items() if k != "run_dir"}
             for field_name, rel in inputs.items():
-                if field_name not in ("model", "dataset"):
-                    raise BackendError(f"input field {field_name!r} is not model or dataset; fix the request")
+                if field_name not in INPUT_FIELDS:
+                    raise BackendError(f"input field {field_name!r} is not one of {', '.join(INPUT_FIELDS)}; "
+                                       "fix the request")
                 path = _safe_join(self.root, rel)
                 if not path.exists():
                     raise BackendError(f"input {rel!r} was not uploaded; upload it with PUT /files/{rel} first")
