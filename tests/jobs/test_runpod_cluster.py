@@ -135,12 +135,16 @@ def test_placement_refuses_what_cannot_train_multi_node(tmp_path) -> None:
 async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_path, tiny_model_dir,
                                                                         dataset) -> None:
     """parallel=2 on target='runpod': two stand-in pods, each training its share; the same per-run
-    metrics as the same experiment run serially here; both pods terminated; the cost in the result."""
+    metrics as the same experiment run serially here (the forgetting check's too: the retain file is
+    uploaded to each pod); both pods terminated; the cost in the result."""
     from finetune_mcp.experiment.spec import build_experiment_spec
     from finetune_mcp.jobs.placement import SHARES
+    from finetune_mcp.testing import write_dataset
 
+    retain = write_dataset(tmp_path / "retain.jsonl", "messages", n=4, seed=1)
     fields = dict(training_spec(tiny_model_dir, dataset), kind="experiment", seeds=1, max_steps=2, max_examples=16,
-                  validation_split=0.25, max_new_tokens=4, save_steps=100_000, max_seq_length=64)
+                  validation_split=0.25, max_new_tokens=4, save_steps=100_000, max_seq_length=64,
+                  retain_dataset=str(retain))
     async with supervising(tmp_path / "home", rp) as manager:
         serial = await kinds.start_job(manager, "experiment", build_experiment_spec(fields), "local", roots=None)
         checked, placement = await kinds.plan_job(manager, "experiment", build_experiment_spec(
@@ -158,6 +162,10 @@ async def test_a_parallel_experiment_on_two_pods_gives_the_serial_table(rp, tmp_
     assert metrics[0].keys() == metrics[1].keys() and len(metrics[0]) == 2
     for name, values in metrics[0].items():
         assert metrics[1][name] == pytest.approx(values, rel=1e-4, abs=1e-6), name
+        assert "retain_ce_rise" in values, name
+    here, pods = (t["heldout"]["retain"] for t in tables)
+    assert pods["source"].endswith("inputs/retain_dataset/retain.jsonl") and here["source"] == f"all of {retain}"
+    assert (pods["fingerprint"], pods["base_ce"]) == (here["fingerprint"], pytest.approx(here["base_ce"], rel=1e-5))
     result = json.loads((Path(gather.run_dir) / "result.json").read_text())
     assert result["parallel"]["workers"] == 2 and result["cost_usd"] > 0 and shown == result["cost_usd"]
     assert len(rp.ops("podFindAndDeployOnDemand")) == 2 and not rp.running_pods()

@@ -38,7 +38,8 @@ ARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
 DEFAULT_SEEDS = 3
 # Fields that are the experiment's own (everything else is the shared training config).
 EXPERIMENT_FIELDS = frozenset({"kind", "arms", "seeds", "baseline", "eval_dataset", "retain_dataset",
-                               "generation_examples", "max_new_tokens", "primary_metric", "share_model", "parallel", "only_runs", "shards"})
+                               "generation_examples", "max_new_tokens", "primary_metric", "share_model", "parallel",
+                               "only_runs", "shards"})
 MAX_PARALLEL = 64
 
 
