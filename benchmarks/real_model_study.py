@@ -141,6 +141,8 @@ async def main(args) -> dict:
             train, heldout = write_task(work / "data", name, args.rows, args.heldout)
             results.append(await study_task(client, args, name, train, heldout, retain))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "table"}), flush=True)
+            if args.out:  # after every task: a run cut short by a time limit keeps the finished ones
+                args.out.write_text(json.dumps({"partial": True, "tasks": results}, indent=2))
     return {"model": args.model, "arms": args.arms.split(","), "seeds": args.seeds, "steps": args.steps, "batch": args.batch,
             "date": time.strftime("%Y-%m-%d"), "retain_rows": len(retain.read_text().splitlines()) if retain else 0,
             "tasks": results}
