@@ -44,6 +44,11 @@ def test_every_arm_and_seed_is_a_full_run_scored_on_the_same_rows(finished: RunD
         assert (run.adapter / "adapter_model.safetensors").is_file() and any(run.tensorboard.iterdir())
         result = json.loads(run.result.read_text())
         assert result["global_step"] == STEPS and result["entropy_weighting"] == (record["arm"] == "entropy")
+        # the held-out rows are scored once, by the experiment: the run's Trainer does not evaluate them too,
+        # and it trains on the same 24 rows it would with a validation split of its own
+        assert not (run.entropy / "eval.json").exists(), "an experiment run evaluated its validation split"
+        log = (run.root / "train.log").read_text()
+        assert "24 train, 8 validation examples" in log and "the validation split is not evaluated" in log
         heldout = json.loads((run.root / "heldout.json").read_text())
         assert heldout["metrics"] == record["metrics"] and heldout["seed"] == record["seed"]
         fingerprints.add(heldout["heldout"]["fingerprint"])

@@ -145,7 +145,7 @@ class _Experiment:
         log.info("run %s (%d of %d): %s, seed %d", record.name, self.records.index(record) + 1, len(self.records),
                  arm.describe(), seed)
         began = time.perf_counter()
-        result = run_training(config, run_dir, load_model=loader)
+        result = run_training(config, run_dir, load_model=loader, evaluate=False)  # scored below instead
         assert loader.loaded is not None  # run_training loaded it through `loader`
         metrics, extra = score_run(loader.loaded, heldout, self.spec)
         self.heldout_info = heldout.describe()  # with the base model's retain CE, known from the first scoring on
