@@ -10,7 +10,8 @@
    held-out mean reward (greedy) base vs tuned.
 3. start_experiment: plain GRPO vs entropy-masked GRPO (top_entropy_quantile 0.2: top 20 %), `--seeds` seeds each;
    the experiment's verdict as it comes out.
-4. Step time and peak memory of the server's GRPO job next to plain TRL GRPOTrainer on the same data.
+4. Step time and peak memory of the server's GRPO and DPO jobs next to plain TRL's GRPOTrainer and
+   DPOTrainer on the same data (sections `plain`, `plain_dpo`).
 Budget: ≤ 8 minutes on an H100 at the defaults.
 """
 
@@ -101,6 +102,45 @@ def heldout_reward(model_dir: str, adapter: str | None, pairs: list[tuple[int, i
     return sum(last_number(ans) == a + b for ans, (a, b) in zip(answers, pairs, strict=True)) / len(pairs)
 
 
+class StepTimer:
+    """A TrainerCallback factory (transformers is imported only when a plain run starts)."""
+
+    @staticmethod
+    def make(times: list[float]):
+        from transformers import TrainerCallback
+
+        class _Timer(TrainerCallback):
+            def on_step_begin(self, *a, **k):
+                self.t = time.perf_counter()
+
+            def on_step_end(self, *a, **k):
+                times.append(time.perf_counter() - self.t)
+
+        return _Timer()
+
+
+def plain_trl_dpo(model_dir: str, data: Path, steps: int) -> dict:
+    """The server's DPO run in plain TRL (DPOTrainer, same data, batch, β and LoRA), for step time and memory."""
+    import statistics
+
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    times: list[float] = []
+    torch.cuda.reset_peak_memory_stats()
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8,
+                     gradient_accumulation_steps=1, learning_rate=5e-5, beta=0.1, max_length=128, bf16=True,
+                     report_to="none", logging_steps=10, save_strategy="no")
+    trainer = DPOTrainer(model=model_dir, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
+                         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
+                         callbacks=[StepTimer.make(times)])
+    trainer.train()
+    return {"median_step_s": round(statistics.median(times[3:] or times), 4),
+            "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
 def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
     """The same GRPO run in plain TRL (its own Triton loss), for step time and peak memory."""
     import statistics
@@ -108,27 +148,19 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     def numeric(completions, answer, **_):  # the same reward as the server's run
         return [1.0 if last_number(c[0]["content"]) == float(a) else 0.0 for c, a in zip(completions, answer, strict=True)]
 
     times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t)
-
     torch.cuda.reset_peak_memory_stats()
     args = GRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=16,
                       gradient_accumulation_steps=1, num_generations=8, max_completion_length=COMPLETION_TOKENS, learning_rate=5e-5,
                       bf16=True, report_to="none", logging_steps=10, save_strategy="no")
     trainer = GRPOTrainer(model=model_dir, reward_funcs=numeric, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
-                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"), callbacks=[Timer()])
+                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
+                          callbacks=[StepTimer.make(times)])
     trainer.train()
     return {"median_step_s": round(statistics.median(times[3:] or times), 4),
             "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
@@ -168,6 +200,9 @@ async def main(args: argparse.Namespace) -> dict:
     if "plain" in sections:
         result["plain_trl_grpo"] = (plain_trl_grpo(args.model, grpo_data, args.grpo_steps) if args.device == "cuda"
                                     else "skipped: plain TRL's GRPO loss needs CUDA")
+    if "plain_dpo" in sections:
+        result["plain_trl_dpo"] = (plain_trl_dpo(args.model, dpo_data, args.dpo_steps) if args.device == "cuda"
+                                   else "skipped: a CUDA timing")
     return result
 
 
@@ -178,7 +213,8 @@ async def dpo_section(client, args, common, dpo_data, held, result, save) -> Non
                                                      "config_overrides": {"validation_split": 0.1, "logging_steps": 10}})
     dpo = await job_ended(client, started["job_id"])
     assert dpo["state"] == "succeeded", dpo["error"]
-    result["dpo_job"] = {"metrics": dpo["metrics"]}
+    run = json.loads(Path(dpo["run_dir"], "result.json").read_text())
+    result["dpo_job"] = {"metrics": dpo["metrics"], "perf": run["perf"]}
     save()
     result["dpo"] = {"metrics": dpo["metrics"],
                      "heldout_pref_acc_base": preference_accuracy(args.model, None, held, args.device),
@@ -230,7 +266,7 @@ if __name__ == "__main__":
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--experiment-steps", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=6)
-    parser.add_argument("--sections", default="dpo,grpo,experiment,plain",
+    parser.add_argument("--sections", default="dpo,grpo,experiment,plain,plain_dpo",
                         help="which parts to run (a GPU call's time limit may need two calls)")
     parser.add_argument("--parallel", default="auto", help="the experiment's workers (1: one after another)")
     args = parser.parse_args()
