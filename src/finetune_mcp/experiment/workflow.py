@@ -153,10 +153,10 @@ class _Experiment:
         perf = result.get("perf") or {}
         steps_s = float(perf.get("steps_total_s") or 0.0)
         record.metrics = metrics
-        # median_step_s: the same statistic a single run reports, so the two compare (train_steps_s / steps
-        # also carries the first steps' one-off costs: CUDA-graph capture, kernel warm-up)
+        # step_s: what a step costs after warm-up, as a single run reports it, so the two compare
+        # (train_steps_s / steps also carries the first steps' one-off costs: CUDA-graph capture, warm-up)
         record.timing = {"wall_s": round(wall, 3), "train_steps_s": round(steps_s, 3),
-                         "median_step_s": perf.get("median_step_s"),
+                         "step_s": perf.get("step_s"),
                          "overhead_s": round(wall - steps_s, 3), "steps": result.get("global_step"),
                          **loader.last, "scoring_s": extra.get("scoring_s")}
         record.status = "succeeded"

@@ -237,7 +237,7 @@ def _run_facts(facts: RunFacts) -> list[tuple[str, str]]:
         ("Training / evaluation examples", f"{_fmt(result.get('num_train_examples'))} / "
                                            f"{_fmt(result.get('num_eval_examples'))}"),
         ("Seed", _fmt(facts.spec.get("seed"))),
-        ("Median step time", f"{perf['median_step_s']:.3g} s" if perf.get("median_step_s") else "—"),
+        ("Step time", f"{perf['step_s']:.3g} s" if perf.get("step_s") else "—"),
         ("Peak GPU memory", f"{perf['peak_memory_mib']:.0f} MiB" if perf.get("peak_memory_mib") else "—"),
     ]
     if result.get("cost_usd") is not None:

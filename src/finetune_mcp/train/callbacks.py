@@ -167,14 +167,24 @@ class EventsCallback(TrainerCallback):
 class PerfCallback(TrainerCallback):
     """Step times and peak accelerator memory, for result.json, the card and the benchmarks.
 
-    The first steps include compilation and allocator warm-up, so the median skips them.
+    Why the clock is read at step ends and synchronised once, at the end of training: a launch-bound
+    step (CUDA graphs, no host sync) returns to the host before the GPU has run it, so the host's
+    time from step begin to step end is only the launch; the GPU's backlog shows when training ends.
+    `step_s` (the time a step costs: wall clock from the end of the warm-up steps to the synchronised
+    end of training, per step) is therefore the figure to compare; `median_step_s` is the median
+    interval between step ends on the host's clock (the same when the host waits for the GPU every
+    step, lower when it runs ahead). The first steps include compilation and allocator warm-up, so
+    both skip them.
     """
 
     def __init__(self, clock=time.perf_counter, warmup_steps: int = 3) -> None:
         self.clock = clock
         self.warmup_steps = warmup_steps
-        self.step_times: list[float] = []
+        self.step_times: list[float] = []  # step begin -> step end, host clock
+        self.step_ends: list[float] = []
         self._t0: float | None = None
+        self._first_begin: float | None = None
+        self._finished: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         import torch
@@ -184,21 +194,39 @@ class PerfCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._t0 = self.clock()
+        if self._first_begin is None:
+            self._first_begin = self._t0
 
     def on_step_end(self, args, state, control, **kwargs):
+        now = self.clock()
+        self.step_ends.append(now)
         if self._t0 is not None:
-            self.step_times.append(self.clock() - self._t0)
+            self.step_times.append(now - self._t0)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the steps still queued on the GPU belong to the last step's time
+        self._finished = self.clock()
 
     def summary(self) -> dict[str, float | None]:
         import statistics
 
         import torch
 
-        timed = self.step_times[self.warmup_steps:] or self.step_times
+        ends = self.step_ends
+        finished = max(self._finished or 0.0, ends[-1]) if ends else None
+        skip = self.warmup_steps if len(ends) > self.warmup_steps else 0
+        start = ends[skip - 1] if skip else self._first_begin
+        timed = len(ends) - skip
+        intervals = [b - a for a, b in zip(ends[skip:], ends[skip + 1:], strict=False)] or self.step_times[skip:]
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         return {
-            "median_step_s": round(statistics.median(timed), 4) if timed else None,
-            "steps_timed": len(timed),
-            "steps_total_s": round(sum(self.step_times), 3),  # every step: what a run costs beyond its set-up
+            "step_s": round((finished - start) / timed, 4) if ends and start is not None and timed else None,
+            "median_step_s": round(statistics.median(intervals), 4) if intervals else None,
+            "steps_timed": timed,
+            # every step, wall clock, GPU work included: what a run costs beyond its set-up
+            "steps_total_s": round(finished - self._first_begin, 3) if ends and self._first_begin is not None else 0.0,
             "peak_memory_mib": round(peak, 1) if peak is not None else None,
         }
