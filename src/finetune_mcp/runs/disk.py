@@ -3,8 +3,10 @@
 A run writes a lot (checkpoints, TensorBoard, the adapter) into FINETUNE_MCP_HOME; when that disk
 fills, every layer sees a different face of the same fault: `OSError(ENOSPC)` from Python,
 `sqlite3.OperationalError("database or disk is full")` from the job store, a RuntimeError or a
-SafetensorError whose text carries "No space left on device" from torch / safetensors. `is_disk_full`
-recognises them all (through `__cause__` / `__context__` too), `disk_full_message` is the one wording
+SafetensorError whose text carries "No space left on device" from torch / safetensors, or torch's zip
+writer's "unexpected pos" with no errno at all. `is_disk_full` recognises the first ones (through
+`__cause__` / `__context__` too), `short_write_on_full_disk` the last one when the disk has (almost)
+nothing free; `disk_full_message` is the one wording
 ("disk full at <path>: free N GB; free space or set FINETUNE_MCP_HOME to another disk").
 
 `SpaceReserve` keeps a few bytes of the disk aside (a plain file) so that the last word still fits
@@ -24,6 +26,10 @@ WRITE_ERRNOS = DISK_FULL_ERRNOS | {errno.EROFS, errno.EIO, errno.EFBIG}
 _DISK_FULL_TEXT = ("no space left on device", "database or disk is full", "disk quota exceeded", "storagefull",
                    "[errno 28]")
 HOME_HINT = "free space or set FINETUNE_MCP_HOME to another disk"
+# torch's checkpoint writer (a zip) reports a short write as "[enforce fail at inline_container.cc:…] .
+# unexpected pos N vs M", without the errno; on a disk with (almost) nothing free that is the disk filling.
+_SHORT_WRITE_TEXT = ("unexpected pos",)
+SHORT_WRITE_FULL_BELOW = 1 << 20  # free bytes under which a short write counts as a full disk
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int | None:
@@ -71,9 +77,17 @@ def disk_full_message(path: str | os.PathLike[str]) -> str:
     return f"disk full at {path}: free {format_free(free_bytes(path))}; {HOME_HINT}"
 
 
+def short_write_on_full_disk(exc: BaseException, path: str | os.PathLike[str]) -> bool:
+    """A short write reported without an errno (torch's zip writer) while the disk at `path` is full."""
+    if not any(marker in str(link).lower() for link in _chain(exc) for marker in _SHORT_WRITE_TEXT):
+        return False
+    free = free_bytes(path)
+    return free is not None and free < SHORT_WRITE_FULL_BELOW
+
+
 def write_failure_message(exc: BaseException, path: str | os.PathLike[str]) -> str | None:
     """The user's wording of a write failure under `path`, or None when `exc` is not one."""
-    if is_disk_full(exc):
+    if is_disk_full(exc) or short_write_on_full_disk(exc, path):
         return disk_full_message(path)
     oserror = write_error(exc)
     if oserror is None:
