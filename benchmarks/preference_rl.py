@@ -119,10 +119,18 @@ class StepTimer:
         return _Timer()
 
 
-def plain_trl_dpo(model_dir: str, data: Path, steps: int) -> dict:
-    """The server's DPO run in plain TRL (DPOTrainer, same data, batch, β and LoRA), for step time and memory."""
+def plain_summary(times: list[float]) -> dict:
+    """A plain TRL run's median step (its first 3 skipped) and peak memory."""
     import statistics
 
+    import torch
+
+    return {"median_step_s": round(statistics.median(times[3:] or times), 4),
+            "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def plain_trl_dpo(model_dir: str, data: Path, steps: int) -> dict:
+    """The server's DPO run in plain TRL (DPOTrainer, same data, batch, β and LoRA), for step time and memory."""
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -137,14 +145,11 @@ def plain_trl_dpo(model_dir: str, data: Path, steps: int) -> dict:
                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
                          callbacks=[StepTimer.make(times)])
     trainer.train()
-    return {"median_step_s": round(statistics.median(times[3:] or times), 4),
-            "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    return plain_summary(times)
 
 
 def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
     """The same GRPO run in plain TRL (its own Triton loss), for step time and peak memory."""
-    import statistics
-
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -162,8 +167,7 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
                           peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
                           callbacks=[StepTimer.make(times)])
     trainer.train()
-    return {"median_step_s": round(statistics.median(times[3:] or times), 4),
-            "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    return plain_summary(times)
 
 
 async def main(args: argparse.Namespace) -> dict:

@@ -7,6 +7,12 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
+def auto_optim(load_in_4bit: bool) -> str:
+    """What `optim="auto"` means: 8-bit AdamW beside 4-bit weights, else fused AdamW (one kernel over all
+    LoRA tensors; the transformers default since torch 2.8)."""
+    return "adamw_8bit" if load_in_4bit else "adamw_torch_fused"
+
+
 class OptimConfig(BaseModel):
     """Optimiser, schedule and cadence."""
 

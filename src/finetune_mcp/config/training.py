@@ -28,7 +28,7 @@ from finetune_mcp.config.data import DataConfig
 from finetune_mcp.config.entropy import EntropyFields
 from finetune_mcp.config.lora import LoraConfig
 from finetune_mcp.config.methods import MemoryExtras
-from finetune_mcp.config.optim import OptimConfig
+from finetune_mcp.config.optim import OptimConfig, auto_optim
 from finetune_mcp.config.preference import PreferenceRLFields
 from finetune_mcp.config.rerank import RerankConfig
 from finetune_mcp.config.tracking import TrackingConfig
@@ -164,7 +164,7 @@ class TrainingConfig(ModelSourceField, TrackingConfig, PreferenceRLFields, Reran
     def resolved_optim(self) -> str:
         if self.optim != "auto":
             return self.optim
-        return "adamw_8bit" if self.load_in_4bit else "adamw_torch_fused"
+        return auto_optim(self.load_in_4bit)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainingConfig:

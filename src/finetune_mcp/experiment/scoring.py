@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from finetune_mcp.enhance.answer_check import ReferenceChecker
 from finetune_mcp.errors import DatasetError
 from finetune_mcp.evaluation.suites import checkable
-from finetune_mcp.experiment.spec import ExperimentSpec
+from finetune_mcp.experiment.spec import NO_RETAIN_ROWS, ExperimentSpec
 
 if TYPE_CHECKING:
     from finetune_mcp.model.loading import LoadedModel
@@ -78,8 +78,7 @@ def load_heldout(spec: ExperimentSpec) -> Heldout:
         read = load_examples(retain)
         heldout.retain, heldout.retain_source = read.train + read.validation, f"all of {spec.retain_dataset}"
         if not heldout.retain:  # a local file's rows were counted at start; a Hub dataset's only here
-            raise DatasetError("holds no rows to check forgetting on; give a retain_dataset with rows",
-                               path=spec.retain_dataset)
+            raise DatasetError(NO_RETAIN_ROWS, path=spec.retain_dataset)
     return heldout
 
 

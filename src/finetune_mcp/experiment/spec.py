@@ -41,6 +41,8 @@ EXPERIMENT_FIELDS = frozenset({"kind", "arms", "seeds", "baseline", "eval_datase
                                "generation_examples", "max_new_tokens", "primary_metric", "share_model", "parallel",
                                "only_runs", "shards"})
 MAX_PARALLEL = 64
+NO_RETAIN_ROWS = ("holds no rows to check forgetting on; give a retain_dataset with rows (e.g. the base model's "
+                  "own replies to everyday prompts) or drop it")  # checked at start, and in the worker for a Hub id
 
 
 def arm_from_name(name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from finetune_mcp.config import Settings
 from finetune_mcp.errors import ConfigError, DatasetError
-from finetune_mcp.experiment.spec import ExperimentSpec
+from finetune_mcp.experiment.spec import NO_RETAIN_ROWS, ExperimentSpec
 from finetune_mcp.jobs.placement import Placement
 
 
@@ -47,8 +47,7 @@ def check_experiment_start(spec: ExperimentSpec, settings: Settings) -> Experime
     with _named("retain_dataset"):
         rows = validate_dataset(retain.data).get("train_rows")
     if rows == 0:  # None: a Hub id, counted in the worker
-        raise DatasetError("holds no rows to check forgetting on; give a retain_dataset with rows (e.g. the base "
-                           "model's own replies to everyday prompts) or drop it", path=spec.retain_dataset)
+        raise DatasetError(NO_RETAIN_ROWS, path=spec.retain_dataset)
     return spec
 
 

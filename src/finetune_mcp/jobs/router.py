@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from finetune_mcp.config import Settings, TrainingConfig
 from finetune_mcp.config.methods import MemoryExtras
+from finetune_mcp.config.optim import auto_optim
 from finetune_mcp.errors import BackendError, FinetuneError
 from finetune_mcp.jobs.multi_gpu import spread
 from finetune_mcp.jobs.placement import GpuInfo, Placement
@@ -114,7 +115,7 @@ def estimate_for(
 ) -> MemoryEstimate:
     """Read the model's config and estimate one run's memory (see `jobs.vram`)."""
     if optim == "auto":
-        optim = "adamw_8bit" if load_in_4bit else "adamw_torch_fused"
+        optim = auto_optim(load_in_4bit)
     return estimate_memory(
         load_model_info(model), load_in_4bit=load_in_4bit, lora_r=lora_r, target_modules=target_modules,
         max_seq_length=max_seq_length, batch_size=batch_size,

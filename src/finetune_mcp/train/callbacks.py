@@ -12,6 +12,7 @@ errors propagate (disk full is a real failure).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any
@@ -180,9 +181,7 @@ class PerfCallback(TrainerCallback):
     def __init__(self, clock=time.perf_counter, warmup_steps: int = 3) -> None:
         self.clock = clock
         self.warmup_steps = warmup_steps
-        self.step_times: list[float] = []  # step begin -> step end, host clock
-        self.step_ends: list[float] = []
-        self._t0: float | None = None
+        self.step_ends: list[float] = []  # host clock
         self._first_begin: float | None = None
         self._finished: float | None = None
 
@@ -193,15 +192,11 @@ class PerfCallback(TrainerCallback):
             torch.cuda.reset_peak_memory_stats()
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._t0 = self.clock()
         if self._first_begin is None:
-            self._first_begin = self._t0
+            self._first_begin = self.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        now = self.clock()
-        self.step_ends.append(now)
-        if self._t0 is not None:
-            self.step_times.append(now - self._t0)
+        self.step_ends.append(self.clock())
 
     def on_train_end(self, args, state, control, **kwargs):
         import torch
@@ -215,18 +210,20 @@ class PerfCallback(TrainerCallback):
 
         import torch
 
-        ends = self.step_ends
-        finished = max(self._finished or 0.0, ends[-1]) if ends else None
-        skip = self.warmup_steps if len(ends) > self.warmup_steps else 0
-        start = ends[skip - 1] if skip else self._first_begin
-        timed = len(ends) - skip
-        intervals = [b - a for a, b in zip(ends[skip:], ends[skip + 1:], strict=False)] or self.step_times[skip:]
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        ends = self.step_ends
+        if not ends or self._first_begin is None:
+            return {"step_s": None, "median_step_s": None, "steps_timed": 0, "steps_total_s": 0.0,
+                    "peak_memory_mib": round(peak, 1) if peak is not None else None}
+        finished = max(self._finished or 0.0, ends[-1])
+        skip = self.warmup_steps if len(ends) > self.warmup_steps else 0
+        marks = [self._first_begin, *ends][skip:]  # the timed steps' starts and ends
+        intervals = [b - a for a, b in itertools.pairwise(marks)]
         return {
-            "step_s": round((finished - start) / timed, 4) if ends and start is not None and timed else None,
-            "median_step_s": round(statistics.median(intervals), 4) if intervals else None,
-            "steps_timed": timed,
+            "step_s": round((finished - marks[0]) / len(intervals), 4),
+            "median_step_s": round(statistics.median(intervals), 4),
+            "steps_timed": len(intervals),
             # every step, wall clock, GPU work included: what a run costs beyond its set-up
-            "steps_total_s": round(finished - self._first_begin, 3) if ends and self._first_begin is not None else 0.0,
+            "steps_total_s": round(finished - self._first_begin, 3),
             "peak_memory_mib": round(peak, 1) if peak is not None else None,
         }
