@@ -11,7 +11,8 @@
 3. start_experiment: plain GRPO vs entropy-masked GRPO (top_entropy_quantile 0.2: top 20 %), `--seeds` seeds each;
    the experiment's verdict as it comes out.
 4. Step time and peak memory of the server's GRPO and DPO jobs next to plain TRL's GRPOTrainer and
-   DPOTrainer on the same data (sections `plain`, `plain_dpo`).
+   DPOTrainer on the same data (sections `plain`, `plain_dpo`), and plain Unsloth's DPOTrainer (section
+   `unsloth_dpo`, alone in its process: Unsloth patches TRL on import).
 Budget: ≤ 8 minutes on an H100 at the defaults.
 """
 
@@ -110,11 +111,18 @@ class StepTimer:
         from transformers import TrainerCallback
 
         class _Timer(TrainerCallback):
-            def on_step_begin(self, *a, **k):
-                self.t = time.perf_counter()
+            # the time between synchronised step ends: a step's GPU work included, as our jobs' `perf.step_s`
+            # (a step's begin-to-end on the host times only the launch when nothing in it waits for the GPU)
+            last: float | None = None
 
             def on_step_end(self, *a, **k):
-                times.append(time.perf_counter() - self.t)
+                import torch
+
+                torch.cuda.synchronize()
+                now = time.perf_counter()
+                if self.last is not None:
+                    times.append(now - self.last)
+                self.last = now
 
         return _Timer()
 
@@ -170,6 +178,34 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
     return plain_summary(times)
 
 
+def plain_unsloth_dpo(model_dir: str, data: Path, steps: int) -> dict:
+    """The same DPO run in plain Unsloth (its patched DPOTrainer, its LoRA and gradient checkpointing), as a
+    user's notebook runs it. Unsloth patches TRL on import: run this section in a process of its own."""
+    import unsloth  # noqa: F401  (first, so that its patches take)
+    from unsloth import FastLanguageModel, PatchDPOTrainer
+
+    PatchDPOTrainer()
+    import torch
+    from datasets import load_dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = FastLanguageModel.from_pretrained(model_dir, max_seq_length=128, load_in_4bit=False, dtype=None)
+    model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=32, random_state=0,
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                             "up_proj", "down_proj"],
+                                             use_gradient_checkpointing="unsloth")
+    times: list[float] = []
+    torch.cuda.reset_peak_memory_stats()
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8,
+                     gradient_accumulation_steps=1, learning_rate=5e-5, beta=0.1, max_length=128, bf16=True,
+                     report_to="none", logging_steps=10, save_strategy="no")
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
+                         train_dataset=load_dataset("json", data_files=str(data))["train"],
+                         callbacks=[StepTimer.make(times)])
+    trainer.train()
+    return plain_summary(times)
+
+
 async def main(args: argparse.Namespace) -> dict:
     from fastmcp import Client
 
@@ -204,6 +240,9 @@ async def main(args: argparse.Namespace) -> dict:
     if "plain" in sections:
         result["plain_trl_grpo"] = (plain_trl_grpo(args.model, grpo_data, args.grpo_steps) if args.device == "cuda"
                                     else "skipped: plain TRL's GRPO loss needs CUDA")
+    if "unsloth_dpo" in sections:
+        result["plain_unsloth_dpo"] = (plain_unsloth_dpo(args.model, dpo_data, args.dpo_steps) if args.device == "cuda"
+                                       else "skipped: Unsloth needs CUDA")
     if "plain_dpo" in sections:
         result["plain_trl_dpo"] = (plain_trl_dpo(args.model, dpo_data, args.dpo_steps) if args.device == "cuda"
                                    else "skipped: a CUDA timing")
