@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,9 @@ def convert_gguf(header: GgufHeader, destination: Path) -> dict[str, Any]:
     dtype = getattr(torch, dtype_name)
     folder, name = str(header.path.parent), header.path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+        with _parsed_once():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
     except (ValueError, KeyError, RuntimeError, OSError, NotImplementedError) as exc:
         raise ModelError(f"transformers could not read {header.path} ({str(exc).splitlines()[0][:200]}); give "
                          "the model's original Hugging Face folder or Hub id instead") from exc
@@ -69,6 +72,40 @@ def convert_gguf(header: GgufHeader, destination: Path) -> dict[str, Any]:
              seconds)
     return {"dtype": dtype_name, "convert_s": seconds, "transformers": transformers.__version__,
             "chat_template": bool(getattr(tokenizer, "chat_template", None))}
+
+
+@contextmanager
+def _parsed_once() -> Iterator[None]:
+    """Within it, `gguf.GGUFReader` parses each file once and `gguf.get_tensor_name_map` builds each map once.
+
+    Why: transformers 5.17 reads the whole GGUF (every metadata field, the 49,152-entry vocabulary and its
+    merges, item by item through numpy memmaps) once for the tokenizer, once for the config and twice for
+    the weights, and rebuilds llama.cpp's tensor-name map for each of the model's ~400 modules; on
+    SmolLM2 that was most of the import's time. Both are looked up by name (`from gguf import ...`) at
+    call time, so a memo placed on the `gguf` module for this block reaches them; a reader is read-only (a
+    memmap of the file), a name map is a lookup table. Outside the block nothing changes."""
+    import gguf
+
+    readers: dict[str, Any] = {}
+    maps: dict[tuple[Any, ...], Any] = {}
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = f"{Path(path).resolve()}:{mode}"
+        if key not in readers:
+            readers[key] = reader_class(path, mode)
+        return readers[key]
+
+    def tensor_name_map(arch: Any, n_blocks: int) -> Any:
+        if (arch, n_blocks) not in maps:
+            maps[arch, n_blocks] = name_map(arch, n_blocks)
+        return maps[arch, n_blocks]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, tensor_name_map
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
 
 
 # llama.cpp pre-tokenizer names (tokenizer.ggml.pre) -> the Hugging Face pre-tokenizer they stand for, where
