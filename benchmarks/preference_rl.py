@@ -103,28 +103,25 @@ def heldout_reward(model_dir: str, adapter: str | None, pairs: list[tuple[int, i
     return sum(last_number(ans) == a + b for ans, (a, b) in zip(answers, pairs, strict=True)) / len(pairs)
 
 
-class StepTimer:
-    """A TrainerCallback factory (transformers is imported only when a plain run starts)."""
+def step_timer(times: list[float]):
+    """A TrainerCallback appending to `times` the time between synchronised step ends: a step's GPU work
+    included, as our jobs' `perf.step_s` (a step's begin-to-end on the host times only the launch when
+    nothing in it waits for the GPU). transformers is imported only when a plain run starts."""
+    from transformers import TrainerCallback
 
-    @staticmethod
-    def make(times: list[float]):
-        from transformers import TrainerCallback
+    class _Timer(TrainerCallback):
+        last: float | None = None
 
-        class _Timer(TrainerCallback):
-            # the time between synchronised step ends: a step's GPU work included, as our jobs' `perf.step_s`
-            # (a step's begin-to-end on the host times only the launch when nothing in it waits for the GPU)
-            last: float | None = None
+        def on_step_end(self, *a, **k):
+            import torch
 
-            def on_step_end(self, *a, **k):
-                import torch
+            torch.cuda.synchronize()
+            now = time.perf_counter()
+            if self.last is not None:
+                times.append(now - self.last)
+            self.last = now
 
-                torch.cuda.synchronize()
-                now = time.perf_counter()
-                if self.last is not None:
-                    times.append(now - self.last)
-                self.last = now
-
-        return _Timer()
+    return _Timer()
 
 
 def plain_summary(times: list[float]) -> dict:
@@ -137,21 +134,28 @@ def plain_summary(times: list[float]) -> dict:
             "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
 
 
+def plain_dpo_config(steps: int):
+    """The server's DPO job's settings (batch, β, learning rate, length) as a DPOConfig for the plain runs."""
+    from trl import DPOConfig
+
+    return DPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8,
+                     gradient_accumulation_steps=1, learning_rate=5e-5, beta=0.1, max_length=128, bf16=True,
+                     report_to="none", logging_steps=10, save_strategy="no")
+
+
 def plain_trl_dpo(model_dir: str, data: Path, steps: int) -> dict:
     """The server's DPO run in plain TRL (DPOTrainer, same data, batch, β and LoRA), for step time and memory."""
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     times: list[float] = []
     torch.cuda.reset_peak_memory_stats()
-    args = DPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8,
-                     gradient_accumulation_steps=1, learning_rate=5e-5, beta=0.1, max_length=128, bf16=True,
-                     report_to="none", logging_steps=10, save_strategy="no")
+    args = plain_dpo_config(steps)
     trainer = DPOTrainer(model=model_dir, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
-                         callbacks=[StepTimer.make(times)])
+                         callbacks=[step_timer(times)])
     trainer.train()
     return plain_summary(times)
 
@@ -173,7 +177,7 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
                       bf16=True, report_to="none", logging_steps=10, save_strategy="no")
     trainer = GRPOTrainer(model=model_dir, reward_funcs=numeric, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
                           peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
-                          callbacks=[StepTimer.make(times)])
+                          callbacks=[step_timer(times)])
     trainer.train()
     return plain_summary(times)
 
@@ -181,13 +185,12 @@ def plain_trl_grpo(model_dir: str, data: Path, steps: int) -> dict:
 def plain_unsloth_dpo(model_dir: str, data: Path, steps: int) -> dict:
     """The same DPO run in plain Unsloth (its patched DPOTrainer, its LoRA and gradient checkpointing), as a
     user's notebook runs it. Unsloth patches TRL on import: run this section in a process of its own."""
-    import unsloth  # noqa: F401  (first, so that its patches take)
-    from unsloth import FastLanguageModel, PatchDPOTrainer
+    from unsloth import FastLanguageModel, PatchDPOTrainer  # first, so that its patches take
 
     PatchDPOTrainer()
     import torch
     from datasets import load_dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     model, tokenizer = FastLanguageModel.from_pretrained(model_dir, max_seq_length=128, load_in_4bit=False, dtype=None)
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=32, random_state=0,
@@ -196,12 +199,10 @@ def plain_unsloth_dpo(model_dir: str, data: Path, steps: int) -> dict:
                                              use_gradient_checkpointing="unsloth")
     times: list[float] = []
     torch.cuda.reset_peak_memory_stats()
-    args = DPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8,
-                     gradient_accumulation_steps=1, learning_rate=5e-5, beta=0.1, max_length=128, bf16=True,
-                     report_to="none", logging_steps=10, save_strategy="no")
+    args = plain_dpo_config(steps)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
                          train_dataset=load_dataset("json", data_files=str(data))["train"],
-                         callbacks=[StepTimer.make(times)])
+                         callbacks=[step_timer(times)])
     trainer.train()
     return plain_summary(times)
 

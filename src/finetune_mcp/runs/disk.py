@@ -28,7 +28,7 @@ _DISK_FULL_TEXT = ("no space left on device", "database or disk is full", "disk 
 HOME_HINT = "free space or set FINETUNE_MCP_HOME to another disk"
 # torch's checkpoint writer (a zip) reports a short write as "[enforce fail at inline_container.cc:…] .
 # unexpected pos N vs M", without the errno; on a disk with (almost) nothing free that is the disk filling.
-_SHORT_WRITE_TEXT = ("unexpected pos",)
+_SHORT_WRITE_TEXT = "unexpected pos"
 SHORT_WRITE_FULL_BELOW = 1 << 20  # free bytes under which a short write counts as a full disk
 
 
@@ -79,7 +79,7 @@ def disk_full_message(path: str | os.PathLike[str]) -> str:
 
 def short_write_on_full_disk(exc: BaseException, path: str | os.PathLike[str]) -> bool:
     """A short write reported without an errno (torch's zip writer) while the disk at `path` is full."""
-    if not any(marker in str(link).lower() for link in _chain(exc) for marker in _SHORT_WRITE_TEXT):
+    if not any(_SHORT_WRITE_TEXT in str(link).lower() for link in _chain(exc)):
         return False
     free = free_bytes(path)
     return free is not None and free < SHORT_WRITE_FULL_BELOW

@@ -56,7 +56,7 @@ def run_training(config: EnhancedTrainingConfig, run_dir: str | Path, *,
 
 
 def _load(config: EnhancedTrainingConfig, run: RunDirectory, load_model: ModelLoader | None,
-          evaluate: bool = True) -> TrainingRun:
+          evaluate: bool) -> TrainingRun:
     """Data and model, in the order Unsloth needs (it patches transformers and TRL on import)."""
     from finetune_mcp.model.plan import resolve_backend
     from finetune_mcp.train.model import load_with_lora
